@@ -1,0 +1,1 @@
+"""The data layer: corpus registry and resolution, text hygiene, splits and batching."""

@@ -1,0 +1,38 @@
+"""Test setup: an isolated corpus cache, the shared mirror when present, a fixed terminal width."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from chargen.paths import PROJECT_ROOT
+
+SHARED_MIRROR = PROJECT_ROOT.parent / "shared" / "corpora"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests never touch the network or the user's cache: the mirror (CI sets it; a checkout
+    # beside ../shared finds it), a throwaway cache, and the offline switch.
+    if "CHARGEN_MIRROR" not in os.environ and SHARED_MIRROR.is_dir():
+        os.environ["CHARGEN_MIRROR"] = str(SHARED_MIRROR)
+    os.environ["CHARGEN_OFFLINE"] = "1"
+    os.environ.setdefault("CHARGEN_HOME", str(Path(config.rootpath) / ".pytest_cache" / "chargen-home"))
+    os.environ.pop("CHARGEN_DEBUG", None)
+    os.environ["COLUMNS"] = "200"  # rich wraps at the terminal width; keep CLI output on one line
+    os.environ["NO_COLOR"] = "1"
+
+
+def mirror() -> Path | None:
+    path = os.environ.get("CHARGEN_MIRROR")
+    return Path(path) if path and Path(path).is_dir() else None
+
+
+@pytest.fixture
+def corpus_mirror() -> Path:
+    """The corpus mirror folder; the test is skipped with a reason when none is reachable."""
+    found = mirror()
+    if found is None or not (found / "grimm.txt").exists():
+        pytest.skip("no corpus mirror: set CHARGEN_MIRROR to a folder like ../shared/corpora")
+    return found
