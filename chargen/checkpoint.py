@@ -1,0 +1,220 @@
+"""Checkpoints: a run directory of tensors-only weights, JSON config and trainer state, written atomically.
+
+Layout of a run directory::
+
+    config.json    format version, task, model config, vocabulary, step, metrics (JSON)
+    model.pt       flat {name: tensor} dict, loaded with torch.load(weights_only=True)
+    trainer.pt     optimizer, RNG and data-position state for exact resume (tensors, numbers, lists)
+    metrics.jsonl  samples.jsonl  loss.png
+
+A save writes every file to a temporary name and fsyncs it, then writes a ``.commit`` journal
+naming them, renames them into place and removes the journal. Killed before the journal exists,
+the previous checkpoint is untouched; killed after, the next load rolls the renames forward.
+So a checkpoint on disk is always one consistent step, whatever moment the process died.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from chargen import __version__
+from chargen.errors import CheckpointError
+from chargen.paths import checkpoints_dir
+from chargen.vocab import Vocab
+
+FORMAT_VERSION = 1
+CONFIG, WEIGHTS, TRAINER = "config.json", "model.pt", "trainer.pt"
+JOURNAL = ".commit"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(directory: Path, name: str, data: bytes) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def atomic_write(directory: Path, files: dict[str, bytes]) -> None:
+    """Replace ``files`` in ``directory`` all together (see the module docstring)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    temps: dict[str, Path] = {}
+    try:
+        for name, data in files.items():
+            temps[name] = _write_temp(directory, name, data)
+        journal = json.dumps({name: tmp.name for name, tmp in temps.items()}).encode()
+        _write_temp(directory, JOURNAL, journal).replace(directory / JOURNAL)
+    except BaseException:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(directory)
+    _roll_forward(directory)
+
+
+def _roll_forward(directory: Path) -> None:
+    """Finish a journalled save (renames are idempotent), then drop stray temporary files."""
+    journal = directory / JOURNAL
+    if journal.exists():
+        try:
+            pending = json.loads(journal.read_text())
+        except (OSError, ValueError):
+            pending = {}  # torn journal: it was never renamed into place, so nothing was committed
+        for name, tmp in pending.items():
+            if (directory / tmp).exists():
+                os.replace(directory / tmp, directory / name)
+        _fsync_dir(directory)
+        journal.unlink(missing_ok=True)
+    for stray in directory.glob(".*.tmp"):
+        stray.unlink(missing_ok=True)
+
+
+def tensor_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def flat_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The unwrapped model's tensors on the CPU (DDP's ``module.`` and compile's ``_orig_mod.`` removed)."""
+    model = getattr(model, "module", model)
+    model = getattr(model, "_orig_mod", model)
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def save(run_dir: Path, config: dict[str, Any], model: nn.Module, trainer: dict[str, Any] | None = None) -> None:
+    """Write a checkpoint atomically; ``config`` gets the format and chargen versions added."""
+    config = {"format_version": FORMAT_VERSION, "chargen_version": __version__, **config}
+    files = {WEIGHTS: tensor_bytes(flat_weights(model))}
+    if trainer is not None:
+        files[TRAINER] = tensor_bytes(trainer)
+    files[CONFIG] = (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode()
+    atomic_write(run_dir, files)
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A run directory from a path, or from a name under the checkpoints folder."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    named = checkpoints_dir() / str(name_or_path)
+    if named.is_dir():
+        return named
+    raise CheckpointError(
+        f"no model {str(name_or_path)!r}: not a directory, and not in {checkpoints_dir()} "
+        "(train one with `chargen train --out DIR`, or pass a run directory)"
+    )
+
+
+def _recover(run_dir: Path) -> None:
+    if (run_dir / JOURNAL).exists() and os.access(run_dir, os.W_OK):
+        _roll_forward(run_dir)
+
+
+def load_config(run_dir: Path) -> dict[str, Any]:
+    """The checkpoint's JSON config, checked for a known format version."""
+    _recover(run_dir)
+    path = run_dir / CONFIG
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; {run_dir} is not a chargen run directory") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable or corrupt JSON ({e})") from None
+    if not isinstance(config, dict) or "format_version" not in config:
+        raise CheckpointError(f"{path}: not a chargen config (no format_version)")
+    version = config["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {version} is newer than this chargen understands "
+            f"({FORMAT_VERSION}); upgrade chargen"
+        )
+    return config
+
+
+def load_tensors(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only, no code runs."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: refused or corrupt ({first[:200]})") from None
+
+
+@dataclass
+class Loaded:
+    """A model rebuilt from a checkpoint, with its config and vocabulary."""
+
+    path: Path
+    config: dict[str, Any]
+    model: nn.Module
+    vocab: Vocab
+
+
+def load(
+    name_or_path: str | Path,
+    *,
+    task: str | tuple[str, ...] | None = None,
+    device: torch.device | str = "cpu",
+    build: Callable[[dict[str, Any]], nn.Module] | None = None,
+) -> Loaded:
+    """Rebuild a model from a run directory; ``task`` refuses checkpoints of another task."""
+    from chargen.models import ModelConfig, build_model
+
+    run_dir = resolve(name_or_path)
+    config = load_config(run_dir)
+    kind = config.get("task")
+    wanted = (task,) if isinstance(task, str) else task
+    if wanted and kind not in wanted:
+        raise CheckpointError(
+            f"{run_dir}: this is a {kind!r} model; this command needs a {' or '.join(map(repr, wanted))} model"
+        )
+    try:
+        vocab = Vocab.from_json(config["vocab"])
+        model_cfg = ModelConfig.from_dict(config["model"])
+        model = build(config) if build else build_model(model_cfg)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{run_dir / CONFIG}: cannot rebuild the model ({e})") from None
+    weights = load_tensors(run_dir / WEIGHTS)
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{run_dir / WEIGHTS}: not a flat dict of tensors")
+    if model_cfg.vocab_size != len(vocab):
+        raise CheckpointError(
+            f"{run_dir / CONFIG}: vocabulary has {len(vocab)} tokens but the model was built for "
+            f"{model_cfg.vocab_size}"
+        )
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"{run_dir / WEIGHTS}: weights do not fit the config ({detail})") from None
+    model.to(device).eval()
+    return Loaded(run_dir, config, model, vocab)

@@ -1,0 +1,120 @@
+"""Models: character embedding (+ optional condition) -> recurrent core -> LM or classifier head."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from chargen.cells import State
+from chargen.core import Recurrent
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model; stored as JSON in every checkpoint."""
+
+    kind: str = "lm"  # "lm" (next character per step) or "classifier" (one label per sequence)
+    vocab_size: int = 0
+    embed_dim: int = 64
+    cell: str = "lstm"
+    hidden_size: int = 512
+    num_layers: int = 2
+    dropout: float = 0.0
+    engine: str = "fused"
+    cell_options: dict[str, Any] = field(default_factory=dict)
+    num_classes: int = 0  # classifier outputs
+    num_conditions: int = 0  # LM conditioned on a class (e.g. a language) at every step
+    condition_dim: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = cls.__dataclass_fields__
+        unknown = set(data) - set(known)
+        if unknown:
+            raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+class Encoder(nn.Module):
+    """Token ids ``(T, N)`` (+ a condition id per sequence) -> core outputs ``(T, N, H)``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
+        self.condition = nn.Embedding(cfg.num_conditions, cfg.condition_dim) if cfg.num_conditions else None
+        input_size = cfg.embed_dim + (cfg.condition_dim if cfg.num_conditions else 0)
+        self.core = Recurrent(
+            cfg.cell, input_size, cfg.hidden_size, cfg.num_layers, cfg.dropout, cfg.engine, **cfg.cell_options
+        )
+
+    def forward(
+        self, idx: Tensor, state: State | None = None, condition: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        x = self.embed(idx)  # (T, N, E)
+        if self.condition is not None:
+            if condition is None:
+                raise ValueError("this model is conditioned: pass condition ids (N,)")
+            cond = self.condition(condition)  # (N, C)
+            x = torch.cat([x, cond.unsqueeze(0).expand(x.shape[0], -1, -1)], dim=2)
+        return self.core(x, state)
+
+
+class CharLM(nn.Module):
+    """Character language model: ``forward(idx (T, N), state, targets) -> (logits (T, N, V), loss, state)``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.head = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+
+    def forward(
+        self,
+        idx: Tensor,
+        state: State | None = None,
+        targets: Tensor | None = None,
+        condition: Tensor | None = None,
+        ignore_index: int = -100,
+    ) -> tuple[Tensor, Tensor | None, State]:
+        out, state = self.encoder(idx, state, condition)
+        logits = self.head(out)  # (T, N, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
+        return logits, loss, state
+
+
+class SequenceClassifier(nn.Module):
+    """One label per sequence from the state at each sequence's own last character.
+
+    Padding comes after a sequence's last character, and the core is causal, so the output at
+    ``lengths - 1`` is exactly what the unpadded sequence alone would give.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.head = nn.Linear(cfg.hidden_size, cfg.num_classes)
+
+    def forward(self, idx: Tensor, lengths: Tensor) -> Tensor:
+        """``idx (T, N)`` right-padded, ``lengths (N,)`` -> logits ``(N, C)``."""
+        out, _ = self.encoder(idx)  # (T, N, H)
+        last = out[lengths - 1, torch.arange(idx.shape[1], device=idx.device)]  # (N, H)
+        return self.head(last)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The model a config describes."""
+    if cfg.kind == "lm":
+        return CharLM(cfg)
+    if cfg.kind == "classifier":
+        return SequenceClassifier(cfg)
+    raise ValueError(f"unknown model kind {cfg.kind!r}")

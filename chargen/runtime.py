@@ -1,0 +1,75 @@
+"""Run-time environment: seeding, RNG state capture, device choice, determinism and process rank."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import torch
+
+from chargen.errors import UsageError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and torch's generators (torch seeds every CUDA device too)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Bitwise-repeatable kernels where torch offers them (slower on GPU)."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(enabled)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python's and torch's RNG states, as plain tensors and lists (safe for weights_only loading)."""
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {"python": [version, list(internal), gauss], "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; asking for a missing accelerator is a clear error."""
+    kind = name.split(":")[0]
+    if kind not in DEVICES:
+        raise UsageError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)} (or cuda:N)")
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available to this torch build")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: the MPS backend is not available on this machine")
+    return torch.device(name)
+
+
+def rank() -> int:
+    """This process's rank under torchrun (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return rank() == 0

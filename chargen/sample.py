@@ -1,0 +1,110 @@
+"""Stateful generation: prime once, then one step per character with the state carried (O(1) per character)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from chargen.cells import State
+from chargen.errors import UsageError
+from chargen.models import CharLM
+from chargen.vocab import Vocab
+
+MAX_LENGTH = 10_000_000  # streamed, so memory stays flat; the bound only stops typos like 1e12
+
+
+def sample_next(
+    logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
+) -> Tensor:
+    """Next ids from ``logits (N, V)``: argmax at temperature 0, else softmax(logits / T) over the top k."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def check_sampling(temperature: float, top_k: int | None, length: int) -> None:
+    if temperature < 0:
+        raise UsageError(f"--temp must be 0 (greedy) or positive, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {top_k}")
+    if not 0 <= length <= MAX_LENGTH:
+        raise UsageError(f"--length must be between 0 and {MAX_LENGTH:,}, got {length}")
+
+
+@torch.no_grad()
+def generate(
+    model: CharLM,
+    vocab: Vocab,
+    *,
+    prime: str = "",
+    length: int = 500,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+    chunk_size: int = 30,
+    condition: int | None = None,
+    stop: str | None = None,
+) -> Iterator[str]:
+    """Yield generated text in chunks of ``chunk_size`` characters (the prime is not repeated).
+
+    The prime runs through the network once; after that every character costs one step, with
+    the state carried from step to step and chunk to chunk, so the text is the same whatever
+    ``chunk_size`` is. Without a prime the first character is drawn uniformly from the
+    vocabulary. ``stop`` (a special token such as ``<eos>``) ends generation early.
+    """
+    check_sampling(temperature, top_k, length)
+    if chunk_size < 1:
+        raise UsageError(f"chunk size must be positive, got {chunk_size}")
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, (1,))))
+    cond = None if condition is None else torch.tensor([condition], device=device)
+    if prime:
+        ids = torch.tensor(vocab.encode(prime, what="the prime"), device=device)
+    else:
+        first = torch.randint(len(vocab.specials), len(vocab), (1,), generator=generator, device=device)
+        ids = first
+        yield vocab.decode(first.tolist())
+        length -= 1
+    stop_id = vocab.id(stop) if stop is not None else None
+    logits, _, state = model(ids.view(-1, 1), None, condition=cond)  # (T, 1, V)
+    last = logits[-1]  # (1, V)
+    produced = 0
+    while produced < length:
+        chunk, last, state, stopped = _chunk(model, last, state, min(chunk_size, length - produced),
+                                             temperature, top_k, generator, cond, stop_id)
+        produced += len(chunk)
+        if chunk:
+            yield vocab.decode(chunk)
+        if stopped:
+            return
+
+
+def _chunk(
+    model: CharLM,
+    last: Tensor,
+    state: State,
+    n: int,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator,
+    cond: Tensor | None,
+    stop_id: int | None,
+) -> tuple[list[int], Tensor, State, bool]:
+    """Generate ``n`` ids one step at a time from ``last`` logits and the carried ``state``."""
+    out: list[int] = []
+    for _ in range(n):
+        nxt = sample_next(last, temperature, top_k, generator)  # (1,)
+        if stop_id is not None and int(nxt) == stop_id:
+            return out, last, state, True
+        out.append(int(nxt))
+        logits, _, state = model(nxt.view(1, 1), state, condition=cond)
+        last = logits[-1]
+    return out, last, state, False
