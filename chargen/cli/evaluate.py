@@ -1,0 +1,46 @@
+"""`chargen evaluate`: recompute a trained model's held-out metrics from the data."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from chargen.cli.app import app
+from chargen.cli.ui import download_progress, out_console
+
+
+@app.command(rich_help_panel="Evaluate")
+def evaluate(
+    model: Annotated[str, typer.Option("--model", "-m", help="Run directory, or a name under checkpoints/.")] = "grimm",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+) -> None:
+    """Recompute the held-out metrics of a trained model, so a recorded number can be checked."""
+    from chargen import checkpoint
+    from chargen.runtime import resolve_device
+    from chargen.tasks import evaluate_saved
+
+    dev = resolve_device(device)
+    loaded = checkpoint.load(model, device=dev)
+    with download_progress(as_json) as progress:
+        report = evaluate_saved(loaded, dev, progress)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    table = Table(title=f"{loaded.path.name} ({loaded.config['task']})", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in report["metrics"].items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    out_console.print(table)
+    for extra in report.get("tables", []):
+        t = Table(title=extra["title"], title_justify="left")
+        for col in extra["columns"]:
+            t.add_column(col, justify="left" if col == extra["columns"][0] else "right")
+        for row in extra["rows"]:
+            t.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+        out_console.print(t)
