@@ -6,6 +6,7 @@ Layout of a run directory::
     model.pt       flat {name: tensor} dict, loaded with torch.load(weights_only=True)
     trainer.pt     optimizer, RNG and data-position state for exact resume (tensors, numbers, lists)
     metrics.jsonl  samples.jsonl  loss.png
+    .lock          while a run writes here: its pid and host (see RunLock)
 
 A save writes every file to a temporary name and fsyncs it, then writes a ``.commit`` journal
 naming them, renames them into place and removes the journal. Killed before the journal exists,
@@ -18,7 +19,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +33,14 @@ import torch
 from torch import nn
 
 from chargen import __version__
-from chargen.errors import CheckpointError
+from chargen.errors import CheckpointError, RunLocked
 from chargen.paths import checkpoints_dir
 from chargen.vocab import Vocab
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, TRAINER = "config.json", "model.pt", "trainer.pt"
 JOURNAL = ".commit"
+LOCK = ".lock"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -51,6 +57,7 @@ def _fsync_dir(path: Path) -> None:
 def _write_temp(directory: Path, name: str, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a checkpoint is as readable as any file the user writes
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -64,14 +71,15 @@ def _write_temp(directory: Path, name: str, data: bytes) -> Path:
 def atomic_write(directory: Path, files: dict[str, bytes]) -> None:
     """Replace ``files`` in ``directory`` all together (see the module docstring)."""
     directory.mkdir(parents=True, exist_ok=True)
-    temps: dict[str, Path] = {}
+    temps: list[Path] = []
     try:
         for name, data in files.items():
-            temps[name] = _write_temp(directory, name, data)
-        journal = json.dumps({name: tmp.name for name, tmp in temps.items()}).encode()
-        _write_temp(directory, JOURNAL, journal).replace(directory / JOURNAL)
+            temps.append(_write_temp(directory, name, data))
+        journal = json.dumps({name: tmp.name for name, tmp in zip(files, temps)}).encode()
+        temps.append(_write_temp(directory, JOURNAL, journal))
+        os.replace(temps[-1], directory / JOURNAL)  # the commit point
     except BaseException:
-        for tmp in temps.values():
+        for tmp in temps:
             tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(directory)
@@ -87,8 +95,10 @@ def _roll_forward(directory: Path) -> None:
         except (OSError, ValueError):
             pending = {}  # torn journal: it was never renamed into place, so nothing was committed
         for name, tmp in pending.items():
-            if (directory / tmp).exists():
+            try:
                 os.replace(directory / tmp, directory / name)
+            except FileNotFoundError:
+                pass  # renamed before the crash
         _fsync_dir(directory)
         journal.unlink(missing_ok=True)
     for stray in directory.glob(".*.tmp"):
@@ -115,7 +125,11 @@ def save(run_dir: Path, config: dict[str, Any], model: nn.Module, trainer: dict[
     if trainer is not None:
         files[TRAINER] = tensor_bytes(trainer)
     files[CONFIG] = (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode()
-    atomic_write(run_dir, files)
+    try:
+        atomic_write(run_dir, files)
+    except OSError as e:
+        kept = "the previous checkpoint there is intact" if (run_dir / CONFIG).exists() else "nothing was saved"
+        raise CheckpointError(f"cannot save a checkpoint in {run_dir}: {e.strerror or e}; {kept}") from None
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -133,7 +147,10 @@ def resolve(name_or_path: str | Path) -> Path:
 
 
 def _recover(run_dir: Path) -> None:
-    if (run_dir / JOURNAL).exists() and os.access(run_dir, os.W_OK):
+    """Finish a save that a crash interrupted, unless a live run owns the directory (it may be mid-save)."""
+    if not ((run_dir / JOURNAL).exists() or any(run_dir.glob(".*.tmp"))):
+        return
+    if os.access(run_dir, os.W_OK) and not RunLock(run_dir).owned_by_another_process():
         _roll_forward(run_dir)
 
 
@@ -164,9 +181,29 @@ def load_tensors(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing") from None
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: refused or corrupt ({first[:200]})") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except pickle.UnpicklingError as e:
+        # weights_only names the callable a pickle asks for ("GLOBAL posix.system"); anything
+        # else it cannot read is damage, not an attack.
+        if found := re.search(r"GLOBAL ([\w.]+)", str(e)):
+            raise CheckpointError(
+                f"{path}: refused: it holds a pickled Python object ({found.group(1)}), which could run code "
+                "when loaded; chargen loads only tensors and plain data"
+            ) from None
+        raise CheckpointError(f"{path}: corrupt ({_detail(e)})") from None
+    except EOFError:
+        raise CheckpointError(f"{path}: corrupt or truncated (it ends before any data)") from None
+    except Exception as e:  # torch raises RuntimeError, ValueError... for damaged files
+        raise CheckpointError(f"{path}: corrupt or truncated ({_detail(e)})") from None
+
+
+def _detail(e: BaseException) -> str:
+    """The informative part of torch's long, multi-line loading errors, on one line."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if found := re.search(r"WeightsUnpickler error: (.+?)(?: Check the documentation|$)", text):
+        return found.group(1)
+    return text.split(". ")[0][:200]
 
 
 @dataclass
@@ -218,3 +255,105 @@ def load(
         raise CheckpointError(f"{run_dir / WEIGHTS}: weights do not fit the config ({detail})") from None
     model.to(device).eval()
     return Loaded(run_dir, config, model, vocab)
+
+
+class RunLock:
+    """One writer per run directory: ``.lock``, created with O_EXCL, names the owner's pid and host.
+
+    A lock whose process is gone (same host, no such pid) is stale: it is taken over and ``note``
+    says so. A lock from another host cannot be checked, so it is respected.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK
+        self.held = False
+        self.note: str | None = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        for _ in range(3):  # a stale lock we clear may be claimed by another process first
+            if self._create():
+                return
+            owner = _read_lock(self.path)
+            if owner is None:
+                continue  # released since our attempt
+            if _alive(owner):
+                raise RunLocked(self._locked_message(owner))
+            self._clear_stale(owner)
+        raise RunLocked(f"{self.path.parent} is being claimed by other runs; try again")
+
+    def release(self) -> None:
+        if self.held and (_read_lock(self.path) or {}).get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def owned_by_another_process(self) -> bool:
+        owner = _read_lock(self.path)
+        return owner is not None and owner.get("pid") != os.getpid() and _alive(owner)
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(owner) + "\n")
+        self.held = True
+        return True
+
+    def _clear_stale(self, stale: dict[str, Any]) -> None:
+        # The guard makes "check it is still the stale lock, then delete it" one step across processes.
+        guard = self.path.with_name(LOCK + ".takeover")
+        try:
+            os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            raise RunLocked(
+                f"{self.path}: another process is taking over this stale lock; try again "
+                f"(delete {guard} if no chargen run is starting)"
+            ) from None
+        try:
+            if _read_lock(self.path) == stale:
+                self.path.unlink(missing_ok=True)
+                who = f"pid {stale['pid']}" if "pid" in stale else "an unfinished lock"
+                self.note = f"took over a stale lock on {self.path.parent} ({who} is no longer running)"
+        finally:
+            guard.unlink(missing_ok=True)
+
+    def _locked_message(self, owner: dict[str, Any]) -> str:
+        who = f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}, since {owner.get('since', '?')}"
+        return (
+            f"{self.path.parent} is in use by another training run ({who}); wait for it or pick another "
+            f"--out (if no run is using it, delete {self.path})"
+        )
+
+
+def _read_lock(path: Path) -> dict[str, Any] | None:
+    """The lock's owner; ``{}`` for a lock whose owner died before writing it; None when there is no lock."""
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _alive(owner: dict[str, Any]) -> bool:
+    if "pid" not in owner:
+        return False
+    if owner.get("host") != socket.gethostname():
+        return True  # cannot see another machine's processes
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 
 class ChargenError(Exception):
-    """A failure the user can fix; the CLI prints its message as one line and exits 1."""
+    """A failure the user can fix; the CLI prints ``label: message`` as one line and exits ``exit_code``."""
 
     exit_code = 1
+    label = "error"
 
 
 class UsageError(ChargenError):
@@ -24,7 +25,7 @@ class ChecksumMismatch(CorpusError):
 
 
 class CheckpointError(ChargenError):
-    """A checkpoint that is missing, corrupt, of another task or of a newer format."""
+    """A checkpoint that is missing, corrupt, of another task or of a newer format, or cannot be saved."""
 
 
 class VocabularyError(ChargenError):
@@ -33,3 +34,21 @@ class VocabularyError(ChargenError):
 
 class TrainingError(ChargenError):
     """A training run that cannot go on (non-finite loss, locked run directory)."""
+
+
+class RunLocked(TrainingError):
+    """A run directory that another live process is writing to."""
+
+
+class RunInterrupted(TrainingError):
+    """Training stopped by a signal: Ctrl-C exits 130 and SIGTERM 143, as a shell reports a killed process."""
+
+    label = "interrupted"
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+    def __reduce__(self) -> tuple[type, tuple[str, int]]:
+        return type(self), (str(self), self.signum)

@@ -36,3 +36,174 @@ def plot_loss(metrics_path: Path, out: Path, title: str = "") -> Path:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def plot_confusion(matrix: list[list[float]], labels: list[str], out: Path, title: str = "") -> Path:
+    """A row-normalised confusion matrix: rows the actual class, columns the guessed one."""
+    plt = _pyplot()
+    n = len(labels)
+    size = max(5.0, 0.42 * n + 2.0)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size), dpi=110)
+    image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(labels, rotation=90)
+    ax.set_yticklabels(labels)
+    ax.set_xlabel("guessed")
+    ax.set_ylabel("actual")
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            if value >= 0.005:
+                ax.text(j, i, f"{value:.2f}"[1:] if value < 1 else "1", ha="center", va="center", fontsize=6,
+                        color="white" if value > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(title or "confusion matrix")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+# -- comparisons of cells (chargen compare, chargen gradients) --------------------------------------
+
+
+def _cell_colors(cells: list[str]) -> dict[str, object]:
+    plt = _pyplot()
+    palette = plt.get_cmap("tab10")
+    return {cell: palette(i % 10) for i, cell in enumerate(cells)}
+
+
+def _band(series: list[dict[float, float]]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Steps present in every seed's curve, and the mean, min and max over seeds at each."""
+    if not series:
+        return [], [], [], []
+    steps = sorted(set.intersection(*(set(s) for s in series)))
+    mean = [sum(s[x] for s in series) / len(series) for x in steps]
+    low = [min(s[x] for s in series) for x in steps]
+    high = [max(s[x] for s in series) for x in steps]
+    return steps, mean, low, high
+
+
+def plot_compare(result, out: Path, title: str = "") -> Path:
+    """A comparison's loss curves: train loss against step, validation loss against step, and train
+    loss against training seconds; per cell the mean over seeds with a min-max band."""
+    plt = _pyplot()
+    colors = _cell_colors(list(result.cells))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), dpi=110)
+    for cell in result.cells:
+        runs = result.runs_of(cell)
+        color = colors[cell]
+        n = len(runs)
+        train = [{p[0]: p[1] for p in r.train_curve} for r in runs if r.train_curve]
+        steps, mean, low, high = _band(train)
+        if steps:
+            axes[0].plot(steps, mean, color=color, lw=1.3, label=f"{cell} (n={n})")
+            axes[0].fill_between(steps, low, high, color=color, alpha=0.18, lw=0)
+            clock = [{p[0]: p[2] for p in r.train_curve} for r in runs if r.train_curve]
+            seconds = [sum(c[x] for c in clock) / len(clock) for x in steps]
+            axes[2].plot(seconds, mean, color=color, lw=1.3, label=cell)
+            axes[2].fill_between(seconds, low, high, color=color, alpha=0.18, lw=0)
+        val = [{p[0]: p[1] for p in r.val_curve} for r in runs if r.val_curve]
+        steps, mean, low, high = _band(val)
+        if steps:
+            axes[1].plot(steps, mean, "o-", color=color, lw=1.5, ms=2.5, label=cell)
+            axes[1].fill_between(steps, low, high, color=color, alpha=0.18, lw=0)
+    if result.threshold is not None:
+        axes[1].axhline(result.threshold, color="grey", ls="--", lw=0.8, label=f"threshold {result.threshold:.3f}")
+    for ax, (xlabel, ylabel, name) in zip(axes, [
+        ("step", "train loss (nats)", "training loss"),
+        ("step", "validation loss (nats)", "validation loss"),
+        ("training seconds, steps only (mean over seeds)", "train loss (nats)", "training loss against wall time"),
+    ]):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    seeds = ", ".join(str(s) for s in result.seeds)
+    fig.suptitle(title or f"chargen compare: task {result.task}, seeds {seeds} (mean, band = min-max over seeds)",
+                 fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_gradient_flow(result, out: Path, title: str = "") -> Path:
+    """||dL/dh_t|| and ||dL/dx_t|| against t (log scale), the loss read at the last step, one line per cell."""
+    plt = _pyplot()
+    colors = _cell_colors(list(result.cells))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), dpi=110)
+    for cell in result.cells:
+        curve = result.curves[cell]
+        for ax, values, per_seed in ((axes[0], curve.hidden, curve.hidden_per_seed),
+                                     (axes[1], curve.inputs, curve.inputs_per_seed)):
+            t = list(range(len(values)))
+            ax.semilogy(t, [max(v, 1e-300) for v in values], color=colors[cell], lw=1.5, label=cell)
+            if len(per_seed) > 1:
+                low = [max(min(s), 1e-300) for s in zip(*per_seed)]
+                high = [max(s) for s in zip(*per_seed)]
+                ax.fill_between(t, low, high, color=colors[cell], alpha=0.15, lw=0)
+    for ax, ylabel in ((axes[0], "||dL/dh_t||  (top layer)"), (axes[1], "||dL/dx_t||  (input embedding)")):
+        ax.set_xlabel(f"time step t (loss at t = {result.length - 1})")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title or f"gradient flow at init: T={result.length}, hidden {result.hidden_size}, "
+                 f"{result.num_layers} layer(s), {result.source}, mean over {len(result.seeds)} seeds x "
+                 f"{result.batch} sequences (band = min-max over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+# -- the palindrome probe (chargen probe) ---------------------------------------------------------------
+
+
+def plot_accuracy_vs_length(results: dict, out: Path, title: str = "") -> Path:
+    """Held-out accuracy against palindrome length, one line per cell: the mean over seeds, a band of
+    ± one standard deviation (clipped to [0, 1]) and each seed's run as a dot; chance and 90% marked.
+
+    ``results`` is what ``chargen.tasks.palindrome.run_probe`` returns (or its JSON, read back).
+    """
+    plt = _pyplot()
+    cells = list(results["cells"])
+    palette = plt.get_cmap("tab10")
+    colors = {cell: palette(i % 10) for i, cell in enumerate(cells)}
+    settings = results.get("settings", {})
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=110)
+    lengths_all = sorted(results["lengths"])
+    spacing = min((b - a for a, b in zip(lengths_all, lengths_all[1:])), default=1)
+    offsets = {cell: (i - (len(cells) - 1) / 2) * 0.04 * spacing for i, cell in enumerate(cells)}  # dots apart
+    for cell in cells:
+        rows = sorted((r for r in results["summary"] if r["cell"] == cell), key=lambda r: r["length"])
+        if not rows:
+            continue
+        lengths = [r["length"] for r in rows]
+        mean = [r["mean"] for r in rows]
+        low = [max(0.0, r["mean"] - r["std"]) for r in rows]
+        high = [min(1.0, r["mean"] + r["std"]) for r in rows]
+        kept = results.get("longest_90", {}).get(cell)
+        label = f"{cell} (>= 90% up to T = {kept})" if kept else f"{cell} (< 90% from the start)"
+        ax.plot(lengths, mean, "o-", color=colors[cell], lw=1.8, ms=4, label=label)
+        ax.fill_between(lengths, low, high, color=colors[cell], alpha=0.15, lw=0)
+        runs = [r for r in results.get("runs", []) if r["cell"] == cell]
+        ax.scatter([r["length"] + offsets[cell] for r in runs], [r["accuracy"] for r in runs],
+                   color=colors[cell], s=9, alpha=0.45, lw=0)
+    ax.axhline(settings.get("chance", 0.1), color="grey", ls=":", lw=1, label="chance (10%)")
+    ax.axhline(settings.get("threshold", 0.9), color="grey", ls="--", lw=0.8, label="90%")
+    ax.set_xlabel("palindrome length T (T - 1 digits in, the last predicted)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0.0, 1.03)
+    ax.set_xticks(results["lengths"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    steps = settings.get("steps", {})
+    budget = f", at most {max(steps.values()):,} steps per run" if steps else ""
+    ax.set_title(title or f"palindrome probe: mean over {len(results['seeds'])} seeds (band ± 1 std, dots: "
+                          f"runs){budget}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -63,13 +63,24 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def rank() -> int:
-    """This process's rank under torchrun (0 when not distributed)."""
+    """This process's rank under torchrun (0 when not distributed); tasks shard their data by it."""
     return int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:
+    """How many processes train together (torchrun's WORLD_SIZE; 1 when not distributed)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def local_rank() -> int:
+    """This process's index on its own machine: the GPU it drives under torchrun."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_distributed() -> bool:
+    return world_size() > 1
+
+
 def is_main_process() -> bool:
+    """Rank 0 alone logs, samples, plots and writes checkpoints."""
     return rank() == 0

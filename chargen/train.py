@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import math
+import os
 import shlex
+import shutil
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
-from chargen import checkpoint
-from chargen.errors import TrainingError, UsageError
+from chargen import checkpoint, distributed
+from chargen.errors import ChargenError, CheckpointError, RunInterrupted, TrainingError, UsageError
 from chargen.models import ModelConfig, build_model
 from chargen.plots import plot_loss
-from chargen.runtime import is_main_process, resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state
+from chargen.runtime import rank, resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state
 from chargen.tasks.base import Task
 from chargen.tracking import append_jsonl, truncate_after
+
+T = TypeVar("T")
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -72,6 +82,7 @@ class Callbacks:
     def on_eval(self, step: int, metrics: dict[str, float]) -> None: ...
     def on_sample(self, step: int, loss: float, text: str) -> None: ...
     def on_save(self, step: int, path: Path) -> None: ...
+    def on_note(self, message: str) -> None: ...  # a remark worth one line (a stale lock taken over...)
     def on_end(self, summary: dict[str, Any]) -> None: ...
 
 
@@ -119,10 +130,54 @@ class Run:
     elapsed: float
     metrics: dict[str, float] = field(default_factory=dict)
     best_val_loss: float = math.inf
+    saved_step: int | None = None  # the step of the checkpoint on disk
 
 
 def command_line() -> str:
     return shlex.join(["chargen", *sys.argv[1:]]) if sys.argv else "chargen"
+
+
+class StopSignals:
+    """Ctrl-C and SIGTERM while training: the first asks the loop to save and stop after the current
+    step; a second aborts at once (KeyboardInterrupt, nothing saved).
+
+    Handlers are installed only in the main thread (Python delivers signals there alone) and the
+    previous ones come back on exit, so code around the loop keeps its own behaviour.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, announce: bool = True) -> None:
+        self.announce = announce
+        self.received = 0  # the first signal's number; 0 while none came
+        self.aborted = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received:
+            self.aborted = signum
+            raise KeyboardInterrupt
+        self.received = signum
+        if self.announce:
+            again = "press Ctrl-C again" if signum == signal.SIGINT else "send it again"
+            # os.write, not print: the handler may have interrupted a print to the same stream
+            os.write(2, f"\n{_signal_name(signum)}: saving a checkpoint after this step "
+                        f"({again} to abort without saving)\n".encode())
+
+
+def _signal_name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
 def fit(
@@ -135,127 +190,341 @@ def fit(
     resume: bool = False,
     command: str | None = None,
 ) -> Run:
-    """Train ``task`` into ``run_dir``; with ``resume`` continue exactly where its checkpoint stopped."""
-    cb = callbacks or Callbacks()
-    main = is_main_process()
-    run_dir = Path(run_dir)
-    if not resume and (run_dir / checkpoint.CONFIG).exists():
-        raise UsageError(f"{run_dir} already holds a trained model; resume it with --resume or pick another --out")
+    """Train ``task`` into ``run_dir``; with ``resume`` continue exactly where its checkpoint stopped.
+
+    Under ``torchrun`` every process calls this: the model is wrapped in DistributedDataParallel
+    (gloo on the CPU, nccl on CUDA), the task reads its rank's share of each global batch, and
+    rank 0 alone evaluates, samples, logs and writes the run directory.
+    """
     device = resolve_device(cfg.device)
     set_deterministic(cfg.deterministic)
-    seed_everything(cfg.seed)
-    model_cfg = task.model_config(model_cfg)
-    model = build_model(model_cfg).to(device)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
-    sample_generator = torch.Generator().manual_seed(cfg.seed + 1)
-    run = Run(run_dir, 0, 0.0)
+    with distributed.process_group(device) as group:
+        if group is not None:
+            device = group.device
+            run_dir = Path(group.broadcast(str(run_dir)))  # rank 0's: a default name holds a timestamp
+        return _Training(task, model_cfg, cfg, Path(run_dir), callbacks, group, device, resume, command).run()
 
-    if resume:
-        trainer = checkpoint.load_tensors(run_dir / checkpoint.TRAINER)
-        model.load_state_dict(checkpoint.load_tensors(run_dir / checkpoint.WEIGHTS))
-        optimizer.load_state_dict(trainer["optimizer"])
-        task.load_state_dict(trainer["task"])
-        set_rng_state(trainer["rng"])
-        sample_generator.set_state(trainer["sample_generator"])
-        run.step, run.elapsed = int(trainer["step"]), float(trainer["elapsed"])
-        run.best_val_loss, run.metrics = float(trainer["best_val_loss"]), dict(trainer["metrics"])
-        if main:
-            for log in ("metrics.jsonl", "samples.jsonl"):
-                truncate_after(run_dir / log, run.step)
-    elif main:
-        run_dir.mkdir(parents=True, exist_ok=True)
 
-    budget = Budget(cfg.steps, cfg.time_limit)
-    config = {
-        "task": task.name,
-        "model": model_cfg.to_dict(),
-        "vocab": task.vocab.to_json(),
-        "task_config": task.config(),
-        "train": asdict(cfg),
-        "command": command or command_line(),
-    }
+class _Training:
+    """One call of ``fit``: the model, its optimiser and the run's progress, with the steps of the loop as methods."""
 
-    def save() -> None:
-        if not main:
-            return
-        trainer_state = {
-            "step": run.step,
-            "elapsed": run.elapsed,
-            "optimizer": optimizer.state_dict(),
-            "task": task.state_dict(),
-            "rng": rng_state(),
-            "sample_generator": sample_generator.get_state(),
-            "best_val_loss": run.best_val_loss,
-            "metrics": run.metrics,
+    def __init__(
+        self,
+        task: Task,
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        run_dir: Path,
+        callbacks: Callbacks | None,
+        group: distributed.Group | None,
+        device: torch.device,
+        resume: bool,
+        command: str | None,
+    ) -> None:
+        self.task, self.cfg, self.group, self.device, self.resume = task, cfg, group, device, resume
+        self.main = group is None or group.rank == 0
+        self.cb = (callbacks or Callbacks()) if self.main else Callbacks()  # rank 0 alone reports
+        self.world = group.world_size if group else 1
+        if not resume and (run_dir / checkpoint.CONFIG).exists():
+            raise UsageError(f"{run_dir} already holds a trained model; resume it with --resume or pick another --out")
+        # The same initial weights on every rank (DDP would broadcast rank 0's anyway); then the
+        # generators behind dropout and any random batches differ per rank.
+        seed_everything(cfg.seed)
+        self.model_cfg = task.model_config(model_cfg)
+        self.module = build_model(self.model_cfg).to(device)
+        seed_everything(cfg.seed + rank())
+        self.optimizer = make_optimizer(cfg.optimizer, self.module.parameters(), cfg.lr, cfg.weight_decay)
+        self.sample_generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.run_state = Run(run_dir, 0, 0.0)
+        self.created: bool | None = None  # whether rank 0 made the run directory (None: not claimed yet)
+        self.budget = Budget(cfg.steps, cfg.time_limit)
+        self.config = {
+            "task": task.name,
+            "model": self.model_cfg.to_dict(),
+            "vocab": task.vocab.to_json(),
+            "task_config": task.config(),
+            "train": asdict(cfg),
+            "world_size": self.world,
+            "command": command or command_line(),
         }
-        meta = {"step": run.step, "elapsed_s": round(run.elapsed, 1), "metrics": run.metrics,
-                "best_val_loss": run.best_val_loss}
-        checkpoint.save(run_dir, {**config, **meta}, model, trainer_state)
-        cb.on_save(run.step, run_dir)
 
-    def evaluate() -> None:
-        run.metrics = {k: float(v) for k, v in task.evaluate(model, device).items()}
+    @property
+    def run_dir(self) -> Path:
+        return self.run_state.run_dir
+
+    def run(self) -> Run:
+        with ExitStack() as stack:
+            self._collective(lambda: self._claim(stack))
+            try:
+                if self.resume:
+                    self._restore()
+                self.model = self.group.wrap(self.module) if self.group else self.module
+                self._train()
+            except BaseException:
+                self._forget_unsaved_run()
+                raise
+            if self.main:
+                self._plot()
+        run = self.run_state
+        self.cb.on_end({"step": run.step, "elapsed": run.elapsed, "metrics": run.metrics,
+                        "run_dir": str(run.run_dir), "best_val_loss": run.best_val_loss})
+        return run
+
+    # -- setup -----------------------------------------------------------------------------------
+
+    def _claim(self, stack: ExitStack) -> None:
+        """Rank 0: create the run directory and lock it for this run (released when the run ends)."""
+        created = not self.run_dir.exists()
+        lock = checkpoint.RunLock(self.run_dir)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as e:
+            if created:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise UsageError(f"cannot write to the run directory {self.run_dir}: {e.strerror or e}") from None
+        self.created = created
+        stack.callback(lock.release)
+        if lock.note:
+            self.cb.on_note(lock.note)
+
+    def _restore(self) -> None:
+        """Every rank: weights, optimiser, schedule position, its own RNG and data position."""
+        path = self.run_dir / checkpoint.TRAINER
+        trainer = checkpoint.load_tensors(path)
+        if not isinstance(trainer, dict):
+            raise CheckpointError(f"{path}: not a chargen trainer state")
+        saved_world = int(trainer.get("world_size", 1))
+        if saved_world != self.world:
+            raise UsageError(
+                f"{self.run_dir} was trained by {saved_world} process(es) and this launch has {self.world}; "
+                f"resume it with the same number (torchrun --nproc-per-node ... so that WORLD_SIZE={saved_world})"
+            )
+        weights = checkpoint.load_tensors(self.run_dir / checkpoint.WEIGHTS)
+        try:
+            own = trainer["ranks"][rank()]
+            self.module.load_state_dict(weights)
+            self.optimizer.load_state_dict(trainer["optimizer"])
+            self.task.load_state_dict(own["task"])
+            set_rng_state(own["rng"])
+            self.sample_generator.set_state(trainer["sample_generator"])
+            run = self.run_state
+            run.step, run.elapsed = int(trainer["step"]), float(trainer["elapsed"])
+            run.best_val_loss, run.metrics = float(trainer["best_val_loss"]), dict(trainer["metrics"])
+            run.saved_step = run.step
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            detail = " ".join(str(e).split())[:200]
+            raise CheckpointError(f"{path}: does not fit this run ({type(e).__name__}: {detail})") from None
+        self._collective(self._truncate_logs)
+
+    def _truncate_logs(self) -> None:
+        """Rank 0: drop log records past the checkpoint, so the resumed run does not log those steps twice."""
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            try:
+                truncate_after(self.run_dir / name, self.run_state.step)
+            except OSError as e:
+                raise TrainingError(f"cannot rewrite {self.run_dir / name}: {e.strerror or e}") from None
+
+    def _plot(self) -> None:
+        try:
+            plot_loss(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png",
+                      title=f"{self.task.name}: {self.run_dir.name}")
+        except OSError as e:  # the checkpoint is safe; a missing figure is not worth failing the run
+            self.cb.on_note(f"could not draw {self.run_dir / 'loss.png'}: {e.strerror or e}")
+
+    def _forget_unsaved_run(self) -> None:
+        """A fresh run that fails before its first checkpoint leaves no half-made run directory behind."""
+        if not self.main or self.resume or self.created is None or (self.run_dir / checkpoint.CONFIG).exists():
+            return
+        if self.created:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        else:
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                (self.run_dir / name).unlink(missing_ok=True)
+
+    # -- collective steps ------------------------------------------------------------------------
+
+    def _collective(self, action: Callable[[], T]) -> T:
+        """Run ``action`` on rank 0 and give its result to every rank; a ChargenError there is raised
+        on every rank, so no rank waits forever for a peer that gave up."""
+        result: Any = None
+        error: ChargenError | None = None
+        if self.main:
+            try:
+                result = action()
+            except ChargenError as e:
+                error = e
+        if self.group is not None:
+            error, result = self.group.broadcast((error, result))
+        if error is not None:
+            raise error
+        return result
+
+    def _evaluate(self) -> None:
+        run = self.run_state
+
+        def on_main() -> dict[str, float]:
+            return {k: float(v) for k, v in self.task.evaluate(self.module, self.device).items()}
+
+        run.metrics = self._collective(on_main)
         run.best_val_loss = min(run.best_val_loss, run.metrics["val_loss"])
-        if main:
-            append_jsonl(run_dir / "metrics.jsonl", {"step": run.step, "split": "val", **run.metrics})
-        cb.on_eval(run.step, run.metrics)
+        if self.main:
+            self._log("metrics.jsonl", {"step": run.step, "split": "val", **run.metrics})
+        self.cb.on_eval(run.step, run.metrics)
 
-    n_params = sum(p.numel() for p in model.parameters())
-    cb.on_start({"device": str(device), "parameters": n_params, "total_steps": budget.total_steps(),
-                 "time_limit": cfg.time_limit, "start_step": run.step, "unit": task.unit, "run_dir": str(run_dir)})
-    model.train()
-    window_loss, window_items, window_steps = 0.0, 0, 0
-    started = time.perf_counter() - run.elapsed
-    last_log = time.perf_counter()
-    try:
-        while budget.fraction(run.step, run.elapsed) < 1.0:
-            lr = learning_rate(cfg, run.step, budget.fraction(run.step, run.elapsed))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss, items = task.train_loss(model, device)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss.item()} at step {run.step + 1}; stopped. The last good checkpoint "
-                    f"in {run_dir} is kept (try a lower --lr or --clip)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            optimizer.step()
-            run.step += 1
-            run.elapsed = time.perf_counter() - started
-            window_loss += loss.item()
-            window_items += items
-            window_steps += 1
-            if run.step % cfg.log_every == 0:
-                now = time.perf_counter()
-                record = {"step": run.step, "split": "train", "loss": window_loss / window_steps, "lr": lr,
-                          "rate": window_items / max(now - last_log, 1e-9), "elapsed": run.elapsed}
-                if main:
-                    append_jsonl(run_dir / "metrics.jsonl", record)
-                cb.on_step(run.step, record)
-                window_loss, window_items, window_steps, last_log = 0.0, 0, 0, now
-            if run.step % cfg.sample_every == 0 and main:
-                text = task.sample_text(model, sample_generator, device)
-                if text is not None:
-                    append_jsonl(run_dir / "samples.jsonl", {"step": run.step, "loss": loss.item(), "text": text})
-                    cb.on_sample(run.step, loss.item(), text)
-            if run.step % cfg.eval_every == 0:
-                evaluate()
-                save()
-    except KeyboardInterrupt:
-        save()
-        raise
-    if not run.metrics or run.step % cfg.eval_every:
-        evaluate()
-    save()
-    if main:
-        plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"{task.name}: {run_dir.name}")
-    summary = {"step": run.step, "elapsed": run.elapsed, "metrics": run.metrics, "run_dir": str(run_dir),
-               "best_val_loss": run.best_val_loss}
-    cb.on_end(summary)
-    return run
+    def _save(self) -> None:
+        run = self.run_state
+        local = _to_cpu({"rng": rng_state(), "task": self.task.state_dict()})
+        ranks = self.group.all_gather(local) if self.group else [local]
+
+        def on_main() -> None:
+            trainer = {
+                "step": run.step,
+                "elapsed": run.elapsed,
+                "world_size": self.world,
+                "ranks": ranks,  # per rank: RNG states and data position
+                "optimizer": self.optimizer.state_dict(),
+                "sample_generator": self.sample_generator.get_state(),
+                "best_val_loss": run.best_val_loss,
+                "metrics": run.metrics,
+            }
+            meta = {"step": run.step, "elapsed_s": round(run.elapsed, 1), "metrics": run.metrics,
+                    "best_val_loss": run.best_val_loss}
+            checkpoint.save(self.run_dir, {**self.config, **meta}, self.module, trainer)
+
+        self._collective(on_main)
+        run.saved_step = run.step
+        self.cb.on_save(run.step, self.run_dir)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _train(self) -> None:
+        cfg, run, task = self.cfg, self.run_state, self.task
+        should_stop = getattr(task, "should_stop", None)  # optional: (metrics) -> bool, asked after each evaluation
+        self.cb.on_start({
+            "device": str(self.device), "parameters": sum(p.numel() for p in self.module.parameters()),
+            "total_steps": self.budget.total_steps(), "time_limit": cfg.time_limit, "start_step": run.step,
+            "unit": task.unit, "run_dir": str(self.run_dir), "processes": self.world,
+            "backend": self.group.backend if self.group else None,
+        })
+        self.model.train()
+        window_loss, window_items, window_steps = 0.0, 0.0, 0
+        started = time.perf_counter() - run.elapsed
+        last_log = time.perf_counter()
+        with StopSignals(announce=self.main) as stop:
+            try:
+                while self.budget.fraction(run.step, run.elapsed) < 1.0:
+                    lr = learning_rate(cfg, run.step, self.budget.fraction(run.step, run.elapsed))
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    loss, items = task.train_loss(self.model, self.device)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()  # under DDP this also averages the gradients of all ranks
+                    norm = _clip(self.module, cfg.clip)
+                    loss_value, items, signum, elapsed = self._agree(
+                        loss.item(), float(items), stop.received, time.perf_counter() - started
+                    )
+                    if not (math.isfinite(loss_value) and math.isfinite(norm)):
+                        raise TrainingError(self._nonfinite(loss_value, norm))
+                    self.optimizer.step()
+                    run.step += 1
+                    run.elapsed = elapsed
+                    window_loss += loss_value
+                    window_items += items
+                    window_steps += 1
+                    if run.step % cfg.log_every == 0:
+                        now = time.perf_counter()
+                        record = {"step": run.step, "split": "train", "loss": window_loss / window_steps, "lr": lr,
+                                  "rate": window_items / max(now - last_log, 1e-9), "elapsed": run.elapsed}
+                        if self.main:
+                            self._log("metrics.jsonl", record)
+                        self.cb.on_step(run.step, record)
+                        window_loss, window_items, window_steps, last_log = 0.0, 0.0, 0, now
+                    if run.step % cfg.sample_every == 0 and self.main:
+                        text = task.sample_text(self.module, self.sample_generator, self.device)
+                        if text is not None:
+                            self._log("samples.jsonl", {"step": run.step, "loss": loss_value, "text": text})
+                            self.cb.on_sample(run.step, loss_value, text)
+                    if run.step % cfg.eval_every == 0:
+                        self._evaluate()
+                        self._save()
+                        if should_stop is not None and should_stop(run.metrics):
+                            break  # the task is done (e.g. the palindrome probe's held-out accuracy holds)
+                    if signum:
+                        if run.saved_step != run.step:
+                            self._save()
+                        raise RunInterrupted(self._stopped_message(signum), signum)
+                if not run.metrics or run.step % cfg.eval_every:
+                    self._evaluate()
+                    self._save()
+            except KeyboardInterrupt:
+                raise RunInterrupted(self._aborted_message(), stop.aborted or signal.SIGINT) from None
+
+    def _agree(self, loss: float, items: float, signum: int, elapsed: float) -> tuple[float, float, int, float]:
+        """The step's loss, units and clock, and whether to stop, the same on every rank.
+
+        One small all-reduce per step: the mean loss (for logs and the non-finite check), the
+        total units, the mean elapsed time (so a time budget ends every rank on the same step)
+        and any stop signal (SIGTERM over SIGINT), so all ranks leave the loop together.
+        """
+        if self.group is None:
+            return loss, items, signum, elapsed
+        total_loss, items, sigint, sigterm, total_elapsed = self.group.sum(
+            [loss, items, float(signum == signal.SIGINT), float(signum == signal.SIGTERM), elapsed]
+        )
+        agreed = signal.SIGTERM if sigterm else signal.SIGINT if sigint else 0
+        return total_loss / self.world, items, int(agreed), total_elapsed / self.world
+
+    def _log(self, name: str, record: dict[str, Any]) -> None:
+        try:
+            append_jsonl(self.run_dir / name, record)
+        except OSError as e:
+            raise TrainingError(f"cannot write {self.run_dir / name}: {e.strerror or e}") from None
+
+    # -- messages --------------------------------------------------------------------------------
+
+    def _kept(self) -> str:
+        saved = self.run_state.saved_step
+        if saved is None:
+            return "no checkpoint had been saved yet"
+        return f"the checkpoint in {self.run_dir} (step {saved:,}) is kept"
+
+    def _nonfinite(self, loss: float, norm: float) -> str:
+        step = self.run_state.step + 1
+        what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {norm}"
+        describe = getattr(self.task, "describe_batch", None)  # optional Task method, for this message
+        where = f"; {describe()}" if describe is not None else ""
+        return (f"{what} at step {step:,} (training batch {step:,}{where}); stopped before applying it, "
+                f"{self._kept()} (try a lower --lr or --clip)")
+
+    def _resume_hint(self) -> str:
+        launcher = f"torchrun --nproc-per-node {self.world} -m chargen" if self.world > 1 else "chargen"
+        return f"{launcher} train --resume {shlex.quote(str(self.run_dir))}"
+
+    def _stopped_message(self, signum: int) -> str:
+        return (f"stopped by {_signal_name(signum)} at step {self.run_state.step:,}; checkpoint saved in "
+                f"{self.run_dir}; continue with: {self._resume_hint()}")
+
+    def _aborted_message(self) -> str:
+        return f"aborted at step {self.run_state.step:,} without saving; {self._kept()}"
+
+
+def _clip(model: nn.Module, max_norm: float) -> float:
+    """Clip the gradients to ``max_norm`` (0 = off) and return their norm before clipping."""
+    if max_norm:
+        return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Tensors moved to the CPU inside nested dicts, lists and tuples (what a checkpoint stores)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def resume_settings(run_dir: Path) -> tuple[str, dict[str, Any], ModelConfig, TrainConfig]:
@@ -263,7 +532,10 @@ def resume_settings(run_dir: Path) -> tuple[str, dict[str, Any], ModelConfig, Tr
     config = checkpoint.load_config(run_dir)
     if not (run_dir / checkpoint.TRAINER).exists():
         raise UsageError(f"{run_dir}: has no trainer state (trainer.pt), so it cannot be resumed")
-    task_options = dict(config["task_config"]["options"])
-    model_cfg = ModelConfig.from_dict(config["model"])
-    train_cfg = TrainConfig(**config["train"])
-    return config["task"], task_options, model_cfg, train_cfg
+    try:
+        task_options = dict(config["task_config"]["options"])
+        model_cfg = ModelConfig.from_dict(config["model"])
+        train_cfg = TrainConfig(**config["train"])
+        return config["task"], task_options, model_cfg, train_cfg
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{run_dir / checkpoint.CONFIG}: cannot resume from it ({type(e).__name__}: {e})") from None

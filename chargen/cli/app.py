@@ -6,14 +6,24 @@ import os
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from chargen import __version__
-from chargen.errors import ChargenError
+from chargen.errors import ChargenError, RunInterrupted
+
+try:  # typer >= 0.29 carries its own copy of click
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click.exceptions import UsageError as ClickUsageError
 
 
 class ChargenGroup(TyperGroup):
-    """Runs a command; a ChargenError becomes one red line on stderr and its exit code, no traceback."""
+    """Runs a command; an expected failure becomes one red line on stderr and its exit code, no traceback.
+
+    ChargenErrors exit with their own code (1, 2 for usage, 130/143 for a signal); a bad option
+    that the parser catches is also one line and exit 2; Ctrl-C outside training is exit 130.
+    """
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -21,13 +31,35 @@ class ChargenGroup(TyperGroup):
         except ChargenError as e:
             if os.environ.get("CHARGEN_DEBUG"):
                 raise
-            from chargen.cli.ui import err_console
-
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            # A stop signal reaches every rank of a torchrun launch; rank 0 speaks for all of them.
+            if _rank() == 0 or not isinstance(e, RunInterrupted):
+                _error_line(e.label, str(e))
             raise typer.Exit(code=e.exit_code) from None
+        except ClickUsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError" or os.environ.get("CHARGEN_DEBUG"):
+                raise  # help for a bare command is not an error
+            command = e.ctx.command_path if e.ctx is not None else "chargen"
+            _error_line("error", f"{e.format_message()} (see {command} --help)")
+            raise typer.Exit(code=e.exit_code) from None
+        except KeyboardInterrupt:
+            if os.environ.get("CHARGEN_DEBUG"):
+                raise
+            _error_line("interrupted", "stopped by Ctrl-C; nothing was saved")
+            raise typer.Exit(code=130) from None
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)  # in the order they were added, not alphabetical
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))  # as chargen.runtime.rank(), without importing torch
+
+
+def _error_line(label: str, message: str) -> None:
+    from chargen.cli.ui import err_console
+
+    where = f"[rank {_rank()}] " if _rank() else ""  # under torchrun every rank may speak
+    err_console.print(f"[bold red]{where}{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 app = typer.Typer(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from chargen.cli.app import app
@@ -88,6 +89,9 @@ class TrainProgress:
 
     def on_save(self, step: int, path: Path) -> None: ...
 
+    def on_note(self, message: str) -> None:
+        self.progress.console.print(f"[yellow]note:[/] {escape(message)}", highlight=False)
+
     def on_end(self, summary: dict[str, Any]) -> None:
         self.progress.stop()
 
@@ -107,6 +111,8 @@ def train(
     seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Characters per truncated-BPTT chunk (LM).", rich_help_panel=DATA)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Sequences per batch (LM: contiguous streams).", rich_help_panel=DATA)] = None,
     batching: Annotated[Optional[Batching], typer.Option(help="LM batches: contiguous [b]streams[/] with carried state, or random [b]windows[/].", rich_help_panel=DATA)] = None,
+    length: Annotated[Optional[int], typer.Option("--length", help="Palindrome task: palindrome length T.", rich_help_panel=DATA)] = None,
+    balance: Annotated[Optional[str], typer.Option(help="Classifier: class imbalance handling ([b]weighted[/] loss, balanced [b]sampler[/], or [b]none[/]).", rich_help_panel=DATA)] = None,
     cell: Annotated[Optional[str], typer.Option(help="Recurrent cell: rnn, lstm, momentum-rnn, momentum-lstm, phased-lstm.", rich_help_panel=MODEL)] = None,
     engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels) or [b]loop[/] (step-by-step reference).", rich_help_panel=MODEL)] = None,
     layers: Annotated[Optional[int], typer.Option(help="Stacked recurrent layers.", rich_help_panel=MODEL)] = None,
@@ -138,6 +144,7 @@ def train(
       chargen train --resume checkpoints/grimm-20261122-101500 --steps 8000
     """
     from chargen.models import ModelConfig
+    from chargen.runtime import is_main_process
     from chargen.tasks import build_task
     from chargen.train import TrainConfig, fit, resume_settings
 
@@ -170,7 +177,7 @@ def train(
         train_cfg = TrainConfig(**settings)
         task_options = _merge(task_option_defaults, {
             "corpus": corpus, "seq_len": seq_len, "batch_size": batch_size,
-            "batching": batching.value if batching else None,
+            "batching": batching.value if batching else None, "length": length, "balance": balance,
         })
         run_dir = out or default_run_dir(corpus)
     _validate_model(model_cfg)
@@ -183,8 +190,9 @@ def train(
     finally:
         callbacks.close()
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-    err_console.print(f"[bold green]done[/] step {result.step:,} in {result.elapsed:.0f}s  {metrics}", highlight=False)
-    err_console.print(f"saved to [bold]{result.run_dir}[/]", highlight=False)
+    if is_main_process():  # under torchrun, rank 0 speaks for every rank
+        err_console.print(f"[bold green]done[/] step {result.step:,} in {result.elapsed:.0f}s  {metrics}", highlight=False)
+        err_console.print(f"saved to [bold]{result.run_dir}[/]", highlight=False)
 
 
 def _merge(defaults: dict[str, Any], given: dict[str, Any], allowed: set[str] | None = None) -> dict[str, Any]:

@@ -25,6 +25,11 @@ class StreamBatcher:
 
     Each epoch starts at a random offset below ``seq_len`` (drawn from its own generator) so chunk
     boundaries move between epochs; the position is part of ``state_dict`` for exact resume.
+
+    ``batch_size`` is the global batch: under torchrun the text is cut into ``batch_size``
+    streams exactly as in one process, and rank ``r`` of ``world_size`` walks its own block of
+    ``batch_size / world_size`` of them. Every rank draws the same offsets, so together the ranks
+    see the single-process batch, and each rank's carried state stays with its own streams.
     """
 
     data: Tensor  # (total,) token ids
@@ -35,14 +40,16 @@ class StreamBatcher:
     world_size: int = 1
 
     def __post_init__(self) -> None:
-        needed = self.batch_size * self.world_size * (self.seq_len + 1)
+        _check_split(self.batch_size, self.world_size)
+        needed = self.batch_size * (self.seq_len + 1)
         if self.data.numel() < needed:
             raise ValueError(
                 f"the training text has {self.data.numel():,} characters; one batch of "
                 f"{self.batch_size} streams x {self.seq_len + 1} characters needs {needed:,}"
             )
-        streams = as_streams(self.data, self.batch_size * self.world_size)  # (L, N*world)
-        self.streams = streams[:, self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        share = self.batch_size // self.world_size
+        streams = as_streams(self.data, self.batch_size)  # (L, N)
+        self.streams = streams[:, self.rank * share : (self.rank + 1) * share]  # (L, N / world)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.epoch = 0
         self.pos = self._epoch_start()
@@ -64,6 +71,11 @@ class StreamBatcher:
     def steps_per_epoch(self) -> int:
         return (self.streams.shape[0] - 1) // self.seq_len
 
+    def describe_last(self) -> str:
+        """Where the last batch came from, for error messages."""
+        start = self.pos - self.seq_len
+        return f"epoch {self.epoch}, characters {start}-{start + self.seq_len} of each stream"
+
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "pos": self.pos, "generator": self.generator.get_state()}
 
@@ -74,7 +86,10 @@ class StreamBatcher:
 
 @dataclass
 class WindowBatcher:
-    """Independent random windows; every batch starts from a zero state (the simple mode)."""
+    """Independent random windows; every batch starts from a zero state (the simple mode).
+
+    As with streams, ``batch_size`` is global: every rank draws the same windows and keeps its share.
+    """
 
     data: Tensor
     batch_size: int
@@ -84,25 +99,38 @@ class WindowBatcher:
     world_size: int = 1
 
     def __post_init__(self) -> None:
+        _check_split(self.batch_size, self.world_size)
         if self.data.numel() < self.seq_len + 2:
             raise ValueError(
                 f"the training text has {self.data.numel():,} characters; a window needs {self.seq_len + 2}"
             )
-        self.generator = torch.Generator().manual_seed(self.seed + 7919 * self.rank)
+        self.generator = torch.Generator().manual_seed(self.seed)
         self.epoch = 0
+        self.starts = torch.zeros(0, dtype=torch.long)
 
     def next(self) -> tuple[Tensor, Tensor, bool]:
         starts = torch.randint(self.data.numel() - self.seq_len - 1, (self.batch_size,), generator=self.generator)
+        share = self.batch_size // self.world_size
+        self.starts = starts[self.rank * share : (self.rank + 1) * share]
         offsets = torch.arange(self.seq_len + 1)
-        window = self.data[starts[None, :] + offsets[:, None]]  # (T+1, N)
+        window = self.data[self.starts[None, :] + offsets[:, None]]  # (T+1, N / world)
         return window[:-1], window[1:], True
 
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, self.data.numel() // (self.batch_size * self.seq_len * self.world_size))
+        return max(1, self.data.numel() // (self.batch_size * self.seq_len))
+
+    def describe_last(self) -> str:
+        shown = ", ".join(str(int(s)) for s in self.starts[:4])
+        return f"random windows at characters {shown}{', ...' if len(self.starts) > 4 else ''}"
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+
+
+def _check_split(batch_size: int, world_size: int) -> None:
+    if batch_size % world_size:
+        raise ValueError(f"a batch of {batch_size} does not split evenly over {world_size} processes")
