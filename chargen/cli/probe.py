@@ -1,0 +1,176 @@
+"""`chargen probe`: the palindrome memorisation probe — held-out accuracy of each cell against length."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from chargen.cli.app import app
+from chargen.cli.ui import err_console, grid_progress, out_console
+from chargen.errors import RunInterrupted, UsageError
+from chargen.paths import checkpoints_dir
+
+RESULTS_JSON = "probe.json"
+FIGURE_PNG = "probe.png"
+PARTIAL_JSON = "probe.partial.json"
+GRID = "Grid"
+MODEL = "Model"
+OUTPUT = "Output"
+
+
+def parse_lengths(spec: str) -> list[int]:
+    """``5:35:5`` (start:stop:step, stop included), ``5:35`` (step 1) or a list ``5,10,20``."""
+    text = spec.replace(" ", "")
+    hint = "use start:stop:step with the stop included (e.g. 5:35:5) or a list (e.g. 5,10,20)"
+    if re.fullmatch(r"\d+:\d+(:\d+)?", text):
+        start, stop, *rest = (int(p) for p in text.split(":"))
+        step = rest[0] if rest else 1
+        if step < 1:
+            raise UsageError(f"--lengths {spec!r}: the step must be positive; {hint}")
+        if start > stop:
+            raise UsageError(f"--lengths {spec!r}: start {start} is past stop {stop}; {hint}")
+        return list(range(start, stop + 1, step))
+    if re.fullmatch(r"\d+(,\d+)*,?", text):
+        return [int(p) for p in text.split(",") if p]
+    raise UsageError(f"--lengths: cannot read {spec!r}; {hint}")
+
+
+def parse_cells(spec: str) -> list[str]:
+    return [c.strip() for c in spec.split(",") if c.strip()]
+
+
+def probe_table(results: dict[str, Any]) -> Table:
+    """Cells down, lengths across: held-out accuracy, mean ± std over seeds."""
+    table = Table(title=f"held-out accuracy, mean ± std over {len(results['seeds'])} seed(s)", title_justify="left")
+    table.add_column("cell", style="bold")
+    for length in results["lengths"]:
+        table.add_column(f"T={length}", justify="right")
+    table.add_column(">= 90% up to", justify="right")
+    for cell in results["cells"]:
+        rows = {r["length"]: r for r in results["summary"] if r["cell"] == cell}
+        values = []
+        for length in results["lengths"]:
+            row = rows.get(length)
+            values.append("-" if row is None else f"{row['mean']:.3f} ± {row['std']:.3f}" if row["n"] > 1
+                          else f"{row['mean']:.3f}")
+        kept = results["longest_90"].get(cell)
+        table.add_row(cell, *values, f"T={kept}" if kept else "none")
+    return table
+
+
+def probe_notes(results: dict[str, Any]) -> str:
+    """The table's reading guide: chance, budget, stopping rule and the last column."""
+    steps = results["settings"]["steps"]
+    if len(set(steps.values())) > 1:
+        budget = ", ".join(f"{s:,} at T={t}" for t, s in steps.items())
+    else:
+        budget = f"{next(iter(steps.values())):,}"
+    return (f"chance is 0.100. Step budget per run: {budget}; a run stops early once held-out accuracy "
+            f"is >= 99.5% at 2 evaluations in a row. Last column: the longest T up to which the mean stays >= 90%.")
+
+
+def _table_console() -> Console:
+    """stdout: the terminal's width on a terminal; wide enough for the whole table in a pipe or file."""
+    if out_console.is_terminal:
+        return out_console
+    return Console(highlight=False, width=max(out_console.width, 160))
+
+
+class ProbeBar:
+    """``run_probe``'s progress drawn as one rich bar over the grid, a line per finished run above it."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = grid_progress("probe", total, quiet)
+        self.bar = self.progress.task_ids[0]
+        self.finished: list[dict[str, Any]] = []
+
+    def __call__(self, done: int, total: int, info: dict[str, Any]) -> None:
+        name = f"{info['cell']} T={info['length']} seed {info['seed']}"
+        if info["event"] == "start":
+            self.progress.update(self.bar, completed=done, status=name)
+            return
+        self.finished.append({k: v for k, v in info.items() if k != "event"})
+        self.progress.update(self.bar, completed=done, status=name)
+        if not self.quiet:
+            how = "stopped early" if info["stopped_early"] else "full budget"
+            self.progress.console.print(
+                f"[green]{name}[/]: accuracy {info['accuracy']:.3f} after {info['steps']:,} steps ({how}, "
+                f"{info['seconds']:.1f}s)", highlight=False)
+
+
+@app.command(rich_help_panel="Research")
+def probe(
+    cells: Annotated[str, typer.Option(help="Comma-separated cells (rnn, lstm, momentum-rnn, momentum-lstm, phased-lstm).", rich_help_panel=GRID)] = "rnn,lstm,momentum-rnn,momentum-lstm",
+    lengths: Annotated[str, typer.Option(help="Palindrome lengths T: [b]start:stop:step[/] (stop included) or a list [b]5,10,20[/].", rich_help_panel=GRID)] = "5:35:5",
+    seeds: Annotated[int, typer.Option(help="Seeds per (cell, length): 0..N-1. A seed fixes the weights and the training palindromes.", rich_help_panel=GRID)] = 3,
+    steps: Annotated[Optional[int], typer.Option(help="Step budget of every run (default: 50 per digit of T, at most 500).", rich_help_panel=GRID)] = None,
+    hidden: Annotated[int, typer.Option(help="Hidden units.", rich_help_panel=MODEL)] = 128,
+    layers: Annotated[int, typer.Option(help="Stacked recurrent layers.", rich_help_panel=MODEL)] = 1,
+    embed: Annotated[int, typer.Option(help="Digit embedding size.", rich_help_panel=MODEL)] = 10,
+    lr: Annotated[float, typer.Option(help="RMSProp learning rate.", rich_help_panel=MODEL)] = 1e-3,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Palindromes per batch.", rich_help_panel=MODEL)] = 128,
+    threads: Annotated[int, typer.Option(help="Torch CPU threads (these small nets gain little from more than 1, and lose badly on a busy machine).", rich_help_panel=GRID)] = 1,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.", rich_help_panel=GRID)] = "cpu",
+    out: Annotated[Optional[Path], typer.Option(help=f"Folder for {RESULTS_JSON} and {FIGURE_PNG} (default: checkpoints/probe-<time>).", rich_help_panel=OUTPUT)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout instead of the table.", rich_help_panel=OUTPUT)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-run lines.", rich_help_panel=OUTPUT)] = False,
+) -> None:
+    """Where does each cell stop remembering? Train every (cell, palindrome length, seed) to predict a
+    palindrome's last digit; print held-out accuracy per cell and length, save JSON and a plot.
+
+    [dim]Examples:[/]
+      chargen probe --cells rnn,lstm,momentum-rnn,momentum-lstm --lengths 5:35:5 --seeds 3
+      chargen probe --cells lstm --lengths 5,10 --seeds 1 --steps 300 --json
+    """
+    from chargen.plots import plot_accuracy_vs_length
+    from chargen.runtime import resolve_device
+    from chargen.tasks.palindrome import (
+        ProbeSettings, longest_kept, resolve_cells, resolve_lengths, resolve_seeds, run_probe, summarise,
+    )
+
+    # Everything the library would reject is checked before the bar appears or any run starts.
+    names = resolve_cells(parse_cells(cells))
+    grid_lengths = resolve_lengths(parse_lengths(lengths))
+    seed_list = resolve_seeds(seeds)
+    resolve_device(device)
+    settings = ProbeSettings(steps=steps, hidden_size=hidden, num_layers=layers, embed_dim=embed, lr=lr,
+                             batch_size=batch_size, device=device)
+    out_dir = out or checkpoints_dir() / f"probe-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out: cannot create {out_dir}: {e.strerror or e}") from None
+
+    bar = ProbeBar(len(names) * len(grid_lengths) * len(seed_list), quiet)
+    try:
+        with bar.progress:
+            results = run_probe(names, grid_lengths, seed_list, settings=settings, threads=threads, progress=bar)
+    except RunInterrupted as e:
+        if bar.finished:  # keep what was measured: a long grid is worth a partial table
+            summary = summarise(bar.finished, names, grid_lengths)
+            partial = {"cells": names, "lengths": grid_lengths, "seeds": seed_list, "runs": bar.finished,
+                       "summary": summary, "longest_90": longest_kept(summary, names), "partial": True}
+            (out_dir / PARTIAL_JSON).write_text(json.dumps(partial, indent=2) + "\n", encoding="utf-8")
+            raise RunInterrupted(f"{e}; the {len(bar.finished)} finished runs are in {out_dir / PARTIAL_JSON}",
+                                 e.signum) from None
+        raise
+    results_path = out_dir / RESULTS_JSON
+    results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    figure = plot_accuracy_vs_length(results, out_dir / FIGURE_PNG)
+    if as_json:
+        sys.stdout.write(json.dumps(results, indent=2) + "\n")
+    else:
+        console = _table_console()
+        console.print(probe_table(results))
+        console.print(probe_notes(results), style="dim")
+    err_console.print(f"[bold green]done[/] {len(results['runs'])} runs in {results['elapsed_s']:.0f}s; "
+                      f"saved [bold]{results_path}[/] and [bold]{figure}[/]", highlight=False)
