@@ -1,0 +1,280 @@
+"""`chargen compare` and `chargen gradients`: cells side by side under one budget, and their gradient flow."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from chargen.cli.app import app
+from chargen.cli.ui import download_progress, err_console, grid_progress, out_console, parse_duration
+from chargen.errors import UsageError
+from chargen.paths import checkpoints_dir
+
+CELLS_HELP = "Comma-separated cells (rnn, lstm, momentum-rnn, momentum-lstm, phased-lstm)."
+DEFAULT_CELLS = "rnn,momentum-rnn,lstm,momentum-lstm"
+MODEL = "Model"
+DATA = "Data"
+BUDGET = "Budget"
+OUTPUT = "Output"
+
+
+def _default_out(prefix: str) -> Path:
+    return checkpoints_dir() / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _table_console() -> Console:
+    """stdout: the terminal's width on a terminal; wide enough for the whole table in a pipe or file."""
+    if out_console.is_terminal:
+        return out_console
+    return Console(highlight=False, width=max(out_console.width, 150))
+
+
+def _fmt(stat: dict[str, Any] | None, digits: int = 3, scale: float = 1.0) -> str:
+    """``mean ± std`` of a stats dict, ``-`` when nothing was measured."""
+    if not stat or stat.get("mean") is None:
+        return "-"
+    mean, std = stat["mean"] * scale, (stat["std"] or 0.0) * scale
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if stat["n"] > 1 else f"{mean:.{digits}f}"
+
+
+def _fmt_int(stat: dict[str, Any] | None) -> str:
+    if not stat or stat.get("mean") is None:
+        return "-"
+    return f"{stat['mean']:,.0f} ± {stat['std']:,.0f}" if stat["n"] > 1 else f"{stat['mean']:,.0f}"
+
+
+def compare_table(result: Any) -> Table:
+    """The comparison as a rich table: one row per cell, mean ± std over seeds."""
+    n = len(result.seeds)
+    acc_label = {"held_out": "held-out", "final": "val"}.get((result.accuracy_key or ".").split(".")[0], "")
+    table = Table(title=f"chargen compare: {result.task}, {n} seed(s) per cell, mean ± std",
+                  caption=f"threshold {result.threshold:.4f} = {result.threshold_rule}; train s: the training "
+                          f"steps alone (no evaluations or checkpoints); wall s: the whole run",
+                  title_justify="left", caption_justify="left")
+    table.add_column("cell", style="bold")
+    table.add_column("params", justify="right")
+    table.add_column("val loss", justify="right")
+    if result.accuracy_key:
+        table.add_column(f"{acc_label} acc", justify="right")
+    table.add_column("steps to thr", justify="right")
+    table.add_column("s to thr", justify="right")
+    table.add_column("steps", justify="right")
+    table.add_column("train s", justify="right")
+    table.add_column("wall s", justify="right")
+    table.add_column(f"{result.unit}/s", justify="right")
+    for cell in result.cells:
+        row = result.summary[cell]
+        reached = f" ({row['reached_threshold']}/{row['runs']})" if row["reached_threshold"] < row["runs"] else ""
+        cells = [cell, f"{row['parameters']:,}" if row["parameters"] else "-", _fmt(row["val_loss"], 4)]
+        if result.accuracy_key:
+            cells.append(_fmt(row["accuracy"], 1, 100.0) + ("%" if row["accuracy"]["mean"] is not None else ""))
+        cells += [_fmt_int(row["steps_to_threshold"]) + reached, _fmt(row["seconds_to_threshold"], 1),
+                  _fmt_int(row["steps"]), _fmt(row["train_seconds"], 1), _fmt(row["wall"], 1),
+                  _fmt_int(row["units_per_second"])]
+        table.add_row(*cells)
+    return table
+
+
+class LazyBar:
+    """A ``grid_progress`` bar that appears with the first report, so that settings the library
+    rejects before any work end as one error line with no bar drawn."""
+
+    def __init__(self, description: str, total: int, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = grid_progress(description, total, quiet)
+        self.bar = self.progress.task_ids[0]
+        self.started = False
+
+    def update(self, **fields: Any) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
+        self.progress.update(self.bar, **fields)
+
+    def __enter__(self) -> LazyBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            self.progress.stop()
+
+
+class GridProgress(LazyBar):
+    """``compare``'s progress function drawn as one rich bar over the grid of runs."""
+
+    def __call__(self, done: int, total: int, info: dict[str, Any]) -> None:
+        name = f"{info['cell']} seed {info['seed']}"
+        if info["event"] == "start":
+            self.update(completed=done, status=name)
+        elif info["event"] == "step":
+            of = f"/{info['total_steps']:,}" if info.get("total_steps") else ""
+            self.update(status=f"{name}  step {info['step']:,}{of}  loss {info['loss']:.3f}")
+        else:
+            run = info["run"]
+            self.update(completed=done, status=name)
+            if self.quiet:
+                return
+            self.progress.console.print(
+                f"[green]{name}[/]: val_loss {run.final.get('val_loss', float('nan')):.4f} after {run.steps:,} steps "
+                f"({run.train_seconds:.1f}s of training steps, {run.wall:.1f}s in all)", highlight=False)
+
+
+@app.command(rich_help_panel="Research")
+def compare(
+    task: Annotated[str, typer.Option(help="Task: [b]lm[/], [b]classify[/], [b]generate[/] or [b]palindrome[/].", rich_help_panel=DATA)] = "lm",
+    cells: Annotated[str, typer.Option(help=CELLS_HELP, rich_help_panel=MODEL)] = DEFAULT_CELLS,
+    seeds: Annotated[int, typer.Option(help="Seeds per cell (0..N-1); every cell sees the same data and seeds.", rich_help_panel=BUDGET)] = 3,
+    steps: Annotated[Optional[int], typer.Option(help="Step budget per run (default: the task's).", rich_help_panel=BUDGET)] = None,
+    time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock budget per run, e.g. 90s, 2m.", rich_help_panel=BUDGET)] = None,
+    corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="Corpus name or text file (lm; classify/generate: the names corpus).", rich_help_panel=DATA)] = None,
+    length: Annotated[Optional[int], typer.Option(help="Palindrome task: palindrome length T.", rich_help_panel=DATA)] = None,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="LM: characters per truncated-BPTT chunk.", rich_help_panel=DATA)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Sequences per batch.", rich_help_panel=DATA)] = None,
+    hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Stacked recurrent layers.", rich_help_panel=MODEL)] = None,
+    embed: Annotated[Optional[int], typer.Option(help="Character embedding size.", rich_help_panel=MODEL)] = None,
+    mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum mu.", rich_help_panel=MODEL)] = None,
+    step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s.", rich_help_panel=MODEL)] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the task's).", rich_help_panel=BUDGET)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Steps between validations (default: a twentieth of --steps).", rich_help_panel=BUDGET)] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Validation loss for 'steps to threshold' (default: the worst cell's mean final loss).", rich_help_panel=OUTPUT)] = None,
+    held_out: Annotated[bool, typer.Option("--held-out/--no-held-out", help="Also evaluate each model on the task's held-out set (classify: test split).", rich_help_panel=OUTPUT)] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=BUDGET)] = "auto",
+    out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json, compare.png and the runs' logs (default: checkpoints/compare-<task>-<time>).", rich_help_panel=OUTPUT)] = None,
+    keep_weights: Annotated[bool, typer.Option("--keep-weights", help="Keep every run's checkpoint under OUT/runs/ (default: logs only).", rich_help_panel=OUTPUT)] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.", rich_help_panel=OUTPUT)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=OUTPUT)] = False,
+) -> None:
+    """Train several cells under the same budget, data and seeds; print a table and save JSON + a loss plot.
+
+    [dim]Examples:[/]
+      chargen compare --task classify --cells rnn,momentum-rnn,lstm,momentum-lstm --seeds 3
+      chargen compare --task lm --corpus grimm --seeds 2 --steps 300 --hidden 128
+      chargen compare --task palindrome --length 20 --cells rnn,lstm --time 1m
+    """
+    from chargen.compare import CURVES_PNG, RESULTS_JSON, compare as run_compare, resolve_cells, resolve_seeds
+    from chargen.tasks import build_task, task_defaults, task_names
+
+    if task not in task_names():
+        raise UsageError(f"--task: unknown task {task!r}; known tasks: {', '.join(task_names())}")
+    names = resolve_cells(cells)
+    seed_list = resolve_seeds(seeds)
+    train: dict[str, Any] = {"device": device}
+    if steps is not None:
+        train["steps"] = steps
+    if time_limit is not None:
+        train["time_limit"] = parse_duration(time_limit)
+    for key, value in (("lr", lr), ("eval_every", eval_every)):
+        if value is not None:
+            train[key] = value
+    model: dict[str, Any] = {k: v for k, v in {"hidden_size": hidden, "num_layers": layers, "embed_dim": embed}.items()
+                             if v is not None}
+    cell_options = {k: v for k, v in {"mu": mu, "s": step_size}.items() if v is not None}
+    if cell_options:
+        model["cell_options"] = cell_options
+    task_options = {k: v for k, v in {"corpus": corpus, "length": length, "seq_len": seq_len,
+                                      "batch_size": batch_size}.items() if v is not None}
+    out_dir = out or _default_out(f"compare-{task}")
+
+    # Build the task once up front: its options are checked before any run, and a corpus not yet
+    # cached is fetched here with its own bar (rich draws one live display at a time).
+    _, _, option_defaults = task_defaults(task)
+    with download_progress(quiet) as fetch:
+        build_task(task, seed=seed_list[0], progress=fetch, **{**option_defaults, **task_options})
+    grid = GridProgress("compare", len(names) * len(seed_list), quiet)
+    with grid:
+        result = run_compare(task, names, seed_list, task_options=task_options, model=model, train=train,
+                             threshold=threshold, held_out=held_out, keep_weights=keep_weights, out_dir=out_dir,
+                             progress=grid)
+    if as_json:
+        payload = {"results": str(out_dir / RESULTS_JSON), "figure": str(out_dir / CURVES_PNG), "task": result.task,
+                   "threshold": result.threshold, "threshold_rule": result.threshold_rule,
+                   "accuracy_key": result.accuracy_key, "summary": result.summary}
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        _table_console().print(compare_table(result))
+    err_console.print(f"saved [bold]{out_dir / RESULTS_JSON}[/] and [bold]{out_dir / CURVES_PNG}[/] "
+                      f"({result.elapsed:.0f}s)", highlight=False)
+
+
+def gradients_table(result: Any) -> Table:
+    from chargen.gradients import DISTANCES
+
+    distances = [d for d in DISTANCES if 0 < d < result.length] + [result.length - 1]
+    distances = list(dict.fromkeys(distances))
+    table = Table(title=f"gradient flow at init: loss at the last of T={result.length} steps; "
+                        f"norm d steps back / norm at the last step (mean over {len(result.seeds)} seeds)",
+                  title_justify="left")
+    table.add_column("cell", style="bold")
+    table.add_column("||dL/dh|| last", justify="right")
+    for d in distances:
+        table.add_column(f"h d={d}", justify="right")
+    for d in (distances[1], distances[-1]) if len(distances) > 1 else distances:
+        table.add_column(f"x d={d}", justify="right")
+    table.add_column("h decay/step", justify="right")
+    for cell in result.cells:
+        curve = result.curves[cell]
+        last = curve.hidden[-1]
+        row = [cell, f"{last:.3g}"]
+        row += [f"{curve.at_distance('hidden', d) / last:.2e}" if last > 0 else "-" for d in distances]
+        x_last = curve.inputs[-1]
+        row += [f"{curve.at_distance('inputs', d) / x_last:.2e}" if x_last > 0 else "-"
+                for d in ((distances[1], distances[-1]) if len(distances) > 1 else distances)]
+        decay = curve.summary()["hidden"]["decay_per_step"]
+        row.append(f"{decay:.3f}" if decay is not None else "-")
+        table.add_row(*row)
+    return table
+
+
+@app.command(rich_help_panel="Research")
+def gradients(
+    cells: Annotated[str, typer.Option(help=CELLS_HELP)] = DEFAULT_CELLS,
+    length: Annotated[int, typer.Option(help="Sequence length T; the loss is read at its last step.")] = 200,
+    hidden: Annotated[int, typer.Option(help="Hidden units per layer.")] = 128,
+    layers: Annotated[int, typer.Option(help="Stacked layers (the norms are of the top layer's states).")] = 1,
+    embed: Annotated[int, typer.Option(help="Character embedding size.")] = 64,
+    batch: Annotated[int, typer.Option(help="Sequences per seed.")] = 16,
+    seeds: Annotated[int, typer.Option(help="Seeds (initial weights and sequences) to average over.")] = 3,
+    text: Annotated[Optional[str], typer.Option(help="Read the sequences from this corpus or text file (default: random characters).")] = None,
+    mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum mu.")] = None,
+    step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for gradients.json and gradients.png (default: checkpoints/gradients-<time>).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the per-cell summary as JSON instead of a table.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Plot ||dL/dh_t|| against t for each cell: how far back the last step's loss reaches (vanishing gradients).
+
+    [dim]Examples:[/]
+      chargen gradients --cells rnn,momentum-rnn,lstm,momentum-lstm
+      chargen gradients --cells rnn,momentum-rnn --length 500 --mu 0.9 --out docs/compare/gradients
+    """
+    from chargen.compare import resolve_cells, resolve_seeds
+    from chargen.gradients import gradient_flow, save_gradients
+
+    names = resolve_cells(cells)
+    seed_list = resolve_seeds(seeds)
+    cell_options = {k: v for k, v in {"mu": mu, "s": step_size}.items() if v is not None}
+    bar = LazyBar("gradients", len(names), quiet)
+
+    def report(done: int, total: int, cell: str) -> None:
+        bar.update(completed=done, status=cell)
+
+    with bar:
+        result = gradient_flow(names, length=length, hidden_size=hidden, num_layers=layers, embed_dim=embed,
+                               batch=batch, seeds=seed_list, text=text, cell_options=cell_options, progress=report)
+    out_dir = out or _default_out("gradients")
+    json_path, png = save_gradients(result, out_dir)
+    if as_json:
+        payload = {"results": str(json_path), "figure": str(png),
+                   "summary": {c: result.curves[c].summary() for c in result.cells}}
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        _table_console().print(gradients_table(result))
+    err_console.print(f"saved [bold]{json_path}[/] and [bold]{png}[/]", highlight=False)

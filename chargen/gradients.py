@@ -1,0 +1,295 @@
+"""Gradient flow through time: how much of the loss at the last step reaches each earlier step, per cell.
+
+For each cell, a character model as training starts it (embedding -> cell -> head, PyTorch's
+init) reads a long sequence (``T = 200`` random characters, or a slice of a real text); the loss
+is the cross-entropy of the LAST step's prediction only, and its gradient is measured at every
+step ``t``:
+
+- ``||dL/dh_t||``: the total derivative with respect to the hidden state ``h_t`` of the top
+  layer (every path from ``h_t`` to the loss: through ``W_hh``, the LSTM cell state, ...);
+- ``||dL/dx_t||``: the gradient reaching the input embedding of character ``t`` — what a
+  training step can learn about a character ``T - 1 - t`` steps back. For the momentum cells
+  this includes the direct path through the velocity ``v`` (weight ``mu^(T-1-t)``), which does
+  not pass through ``h``.
+
+The step loop is the cells' own ``project``/``step`` protocol (the reference engine), so the
+per-step states are real tensors of the graph and ``retain_grad`` reads their gradients. Norms
+are per sequence, averaged over a batch and over seeds; the computation runs in float64 because
+the gradient of a plain RNN falls below float32's smallest number within 200 steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from chargen.errors import ChargenError, UsageError
+
+FORMAT = "chargen-gradients/1"
+RESULTS_JSON = "gradients.json"
+FIGURE_PNG = "gradients.png"
+DISTANCES = (0, 1, 10, 50, 100)  # steps back from the last one, reported in the summary
+
+# progress(done cells, total cells, cell about to run or just finished)
+GradientProgress = Callable[[int, int, str], None]
+
+
+@dataclass
+class GradientCurve:
+    """One cell's curves, indexed by time step ``t = 0 .. T-1`` (the loss is read at ``T - 1``)."""
+
+    cell: str
+    hidden: list[float]  # mean over sequences and seeds of ||dL/dh_t||
+    inputs: list[float]  # mean of ||dL/dx_t||
+    hidden_per_seed: list[list[float]] = field(default_factory=list)
+    inputs_per_seed: list[list[float]] = field(default_factory=list)
+    parameters: int = 0
+
+    def at_distance(self, curve: str, distance: int) -> float | None:
+        """The norm ``distance`` steps before the last one (None when the sequence is shorter)."""
+        values = getattr(self, curve)
+        return values[-1 - distance] if 0 <= distance < len(values) else None
+
+    def summary(self) -> dict[str, Any]:
+        """Norms at a few distances from the last step, relative to the last step's, and the mean decay per step."""
+        out: dict[str, Any] = {}
+        for curve in ("hidden", "inputs"):
+            values = getattr(self, curve)
+            last = values[-1]
+            out[curve] = {
+                "last": last,
+                "relative": {str(d): _ratio(self.at_distance(curve, d), last) for d in DISTANCES if d < len(values)},
+                "first_over_last": _ratio(values[0], last),
+                "decay_per_step": _decay(values),
+            }
+        return out
+
+
+@dataclass
+class GradientResult:
+    """All cells' curves and the settings they were measured under; round-trips through JSON."""
+
+    cells: list[str]
+    length: int
+    hidden_size: int
+    num_layers: int
+    embed_dim: int
+    batch: int
+    seeds: list[int]
+    source: str  # "random characters (V=64)" or the corpus a slice was read from
+    vocab_size: int
+    cell_options: dict[str, Any]
+    curves: dict[str, GradientCurve]
+    dtype: str = "float64"
+    environment: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["summary"] = {c: curve.summary() for c, curve in self.curves.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GradientResult:
+        if data.get("format") != FORMAT:
+            raise ChargenError(f"not a chargen gradient-flow result (format {data.get('format')!r}, expected {FORMAT!r})")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["curves"] = {c: GradientCurve(**v) for c, v in data["curves"].items()}
+        return cls(**values)
+
+
+# -- the measurement -----------------------------------------------------------------------------
+
+
+def gradient_model(cell: str, vocab_size: int, *, embed_dim: int = 64, hidden_size: int = 128, num_layers: int = 1,
+                   cell_options: dict[str, Any] | None = None, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
+    """A character LM as training would start it (loop engine, PyTorch's init), in ``dtype``."""
+    from chargen.models import ModelConfig, build_model
+
+    cfg = ModelConfig(kind="lm", vocab_size=vocab_size, embed_dim=embed_dim, cell=cell, hidden_size=hidden_size,
+                      num_layers=num_layers, engine="loop", cell_options=dict(cell_options or {}))
+    return build_model(cfg).to(dtype)
+
+
+def hidden_gradient_norms(model: torch.nn.Module, idx: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """``||dL/dh_t||`` of the top layer and ``||dL/dx_t||`` of the embedded input, each ``(T, N)``.
+
+    ``model`` is a ``CharLM``; ``idx (T, N)`` the characters and ``target (N,)`` the character
+    after the last one; ``L`` is the cross-entropy of the last step's prediction summed over the
+    sequences, so row ``n`` is sequence ``n``'s own gradient whatever the batch size. The layers
+    run step by step (``cell.step``), so every ``h_t`` is a node of the graph.
+    """
+    encoder, head = model.encoder, model.head
+    x = encoder.embed(idx)  # (T, N, E)
+    x.retain_grad()
+    embedded = x
+    hs: list[Tensor] = []
+    for layer in encoder.core.layers:
+        xp = layer.project(x)  # (T, N, G*H)
+        state = layer.init_state(idx.shape[1], device=xp.device, dtype=xp.dtype)
+        hs = []
+        for xp_t in xp.unbind(0):
+            h, state = layer.step(xp_t, state)  # (N, H)
+            h.retain_grad()
+            hs.append(h)
+        x = torch.stack(hs)  # (T, N, H): the next layer's input
+    loss = F.cross_entropy(head(hs[-1]), target, reduction="sum")  # summed: each sequence's gradient is its own
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    zeros = torch.zeros(idx.shape[1], dtype=x.dtype, device=x.device)
+    hidden = torch.stack([h.grad.norm(dim=1) if h.grad is not None else zeros for h in hs])  # (T, N)
+    inputs = embedded.grad.norm(dim=2)  # (T, N)
+    return hidden.detach(), inputs.detach()
+
+
+def gradient_flow(
+    cells: Sequence[str] | str,
+    *,
+    length: int = 200,
+    hidden_size: int = 128,
+    num_layers: int = 1,
+    embed_dim: int = 64,
+    batch: int = 16,
+    seeds: int | Sequence[int] = 3,
+    vocab_size: int = 64,
+    text: str | None = None,
+    cell_options: dict[str, Any] | None = None,
+    progress: GradientProgress | None = None,
+) -> GradientResult:
+    """Measure the gradient flow of each cell (see the module docstring).
+
+    ``text``: a corpus name or a text file to read the sequences from (a random slice per
+    sequence, the target the next character); None draws uniform random characters from
+    ``vocab_size``. Seed ``k`` fixes the model's initial weights and the sequences, the same for
+    every cell. ``cell_options`` (``mu``, ``s``...) go to the cells whose constructor takes them.
+    """
+    from chargen.compare import cell_options_for, check_cell_options, environment, resolve_cells, resolve_seeds
+
+    cells = resolve_cells(cells)
+    seeds = resolve_seeds(seeds)
+    for name, value in (("--length", length), ("--hidden", hidden_size), ("--layers", num_layers),
+                        ("--embed", embed_dim), ("--batch", batch), ("vocab_size", vocab_size)):
+        if value < 1:
+            raise UsageError(f"{name} must be positive, got {value}")
+    if length < 2:
+        raise UsageError(f"--length must be at least 2 steps, got {length}")
+    ids, source, vocab = _source(text, vocab_size, length)
+    options = dict(cell_options or {})
+    for cell in cells:  # every cell's options checked before the first measurement
+        check_cell_options(cell, cell_options_for(cell, options))
+    curves: dict[str, GradientCurve] = {}
+    for done, cell in enumerate(cells):
+        if progress:
+            progress(done, len(cells), cell)
+        per_cell = cell_options_for(cell, options)
+        hidden_runs, input_runs, parameters = [], [], 0
+        for seed in seeds:
+            torch.manual_seed(seed)
+            model = gradient_model(cell, vocab, embed_dim=embed_dim, hidden_size=hidden_size,
+                                   num_layers=num_layers, cell_options=per_cell)
+            model.train()  # as training sees it (the phased LSTM's leak is on)
+            parameters = sum(p.numel() for p in model.parameters())
+            idx, target = _sequences(ids, vocab, length, batch, seed)
+            hidden, inputs = hidden_gradient_norms(model, idx, target)
+            hidden_runs.append(hidden.mean(1).tolist())
+            input_runs.append(inputs.mean(1).tolist())
+        curves[cell] = GradientCurve(
+            cell=cell,
+            hidden=[statistics.fmean(v) for v in zip(*hidden_runs)],
+            inputs=[statistics.fmean(v) for v in zip(*input_runs)],
+            hidden_per_seed=hidden_runs,
+            inputs_per_seed=input_runs,
+            parameters=parameters,
+        )
+        if progress:
+            progress(done + 1, len(cells), cell)
+    return GradientResult(
+        cells=cells, length=length, hidden_size=hidden_size, num_layers=num_layers, embed_dim=embed_dim,
+        batch=batch, seeds=seeds, source=source, vocab_size=vocab, cell_options=options, curves=curves,
+        environment=environment(),
+    )
+
+
+def save_gradients(result: GradientResult, out_dir: Path) -> tuple[Path, Path]:
+    """``gradients.json`` and ``gradients.png`` in ``out_dir``."""
+    from chargen.plots import plot_gradient_flow
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / RESULTS_JSON
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path, plot_gradient_flow(result, out_dir / FIGURE_PNG)
+
+
+def load_gradients(path: Path) -> GradientResult:
+    """A result saved by ``save_gradients``: the JSON file or its folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_JSON
+    try:
+        return GradientResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ChargenError(f"{path}: no such gradient-flow file") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ChargenError(f"{path}: cannot read the gradient-flow result ({type(e).__name__}: {e})") from None
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _source(text: str | None, vocab_size: int, length: int) -> tuple[Tensor | None, str, int]:
+    """The character ids to slice sequences from (None: random characters), a description, the vocabulary size."""
+    if text is None:
+        return None, f"uniform random characters (V={vocab_size})", vocab_size
+    from chargen.data.corpora import load_corpus
+    from chargen.vocab import Vocab
+
+    corpus = load_corpus(text)
+    if len(corpus.text) < length + 2:
+        raise UsageError(f"--text {text!r} has {len(corpus.text)} characters; need more than --length {length}")
+    vocab = Vocab.from_text(corpus.text)
+    ids = torch.tensor(vocab.encode(corpus.text), dtype=torch.long)
+    return ids, f"slices of {corpus.name}", len(vocab)
+
+
+def _sequences(ids: Tensor | None, vocab: int, length: int, batch: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``idx (T, N)`` and ``target (N,)``: random characters, or random slices of ``ids`` and their next character."""
+    generator = torch.Generator().manual_seed(10_007 + seed)
+    if ids is None:
+        seq = torch.randint(vocab, (length + 1, batch), generator=generator)
+    else:
+        starts = torch.randint(ids.numel() - length - 1, (batch,), generator=generator)
+        seq = torch.stack([ids[s : s + length + 1] for s in starts.tolist()], dim=1)
+    return seq[:-1], seq[-1]
+
+
+def _ratio(value: float | None, reference: float) -> float | None:
+    if value is None or reference <= 0:
+        return None
+    return value / reference
+
+
+def _decay(values: Sequence[float]) -> float | None:
+    """The geometric mean factor per step from the last step back to the first (1 = no decay)."""
+    if len(values) < 2 or values[-1] <= 0 or values[0] <= 0:
+        return None
+    return math.exp((math.log(values[0]) - math.log(values[-1])) / (len(values) - 1))
+
+
+__all__ = [
+    "GradientCurve", "GradientResult", "gradient_flow", "gradient_model", "hidden_gradient_norms",
+    "load_gradients", "save_gradients", "DISTANCES",
+]
