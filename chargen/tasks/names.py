@@ -34,6 +34,7 @@ NAMES_CORPUS = "names"
 BALANCE = ("weighted", "sampler", "adjusted", "none")
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 MAX_NAME_LENGTH = 40  # generated names stop here if no end token came (the longest training name has 20)
+MAX_CLASSIFY_LENGTH = 100  # longer input is not a surname; refusing it keeps one typo from costing a long forward pass
 DEFAULT_CLASSIFIER = "surnames"
 EVAL_SAMPLES_PER_LANGUAGE = 100
 EVAL_SAMPLE_SEED = 0
@@ -347,6 +348,10 @@ def classify_names(loaded: Any, names: Sequence[str], top: int = 3) -> list[dict
         folded = fold(raw)
         if not has_letter(folded):
             results.append({"name": raw, "error": "no usable letter (A-Z after folding accents)"})
+            continue
+        if len(folded) > MAX_CLASSIFY_LENGTH:
+            results.append({"name": raw[:20] + "...", "error": f"too long for a surname: {len(folded):,} characters "
+                                                             f"(at most {MAX_CLASSIFY_LENGTH})"})
             continue
         try:
             loaded.vocab.encode(folded)
