@@ -239,8 +239,10 @@ def test_tasks_refuse_other_corpora_and_bad_options() -> None:
         build_task("classify", balance="oversample")
     with pytest.raises(UsageError, match="does not take the option 'balance'"):
         build_task("generate", balance="weighted")
-    result = runner.invoke(app, ["train", "--task", "classify", "--steps", "1", "--quiet"])
+    result = runner.invoke(app, ["train", "--task", "classify", "--corpus", "grimm", "--steps", "1", "--quiet"])
     assert result.exit_code == 2 and "--corpus names" in result.stderr
+    result = runner.invoke(app, ["train", "--task", "palindrome", "--corpus", "grimm", "--steps", "1", "--quiet"])
+    assert result.exit_code == 2 and "reads no corpus" in result.stderr
 
 
 # --------------------------------------------------------------------------- sampling names

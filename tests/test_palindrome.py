@@ -82,13 +82,15 @@ def test_task_is_registered_with_the_classic_defaults() -> None:
     assert model == {"cell": "lstm", "hidden_size": 128, "num_layers": 1, "embed_dim": 10}
     assert train["optimizer"] == "rmsprop" and train["lr"] == 1e-3 and train["schedule"] == "constant"
     assert options == {"length": 10}
-    task = build_task("palindrome", seed=0, length=6, corpus="grimm")  # `chargen train` always passes a corpus
+    task = build_task("palindrome", seed=0, length=6)
     cfg = task.model_config(ModelConfig())
     assert (cfg.kind, cfg.vocab_size, cfg.num_classes) == ("classifier", 10, 10)
     with pytest.raises(UsageError, match="at least 3"):
         build_task("palindrome", length=2)
     with pytest.raises(UsageError, match="seq_len"):
         build_task("palindrome", seq_len=30)
+    with pytest.raises(UsageError, match="reads no corpus"):
+        build_task("palindrome", corpus="grimm")
 
 
 def test_early_stop_needs_the_accuracy_to_hold() -> None:

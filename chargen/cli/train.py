@@ -106,7 +106,7 @@ def default_run_dir(name: str) -> Path:
 
 @app.command(rich_help_panel="Train and generate")
 def train(
-    corpus: Annotated[str, typer.Option("--corpus", "-c", help="Registered corpus name (see [b]chargen corpora[/]) or a UTF-8 text file.", rich_help_panel=DATA)] = "grimm",
+    corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="Registered corpus name (see [b]chargen corpora[/]) or a UTF-8 text file. Default: [b]grimm[/] for lm, [b]names[/] for classify and generate.", show_default=False, rich_help_panel=DATA)] = None,
     task: Annotated[str, typer.Option(help="What to learn: [b]lm[/] (next character), [b]classify[/] or [b]generate[/] (surnames), [b]palindrome[/].", rich_help_panel=DATA)] = "lm",
     seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Characters per truncated-BPTT chunk (LM).", rich_help_panel=DATA)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Sequences per batch (LM: contiguous streams).", rich_help_panel=DATA)] = None,
@@ -179,7 +179,7 @@ def train(
             "corpus": corpus, "seq_len": seq_len, "batch_size": batch_size,
             "batching": batching.value if batching else None, "length": length, "balance": balance,
         })
-        run_dir = out or default_run_dir(corpus)
+        run_dir = out or default_run_dir(task_options.get("corpus") or task_name)
     _validate_model(model_cfg)
 
     callbacks = TrainProgress(quiet)

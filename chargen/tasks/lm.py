@@ -109,7 +109,7 @@ class LanguageModelTask:
         "cell": "lstm", "hidden_size": 256, "num_layers": 2, "embed_dim": 64, "dropout": 0.1,
     }
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 4000, "lr": 3e-3, "eval_every": 500, "sample_every": 500}
-    option_defaults: ClassVar[dict[str, Any]] = {}
+    option_defaults: ClassVar[dict[str, Any]] = {"corpus": "grimm"}
 
     def __init__(self, seed: int = 0, progress: ProgressFn | None = None, **options: Any) -> None:
         self.cfg = LMConfig(**options)

@@ -105,8 +105,9 @@ class PalindromeTask:
     option_defaults: ClassVar[dict[str, Any]] = {"length": 10}
 
     def __init__(self, seed: int = 0, progress: Any = None, corpus: str | None = None, **options: Any) -> None:
-        # ``corpus`` and ``progress`` are accepted because `chargen train` passes them to every task;
-        # palindromes need neither.
+        # ``progress`` (corpus downloads) is passed to every task; palindromes are generated, not read
+        if corpus is not None:
+            raise UsageError(f"the palindrome task generates its own digits; it reads no corpus (got --corpus {corpus})")
         self.cfg = PalindromeConfig(**options)
         self.vocab = Vocab(DIGITS)
         self.stream = PalindromeStream(self.cfg.length, self.cfg.batch_size, seed + DATA_SEED_OFFSET)
