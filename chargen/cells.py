@@ -21,11 +21,14 @@ zeros.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from chargen.errors import UsageError
 
 State = tuple[Tensor, ...]
 
@@ -377,6 +380,22 @@ CELLS: dict[str, type[Cell]] = {
     "momentum-lstm": MomentumLSTMCell,
     "phased-lstm": PhasedLSTMCell,
 }
+
+
+def resolve_cells(cells: Sequence[str] | str) -> list[str]:
+    """Registered cell names from a list or a comma-separated string, in order, without repeats.
+
+    An empty list or an unknown name is a UsageError (these lists come from ``--cells`` options).
+    """
+    if isinstance(cells, str):
+        cells = cells.split(",")
+    names = list(dict.fromkeys(c.strip() for c in cells if c.strip()))
+    if not names:
+        raise UsageError("--cells: give at least one cell, e.g. rnn,lstm")
+    unknown = [c for c in names if c not in CELLS]
+    if unknown:
+        raise UsageError(f"--cells: unknown cell {unknown[0]!r}; known cells: {', '.join(CELLS)}")
+    return names
 
 
 def get_cell(name: str) -> type[Cell]:

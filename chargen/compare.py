@@ -159,33 +159,6 @@ def load_results(path: Path) -> CompareResult:
 # -- validation ----------------------------------------------------------------------------------
 
 
-def resolve_cells(cells: Sequence[str] | str) -> list[str]:
-    """Registered cell names, in the order given, without repeats; unknown names are a UsageError."""
-    from chargen.cells import CELLS
-
-    if isinstance(cells, str):
-        cells = cells.split(",")
-    names = list(dict.fromkeys(c.strip() for c in cells if c.strip()))
-    if not names:
-        raise UsageError("--cells: give at least one cell, e.g. rnn,lstm")
-    unknown = [c for c in names if c not in CELLS]
-    if unknown:
-        raise UsageError(f"--cells: unknown cell {unknown[0]!r}; known cells: {', '.join(CELLS)}")
-    return names
-
-
-def resolve_seeds(seeds: int | Iterable[int]) -> list[int]:
-    """A count ``n`` means seeds 0..n-1; an iterable gives the seeds themselves."""
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise UsageError(f"--seeds must be at least 1, got {seeds}")
-        return list(range(seeds))
-    chosen = list(dict.fromkeys(int(s) for s in seeds))
-    if not chosen:
-        raise UsageError("give at least one seed")
-    return chosen
-
-
 def cell_options_for(cell: str, options: dict[str, Any]) -> dict[str, Any]:
     """The part of ``options`` (e.g. mu, s) that this cell's constructor takes; the rest is not for it."""
     from chargen.cells import get_cell
@@ -241,8 +214,9 @@ def compare(
     - ``out_dir``: where ``compare.json``, ``compare.png`` and ``runs/<cell>-seed<k>/`` (logs and
       config; the weights only with ``keep_weights``) go; None keeps nothing on disk.
     """
-    from chargen.cells import get_cell
+    from chargen.cells import get_cell, resolve_cells
     from chargen.models import ModelConfig
+    from chargen.runtime import resolve_seeds
     from chargen.tasks import build_task, task_defaults
     from chargen.train import TrainConfig
 
@@ -269,7 +243,7 @@ def compare(
             raise UsageError(f"cell {cell!r} has no fused kernel; compare it with engine 'loop' (or leave --engine out)")
         cfg = ModelConfig(**{**model_defaults, **overrides, "cell": cell, "engine": cell_engine,
                              "cell_options": cell_options_for(cell, shared_cell_options)})
-        _validate_model(cfg)
+        cfg.check()
         check_cell_options(cell, cfg.cell_options)
         model_cfgs[cell] = cfg
 
@@ -599,16 +573,7 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
 
 
-def _validate_model(cfg: Any) -> None:
-    for name in ("num_layers", "hidden_size", "embed_dim"):
-        if getattr(cfg, name) < 1:
-            flag = {"num_layers": "--layers", "hidden_size": "--hidden", "embed_dim": "--embed"}[name]
-            raise UsageError(f"{flag} must be positive, got {getattr(cfg, name)}")
-    if not 0 <= cfg.dropout < 1:
-        raise UsageError(f"--dropout must be in [0, 1), got {cfg.dropout}")
-
-
 __all__ = [
     "CompareResult", "RunResult", "StepClock", "compare", "load_results", "save_results", "summarise", "stats",
-    "resolve_cells", "resolve_seeds", "cell_options_for", "check_cell_options", "environment", "DEFAULT_CELLS", "RESULTS_JSON", "CURVES_PNG",
+    "cell_options_for", "check_cell_options", "environment", "DEFAULT_CELLS", "RESULTS_JSON", "CURVES_PNG",
 ]

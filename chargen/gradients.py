@@ -174,7 +174,9 @@ def gradient_flow(
     ``vocab_size``. Seed ``k`` fixes the model's initial weights and the sequences, the same for
     every cell. ``cell_options`` (``mu``, ``s``...) go to the cells whose constructor takes them.
     """
-    from chargen.compare import cell_options_for, check_cell_options, environment, resolve_cells, resolve_seeds
+    from chargen.cells import resolve_cells
+    from chargen.compare import cell_options_for, check_cell_options, environment
+    from chargen.runtime import resolve_seeds
 
     cells = resolve_cells(cells)
     seeds = resolve_seeds(seeds)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from chargen.cells import State
 from chargen.core import Recurrent
+from chargen.errors import UsageError
 
 
 @dataclass
@@ -29,6 +30,20 @@ class ModelConfig:
     num_classes: int = 0  # classifier outputs
     num_conditions: int = 0  # LM conditioned on a class (e.g. a language) at every step
     condition_dim: int = 0
+
+    def check(self) -> None:
+        """Raise a UsageError, in the words of `chargen train`'s options, for settings no model can have."""
+        from chargen.cells import CELLS
+
+        if self.cell not in CELLS:
+            raise UsageError(f"--cell: unknown cell {self.cell!r}; known cells: {', '.join(CELLS)}")
+        for name, flag in (("num_layers", "--layers"), ("hidden_size", "--hidden"), ("embed_dim", "--embed")):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{flag} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.engine == "fused" and not CELLS[self.cell].has_fused:
+            raise UsageError(f"--cell {self.cell} has no fused kernel; use --engine loop")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

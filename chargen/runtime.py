@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -42,6 +43,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resolve_seeds(seeds: int | Iterable[int]) -> list[int]:
+    """A count ``n`` means seeds 0..n-1; an iterable gives the seeds themselves, without repeats."""
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise UsageError(f"--seeds must be at least 1, got {seeds}")
+        return list(range(seeds))
+    chosen = list(dict.fromkeys(int(s) for s in seeds))
+    if not chosen:
+        raise UsageError("give at least one seed")
+    return chosen
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import download_progress, err_console, grid_progress, out_console, parse_duration
+from chargen.cli.ui import LazyBar, download_progress, err_console, parse_duration, table_console, timestamped_dir
 from chargen.errors import UsageError
-from chargen.paths import checkpoints_dir
 
 CELLS_HELP = "Comma-separated cells (rnn, lstm, momentum-rnn, momentum-lstm, phased-lstm)."
 DEFAULT_CELLS = "rnn,momentum-rnn,lstm,momentum-lstm"
@@ -23,17 +20,6 @@ MODEL = "Model"
 DATA = "Data"
 BUDGET = "Budget"
 OUTPUT = "Output"
-
-
-def _default_out(prefix: str) -> Path:
-    return checkpoints_dir() / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _table_console() -> Console:
-    """stdout: the terminal's width on a terminal; wide enough for the whole table in a pipe or file."""
-    if out_console.is_terminal:
-        return out_console
-    return Console(highlight=False, width=max(out_console.width, 150))
 
 
 def _fmt(stat: dict[str, Any] | None, digits: int = 3, scale: float = 1.0) -> str:
@@ -82,30 +68,6 @@ def compare_table(result: Any) -> Table:
     return table
 
 
-class LazyBar:
-    """A ``grid_progress`` bar that appears with the first report, so that settings the library
-    rejects before any work end as one error line with no bar drawn."""
-
-    def __init__(self, description: str, total: int, quiet: bool) -> None:
-        self.quiet = quiet
-        self.progress = grid_progress(description, total, quiet)
-        self.bar = self.progress.task_ids[0]
-        self.started = False
-
-    def update(self, **fields: Any) -> None:
-        if not self.started:
-            self.progress.start()
-            self.started = True
-        self.progress.update(self.bar, **fields)
-
-    def __enter__(self) -> LazyBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.started:
-            self.progress.stop()
-
-
 class GridProgress(LazyBar):
     """``compare``'s progress function drawn as one rich bar over the grid of runs."""
 
@@ -119,11 +81,8 @@ class GridProgress(LazyBar):
         else:
             run = info["run"]
             self.update(completed=done, status=name)
-            if self.quiet:
-                return
-            self.progress.console.print(
-                f"[green]{name}[/]: val_loss {run.final.get('val_loss', float('nan')):.4f} after {run.steps:,} steps "
-                f"({run.train_seconds:.1f}s of training steps, {run.wall:.1f}s in all)", highlight=False)
+            self.print(f"[green]{name}[/]: val_loss {run.final.get('val_loss', float('nan')):.4f} after "
+                       f"{run.steps:,} steps ({run.train_seconds:.1f}s of training steps, {run.wall:.1f}s in all)")
 
 
 @app.command(rich_help_panel="Research")
@@ -159,7 +118,9 @@ def compare(
       chargen compare --task lm --corpus grimm --seeds 2 --steps 300 --hidden 128
       chargen compare --task palindrome --length 20 --cells rnn,lstm --time 1m
     """
-    from chargen.compare import CURVES_PNG, RESULTS_JSON, compare as run_compare, resolve_cells, resolve_seeds
+    from chargen.cells import resolve_cells
+    from chargen.compare import CURVES_PNG, RESULTS_JSON, compare as run_compare
+    from chargen.runtime import resolve_seeds
     from chargen.tasks import build_task, task_defaults, task_names
 
     if task not in task_names():
@@ -181,7 +142,7 @@ def compare(
         model["cell_options"] = cell_options
     task_options = {k: v for k, v in {"corpus": corpus, "length": length, "seq_len": seq_len,
                                       "batch_size": batch_size}.items() if v is not None}
-    out_dir = out or _default_out(f"compare-{task}")
+    out_dir = out or timestamped_dir(f"compare-{task}")
 
     # Build the task once up front: its options are checked before any run, and a corpus not yet
     # cached is fetched here with its own bar (rich draws one live display at a time).
@@ -199,7 +160,7 @@ def compare(
                    "accuracy_key": result.accuracy_key, "summary": result.summary}
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
-        _table_console().print(compare_table(result))
+        table_console().print(compare_table(result))
     err_console.print(f"saved [bold]{out_dir / RESULTS_JSON}[/] and [bold]{out_dir / CURVES_PNG}[/] "
                       f"({result.elapsed:.0f}s)", highlight=False)
 
@@ -255,8 +216,9 @@ def gradients(
       chargen gradients --cells rnn,momentum-rnn,lstm,momentum-lstm
       chargen gradients --cells rnn,momentum-rnn --length 500 --mu 0.9 --out docs/compare/gradients
     """
-    from chargen.compare import resolve_cells, resolve_seeds
+    from chargen.cells import resolve_cells
     from chargen.gradients import gradient_flow, save_gradients
+    from chargen.runtime import resolve_seeds
 
     names = resolve_cells(cells)
     seed_list = resolve_seeds(seeds)
@@ -269,12 +231,12 @@ def gradients(
     with bar:
         result = gradient_flow(names, length=length, hidden_size=hidden, num_layers=layers, embed_dim=embed,
                                batch=batch, seeds=seed_list, text=text, cell_options=cell_options, progress=report)
-    out_dir = out or _default_out("gradients")
+    out_dir = out or timestamped_dir("gradients")
     json_path, png = save_gradients(result, out_dir)
     if as_json:
         payload = {"results": str(json_path), "figure": str(png),
                    "summary": {c: result.curves[c].summary() for c in result.cells}}
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
-        _table_console().print(gradients_table(result))
+        table_console().print(gradients_table(result))
     err_console.print(f"saved [bold]{json_path}[/] and [bold]{png}[/]", highlight=False)

@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import err_console, grid_progress, out_console
+from chargen.cli.ui import LazyBar, err_console, table_console, timestamped_dir
 from chargen.errors import RunInterrupted, UsageError
-from chargen.paths import checkpoints_dir
 
 RESULTS_JSON = "probe.json"
 FIGURE_PNG = "probe.png"
@@ -41,10 +38,6 @@ def parse_lengths(spec: str) -> list[int]:
     if re.fullmatch(r"\d+(,\d+)*,?", text):
         return [int(p) for p in text.split(",") if p]
     raise UsageError(f"--lengths: cannot read {spec!r}; {hint}")
-
-
-def parse_cells(spec: str) -> list[str]:
-    return [c.strip() for c in spec.split(",") if c.strip()]
 
 
 def probe_table(results: dict[str, Any]) -> Table:
@@ -77,34 +70,21 @@ def probe_notes(results: dict[str, Any]) -> str:
             f"is >= 99.5% at 2 evaluations in a row. Last column: the longest T up to which the mean stays >= 90%.")
 
 
-def _table_console() -> Console:
-    """stdout: the terminal's width on a terminal; wide enough for the whole table in a pipe or file."""
-    if out_console.is_terminal:
-        return out_console
-    return Console(highlight=False, width=max(out_console.width, 160))
-
-
-class ProbeBar:
+class ProbeBar(LazyBar):
     """``run_probe``'s progress drawn as one rich bar over the grid, a line per finished run above it."""
 
     def __init__(self, total: int, quiet: bool) -> None:
-        self.quiet = quiet
-        self.progress = grid_progress("probe", total, quiet)
-        self.bar = self.progress.task_ids[0]
+        super().__init__("probe", total, quiet)
         self.finished: list[dict[str, Any]] = []
 
     def __call__(self, done: int, total: int, info: dict[str, Any]) -> None:
         name = f"{info['cell']} T={info['length']} seed {info['seed']}"
-        if info["event"] == "start":
-            self.progress.update(self.bar, completed=done, status=name)
-            return
-        self.finished.append({k: v for k, v in info.items() if k != "event"})
-        self.progress.update(self.bar, completed=done, status=name)
-        if not self.quiet:
+        self.update(completed=done, status=name)
+        if info["event"] == "end":
+            self.finished.append({k: v for k, v in info.items() if k != "event"})
             how = "stopped early" if info["stopped_early"] else "full budget"
-            self.progress.console.print(
-                f"[green]{name}[/]: accuracy {info['accuracy']:.3f} after {info['steps']:,} steps ({how}, "
-                f"{info['seconds']:.1f}s)", highlight=False)
+            self.print(f"[green]{name}[/]: accuracy {info['accuracy']:.3f} after {info['steps']:,} steps "
+                       f"({how}, {info['seconds']:.1f}s)")
 
 
 @app.command(rich_help_panel="Research")
@@ -133,18 +113,18 @@ def probe(
     """
     from chargen.plots import plot_accuracy_vs_length
     from chargen.runtime import resolve_device
-    from chargen.tasks.palindrome import (
-        ProbeSettings, longest_kept, resolve_cells, resolve_lengths, resolve_seeds, run_probe, summarise,
-    )
+    from chargen.cells import resolve_cells
+    from chargen.runtime import resolve_seeds
+    from chargen.tasks.palindrome import ProbeSettings, longest_kept, resolve_lengths, run_probe, summarise
 
     # Everything the library would reject is checked before the bar appears or any run starts.
-    names = resolve_cells(parse_cells(cells))
+    names = resolve_cells(cells)
     grid_lengths = resolve_lengths(parse_lengths(lengths))
     seed_list = resolve_seeds(seeds)
     resolve_device(device)
     settings = ProbeSettings(steps=steps, hidden_size=hidden, num_layers=layers, embed_dim=embed, lr=lr,
                              batch_size=batch_size, device=device)
-    out_dir = out or checkpoints_dir() / f"probe-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = out or timestamped_dir("probe")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -152,7 +132,7 @@ def probe(
 
     bar = ProbeBar(len(names) * len(grid_lengths) * len(seed_list), quiet)
     try:
-        with bar.progress:
+        with bar:
             results = run_probe(names, grid_lengths, seed_list, settings=settings, threads=threads, progress=bar)
     except RunInterrupted as e:
         if bar.finished:  # keep what was measured: a long grid is worth a partial table
@@ -169,7 +149,7 @@ def probe(
     if as_json:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
     else:
-        console = _table_console()
+        console = table_console()
         console.print(probe_table(results))
         console.print(probe_notes(results), style="dim")
     err_console.print(f"[bold green]done[/] {len(results['runs'])} runs in {results['elapsed_s']:.0f}s; "

@@ -13,9 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from chargen.cli.app import app
-from chargen.cli.ui import download_progress, err_console, parse_duration, sample_panel
-from chargen.errors import UsageError
-from chargen.paths import checkpoints_dir
+from chargen.cli.ui import download_progress, err_console, parse_duration, sample_panel, timestamped_dir
 
 MODEL = "Model"
 DATA = "Data"
@@ -100,8 +98,8 @@ class TrainProgress:
 
 
 def default_run_dir(name: str) -> Path:
-    stem = Path(name).stem if Path(name).suffix else Path(name).name
-    return checkpoints_dir() / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``checkpoints/<corpus file stem or name>-<time>``."""
+    return timestamped_dir(Path(name).stem if Path(name).suffix else Path(name).name)
 
 
 @app.command(rich_help_panel="Train and generate")
@@ -180,7 +178,7 @@ def train(
             "batching": batching.value if batching else None, "length": length, "balance": balance,
         })
         run_dir = out or default_run_dir(task_options.get("corpus") or task_name)
-    _validate_model(model_cfg)
+    model_cfg.check()
 
     callbacks = TrainProgress(quiet)
     try:
@@ -199,17 +197,3 @@ def _merge(defaults: dict[str, Any], given: dict[str, Any], allowed: set[str] | 
     """Task defaults overridden by the options the user gave (None = not given)."""
     merged = {**defaults, **{k: v for k, v in given.items() if v is not None}}
     return {k: v for k, v in merged.items() if allowed is None or k in allowed}
-
-
-def _validate_model(cfg: Any) -> None:
-    from chargen.cells import CELLS
-
-    if cfg.cell not in CELLS:
-        raise UsageError(f"--cell: unknown cell {cfg.cell!r}; known cells: {', '.join(CELLS)}")
-    for name, flag in (("num_layers", "--layers"), ("hidden_size", "--hidden"), ("embed_dim", "--embed")):
-        if getattr(cfg, name) < 1:
-            raise UsageError(f"{flag} must be positive, got {getattr(cfg, name)}")
-    if not 0 <= cfg.dropout < 1:
-        raise UsageError(f"--dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.engine == "fused" and not CELLS[cfg.cell].has_fused:
-        raise UsageError(f"--cell {cfg.cell} has no fused kernel; use --engine loop")

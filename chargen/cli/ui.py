@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -21,6 +23,7 @@ from rich.progress import (
 )
 
 from chargen.errors import UsageError
+from chargen.paths import checkpoints_dir
 
 # Generated text and --json go to stdout; everything for the human (progress, logs, errors) here.
 err_console = Console(stderr=True)
@@ -84,3 +87,44 @@ def grid_progress(description: str, total: int, quiet: bool = False) -> Progress
 def sample_panel(step: int, loss: float, text: str) -> Panel:
     return Panel(text, title=f"sample at step {step:,} (loss {loss:.3f})", title_align="left",
                  border_style="cyan", expand=False)
+
+
+def table_console() -> Console:
+    """stdout: the terminal's width on a terminal; wide enough for a whole results table in a pipe or file."""
+    if out_console.is_terminal:
+        return out_console
+    return Console(highlight=False, soft_wrap=False, width=max(out_console.width, 160))
+
+
+def timestamped_dir(prefix: str) -> Path:
+    """The default output folder of a command: ``checkpoints/<prefix>-<YYYYmmdd-HHMMSS>``."""
+    return checkpoints_dir() / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class LazyBar:
+    """A ``grid_progress`` bar that appears with the first report, so that settings the library
+    rejects before any work end as one error line with no bar drawn."""
+
+    def __init__(self, description: str, total: int, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = grid_progress(description, total, quiet)
+        self.bar = self.progress.task_ids[0]
+        self.started = False
+
+    def update(self, **fields: Any) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
+        self.progress.update(self.bar, **fields)
+
+    def print(self, message: str) -> None:
+        """A line above the bar (nothing when quiet)."""
+        if not self.quiet:
+            self.progress.console.print(message, highlight=False)
+
+    def __enter__(self) -> LazyBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            self.progress.stop()

@@ -25,7 +25,8 @@ from torch import Tensor
 from chargen.data.palindromes import DIGITS, HELD_OUT_SEED, HELD_OUT_SIZE, MIN_LENGTH, PalindromeStream, held_out
 from chargen.errors import CheckpointError, RunInterrupted, UsageError
 from chargen.models import ModelConfig, SequenceClassifier
-from chargen.runtime import rank, world_size
+from chargen.cells import resolve_cells
+from chargen.runtime import rank, resolve_seeds, world_size
 from chargen.tasks.base import register
 from chargen.vocab import Vocab
 
@@ -166,19 +167,6 @@ class PalindromeTask:
 ProbeProgress = Callable[[int, int, dict[str, Any]], None]
 
 
-def resolve_cells(cells: Sequence[str]) -> list[str]:
-    """The registered cells named, in order, without repeats; a UsageError names an unknown one."""
-    from chargen.cells import CELLS
-
-    cells = list(dict.fromkeys(cells))
-    if not cells:
-        raise UsageError("give at least one cell")
-    for cell in cells:
-        if cell not in CELLS:
-            raise UsageError(f"unknown cell {cell!r}; known cells: {', '.join(CELLS)}")
-    return cells
-
-
 def resolve_lengths(lengths: Iterable[int]) -> list[int]:
     lengths = sorted({int(t) for t in lengths})
     if not lengths:
@@ -186,18 +174,6 @@ def resolve_lengths(lengths: Iterable[int]) -> list[int]:
     if lengths[0] < MIN_LENGTH:
         raise UsageError(f"palindrome lengths must be at least {MIN_LENGTH}, got {lengths[0]}")
     return lengths
-
-
-def resolve_seeds(seeds: int | Iterable[int]) -> list[int]:
-    """A count ``n`` means seeds 0..n-1; otherwise the seeds given, without repeats."""
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise UsageError(f"--seeds must be at least 1, got {seeds}")
-        return list(range(seeds))
-    seeds = list(dict.fromkeys(int(s) for s in seeds))
-    if not seeds:
-        raise UsageError("give at least one seed")
-    return seeds
 
 
 @dataclass
