@@ -66,6 +66,8 @@ def generate(
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, (1,))))
     cond = None if condition is None else torch.tensor([condition], device=device)
+    if length == 0:
+        return
     if prime:
         ids = torch.tensor(vocab.encode(prime, what="the prime"), device=device)
     else:
