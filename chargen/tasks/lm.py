@@ -111,9 +111,15 @@ class LanguageModelTask:
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 4000, "lr": 3e-3, "eval_every": 500, "sample_every": 500}
     option_defaults: ClassVar[dict[str, Any]] = {"corpus": "grimm"}
 
-    def __init__(self, seed: int = 0, progress: ProgressFn | None = None, **options: Any) -> None:
+    def __init__(
+        self, seed: int = 0, progress: ProgressFn | None = None, data: LMData | None = None, **options: Any
+    ) -> None:
+        """``data``: a text already split (e.g. reduced in memory, ``chargen.reference``), used as it is
+        instead of loading ``corpus``."""
         self.cfg = LMConfig(**options)
-        self.data = LMData.load(self.cfg.corpus, self.cfg.val_fraction, progress=progress)
+        if data is None:
+            data = LMData.load(self.cfg.corpus, self.cfg.val_fraction, progress=progress)
+        self.data = data
         self.vocab = self.data.vocab
         batcher = StreamBatcher if self.cfg.batching == "streams" else WindowBatcher
         try:

@@ -1,0 +1,458 @@
+"""The numpy RNN against chargen's torch LSTM on one text reduced to 27 symbols: one split, one held-out slice, one JSON.
+
+``run_reference(corpus, ...)`` loads the cleaned corpus, reduces it (``chargen.reference.text``),
+holds out its last ``val_fraction`` (the LM task's rule: ``max(1, int(n * val_fraction))``
+symbols, never trained on), trains the numpy RNN for some epochs and chargen's LSTM language model
+(the ``lm`` task through ``chargen.train.fit``) for some steps on the rest, and scores both on the
+same held-out positions: the held-out symbols cut into ``eval_streams`` contiguous streams, each
+read from a zero state with the state carried, every symbol after a stream's first predicted from
+all the stream's symbols before it. Accuracy is the fraction of those positions where the argmax
+of the predicted distribution is the symbol that comes next.
+
+The results file, ``reference.json`` (``format`` ``"chargen-reference/1"``)::
+
+    format, command, created          "chargen-reference/1", the command line, local time
+    environment                       chargen, python, numpy, torch versions, machine, cpu_count,
+                                      openblas_num_threads (as exported), torch_threads (the LSTM's)
+    data                              corpus, source, corpus_sha256 (raw file), reduced_sha256,
+                                      reduction (the rule in words), symbols, chars, train_chars,
+                                      val_chars, val_fraction, eval_streams, eval_positions,
+                                      majority_symbol, majority_accuracy (always guessing the most
+                                      frequent training symbol)
+    numpy_rnn                         settings (RNNSettings), parameters, epochs: [{epoch, train_loss,
+                                      val_loss, val_bpc, val_accuracy, lr, train_seconds,
+                                      eval_seconds, chars_per_second}], final {val_loss, val_bpc,
+                                      val_accuracy}, train_seconds, eval_seconds, seconds_per_epoch
+    lstm                              null when skipped, else: model (ModelConfig), train
+                                      (TrainConfig), seq_len, batch_size, parameters, steps,
+                                      train_chars, epochs_seen, final {val_loss, val_bpc,
+                                      val_accuracy} (on the positions above), val_curve [[step,
+                                      val_loss]] (the task's own 8-stream evaluation while training),
+                                      train_seconds (fit's clock), chars_per_second, wall_seconds,
+                                      run_dir (its logs, relative to the results folder)
+    wall_seconds                      the whole run
+
+Losses are nats per symbol, bpc bits per symbol, times seconds. ``load_results`` reads it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chargen.data.corpora import ProgressFn, load_corpus
+from chargen.errors import ChargenError, CorpusError, UsageError
+from chargen.reference.numpy_rnn import (
+    EpochRecord,
+    RNNSettings,
+    as_streams,
+    fit_rnn,
+)
+from chargen.reference.text import REDUCTION_RULE, SYMBOLS, encode, reduce_text
+
+FORMAT = "chargen-reference/1"
+RESULTS_JSON = "reference.json"
+LSTM_DIR = "lstm"
+EVAL_STREAMS = 16
+MIN_SYMBOLS = 100  # as the LM task asks of a corpus
+LSTM_LOGS = ("config.json", "metrics.jsonl", "samples.jsonl", "loss.png")
+
+ReferenceProgress = Callable[[dict[str, Any]], None]
+"""``progress(info)``: the numpy RNN's events (``"chunk"``, ``"epoch"``, see ``fit_rnn``), then
+``"lstm_start"`` (steps), ``"lstm_step"`` (step, steps, loss, rate) and ``"lstm_end"`` (final)."""
+
+
+@dataclass
+class ReducedText:
+    """A corpus reduced to the 27 symbols, as ids, with its split."""
+
+    corpus: str
+    source: str
+    corpus_sha256: str
+    reduced_sha256: str
+    ids: np.ndarray  # (n,) symbol ids
+    val_fraction: float
+
+    @property
+    def n_val(self) -> int:
+        return max(1, int(len(self.ids) * self.val_fraction))  # LMData.load's rule
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.ids[: -self.n_val]
+
+    @property
+    def val(self) -> np.ndarray:
+        return self.ids[-self.n_val :]
+
+    def eval_streams(self, streams: int = EVAL_STREAMS) -> np.ndarray:
+        """The held-out ids as ``(L, S)`` streams; fewer than ``streams`` when the slice is short."""
+        return as_streams(self.val, max(1, min(streams, (self.n_val - 1) // 2)))
+
+
+def load_reduced(corpus: str, val_fraction: float = 0.1, progress: ProgressFn | None = None) -> ReducedText:
+    """A registered corpus or a UTF-8 file, cleaned (``load_corpus``), reduced to 27 symbols and encoded."""
+    if not 0.0 < val_fraction < 0.5:
+        raise UsageError(f"validation fraction must be in (0, 0.5), got {val_fraction}")
+    text = load_corpus(corpus, progress=progress)
+    reduced = reduce_text(text.text)
+    if len(reduced) < MIN_SYMBOLS:
+        raise CorpusError(
+            f"corpus {corpus!r} has {len(reduced)} symbols after reduction to a-z and space; need at least {MIN_SYMBOLS}"
+        )
+    return ReducedText(
+        corpus=text.name,
+        source=text.source,
+        corpus_sha256=text.sha256,
+        reduced_sha256=hashlib.sha256(reduced.encode()).hexdigest(),
+        ids=np.array(encode(reduced), dtype=np.int64),
+        val_fraction=val_fraction,
+    )
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RNNResult:
+    """The numpy RNN's part of the results."""
+
+    settings: dict[str, Any]
+    parameters: int
+    epochs: list[EpochRecord]
+    final: dict[str, float]
+    train_seconds: float
+    eval_seconds: float
+    seconds_per_epoch: float
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RNNResult:
+        return cls(**{**data, "epochs": [EpochRecord(**e) for e in data["epochs"]]})
+
+
+@dataclass
+class LSTMResult:
+    """The torch LSTM's part of the results."""
+
+    model: dict[str, Any]
+    train: dict[str, Any]
+    seq_len: int
+    batch_size: int
+    parameters: int
+    steps: int
+    train_chars: int
+    epochs_seen: float
+    final: dict[str, float]
+    val_curve: list[list[float]]
+    train_seconds: float
+    chars_per_second: float
+    wall_seconds: float
+    run_dir: str | None = None
+
+
+@dataclass
+class ReferenceResult:
+    """Everything ``run_reference`` measured; ``to_dict``/``from_dict`` round-trip through the JSON file."""
+
+    data: dict[str, Any]
+    numpy_rnn: RNNResult
+    lstm: LSTMResult | None
+    wall_seconds: float
+    command: str = ""
+    created: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        first = ("format", "command", "created", "environment")  # the file reads top-down: what, then numbers
+        return {**{k: data.pop(k) for k in first}, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReferenceResult:
+        if data.get("format") != FORMAT:
+            raise ChargenError(f"not a chargen reference result (format {data.get('format')!r}, expected {FORMAT!r})")
+        lstm = data.get("lstm")
+        return cls(**{**data, "numpy_rnn": RNNResult.from_dict(data["numpy_rnn"]),
+                      "lstm": LSTMResult(**lstm) if lstm else None})
+
+
+def save_results(result: ReferenceResult, out_dir: Path) -> Path:
+    """``out_dir/reference.json``, written atomically (a temp file renamed over the target)."""
+    path = Path(out_dir) / RESULTS_JSON
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_results(path: Path) -> ReferenceResult:
+    """The results of ``run_reference``: the JSON file itself or the folder that holds it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_JSON
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ChargenError(f"{path}: no such results file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ChargenError(f"{path}: cannot read the results ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise ChargenError(f"{path}: not a chargen reference result")
+    return ReferenceResult.from_dict(data)
+
+
+# -- the experiment ------------------------------------------------------------------------------
+
+
+def run_reference(
+    corpus: str = "origin",
+    rnn: RNNSettings | None = None,
+    *,
+    lstm_steps: int = 1500,
+    val_fraction: float = 0.1,
+    eval_streams: int = EVAL_STREAMS,
+    threads: int | None = None,
+    out_dir: Path | None = None,
+    command: str = "",
+    progress: ReferenceProgress | None = None,
+    fetch_progress: ProgressFn | None = None,
+) -> ReferenceResult:
+    """Train the numpy RNN (``rnn``) and, unless ``lstm_steps`` is 0, chargen's LSTM LM on the same reduced
+    text; score both on the same held-out positions; save ``reference.json`` (and the LSTM's logs under
+    ``lstm/``) in ``out_dir`` when one is given.
+
+    Every setting, the corpus and the output folder are checked before any training. ``threads``
+    sets torch's threads for the LSTM (numpy's BLAS threads are fixed when numpy loads:
+    ``OPENBLAS_NUM_THREADS``).
+    """
+    started = time.perf_counter()
+    rnn = rnn or RNNSettings()
+    rnn.check()
+    if lstm_steps < 0:
+        raise UsageError(f"--lstm-steps must be 0 (no LSTM) or positive, got {lstm_steps}")
+    if eval_streams < 1:
+        raise UsageError(f"eval_streams must be positive, got {eval_streams}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be positive, got {threads}")
+    if out_dir is not None and (Path(out_dir) / RESULTS_JSON).exists():
+        raise UsageError(f"{out_dir} already holds {RESULTS_JSON}; pick another --out")
+    data = load_reduced(corpus, val_fraction, fetch_progress)
+    val_streams = data.eval_streams(eval_streams)  # (L, S)
+    needed = rnn.batch_size * (rnn.seq_len + 1)
+    if len(data.train) < needed:
+        raise CorpusError(
+            f"corpus {corpus!r} has {len(data.train):,} training symbols after reduction; one batch of "
+            f"{rnn.batch_size} streams x {rnn.seq_len + 1} symbols needs {needed:,}"
+        )
+    lstm_task = _lstm_task(data, rnn.seed) if lstm_steps else None  # a text too short for it fails now
+    if out_dir is not None:
+        try:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--out: cannot create {out_dir}: {e.strerror or e}") from None
+
+    model, epochs = fit_rnn(data.train, val_streams, len(SYMBOLS), rnn, progress)
+    last = epochs[-1]
+    numpy_part = RNNResult(
+        settings=asdict(rnn),
+        parameters=model.num_parameters(),
+        epochs=epochs,
+        final={"val_loss": last.val_loss, "val_bpc": last.val_bpc, "val_accuracy": last.val_accuracy},
+        train_seconds=sum(e.train_seconds for e in epochs),
+        eval_seconds=sum(e.eval_seconds for e in epochs),
+        seconds_per_epoch=sum(e.train_seconds for e in epochs) / len(epochs),
+    )
+    lstm_part = None
+    if lstm_task is not None:
+        lstm_part = _train_lstm(lstm_task, val_streams, lstm_steps, rnn.seed, threads, out_dir, progress)
+
+    counts = np.bincount(data.train, minlength=len(SYMBOLS))
+    majority = int(counts.argmax())
+    result = ReferenceResult(
+        data={
+            "corpus": data.corpus,
+            "source": data.source,
+            "corpus_sha256": data.corpus_sha256,
+            "reduced_sha256": data.reduced_sha256,
+            "reduction": REDUCTION_RULE,
+            "symbols": SYMBOLS,
+            "chars": len(data.ids),
+            "train_chars": len(data.train),
+            "val_chars": data.n_val,
+            "val_fraction": val_fraction,
+            "eval_streams": val_streams.shape[1],
+            "eval_positions": int(val_streams[1:].size),
+            "majority_symbol": SYMBOLS[majority],
+            "majority_accuracy": float((val_streams[1:] == majority).mean()),
+        },
+        numpy_rnn=numpy_part,
+        lstm=lstm_part,
+        wall_seconds=time.perf_counter() - started,
+        command=command,
+        created=time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        environment=_environment(threads),
+    )
+    if out_dir is not None:
+        save_results(result, Path(out_dir))
+    return result
+
+
+# -- the LSTM side -------------------------------------------------------------------------------
+
+
+def _lstm_task(data: ReducedText, seed: int) -> Any:
+    """The ``lm`` task over the reduced text's own split (its default batching)."""
+    import torch
+
+    from chargen.tasks.lm import LanguageModelTask, LMData
+    from chargen.vocab import Vocab
+
+    vocab = Vocab(SYMBOLS)  # ids as ``encode`` gives them: space, then a-z
+    lm_data = LMData(f"{data.corpus}-27", data.reduced_sha256, vocab,
+                     torch.from_numpy(data.train), torch.from_numpy(data.val))
+    return LanguageModelTask(seed=seed, corpus=data.corpus, data=lm_data)
+
+
+class _Relay:
+    """``fit`` callbacks that forward the LSTM's training log records to the progress function."""
+
+    def __init__(self, progress: ReferenceProgress | None, steps: int) -> None:
+        self.progress, self.steps = progress, steps
+        self.parameters = 0
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self.parameters = int(info["parameters"])
+        if self.progress:
+            self.progress({"event": "lstm_start", "steps": self.steps, "parameters": self.parameters})
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        if self.progress:
+            self.progress({"event": "lstm_step", "step": step, "steps": self.steps, "loss": metrics["loss"],
+                           "rate": metrics["rate"]})
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None: ...
+    def on_sample(self, step: int, loss: float, text: str) -> None: ...
+    def on_save(self, step: int, path: Path) -> None: ...
+    def on_note(self, message: str) -> None: ...
+    def on_end(self, summary: dict[str, Any]) -> None: ...
+
+
+def _train_lstm(
+    task: Any,
+    val_streams: np.ndarray,
+    steps: int,
+    seed: int,
+    threads: int | None,
+    out_dir: Path | None,
+    progress: ReferenceProgress | None,
+) -> LSTMResult:
+    """Train the task's default LSTM LM for ``steps`` in a scratch run directory, score it on
+    ``val_streams``, and keep its logs (not its weights) under ``out_dir/lstm``."""
+    import torch
+
+    from chargen import checkpoint
+    from chargen.models import ModelConfig
+    from chargen.tasks import task_defaults
+    from chargen.tracking import read_jsonl
+    from chargen.train import TrainConfig, fit
+
+    started = time.perf_counter()
+    model_defaults, train_defaults, _ = task_defaults("lm")
+    train_cfg = TrainConfig(**{**train_defaults, "steps": steps, "eval_every": max(1, steps // 5),
+                               "sample_every": max(1, steps // 5), "seed": seed, "device": "cpu"})
+    model_cfg = ModelConfig(**model_defaults)
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    relay = _Relay(progress, steps)
+    try:
+        with tempfile.TemporaryDirectory(prefix="chargen-reference-") as scratch:
+            run_dir = Path(scratch) / LSTM_DIR
+            fitted = fit(task, model_cfg, train_cfg, run_dir, relay, command="reference numpy-rnn: lstm")
+            model = checkpoint.load(run_dir, task="lm").model
+            loss, accuracy = evaluate_torch_lm(model, val_streams)
+            val_curve = [[r["step"], r["val_loss"]] for r in read_jsonl(run_dir / "metrics.jsonl")
+                         if r.get("split") == "val"]
+            kept = None
+            if out_dir is not None:
+                kept = Path(out_dir) / LSTM_DIR
+                kept.mkdir(parents=True, exist_ok=True)
+                for name in LSTM_LOGS:
+                    if (run_dir / name).exists():
+                        shutil.copy2(run_dir / name, kept / name)
+    finally:
+        torch.set_num_threads(previous_threads)
+    cfg = task.cfg
+    train_chars = fitted.step * cfg.batch_size * cfg.seq_len
+    final = {"val_loss": loss, "val_bpc": loss / math.log(2), "val_accuracy": accuracy}
+    if progress:
+        progress({"event": "lstm_end", "final": final})
+    return LSTMResult(
+        model=task.model_config(model_cfg).to_dict(),
+        train=asdict(train_cfg),
+        seq_len=cfg.seq_len,
+        batch_size=cfg.batch_size,
+        parameters=relay.parameters,
+        steps=fitted.step,
+        train_chars=train_chars,
+        epochs_seen=train_chars / task.data.train.numel(),
+        final=final,
+        val_curve=val_curve,
+        train_seconds=fitted.elapsed,
+        chars_per_second=train_chars / fitted.elapsed if fitted.elapsed > 0 else 0.0,
+        wall_seconds=time.perf_counter() - started,
+        run_dir=LSTM_DIR if kept is not None else None,
+    )
+
+
+def evaluate_torch_lm(model: Any, streams: np.ndarray, chunk: int = 256) -> tuple[float, float]:
+    """Mean loss (nats) and next-symbol accuracy of a chargen ``CharLM`` over ``streams (L, S)``:
+    the same positions, state handling and chunking as ``NumpyRNN.evaluate``."""
+    import torch
+    import torch.nn.functional as F
+
+    was_training = model.training
+    model.eval()
+    data = torch.from_numpy(streams)
+    total_loss, correct, state = 0.0, 0, None
+    with torch.no_grad():
+        for start in range(0, data.shape[0] - 1, chunk):
+            x = data[start : start + chunk + 1]
+            inputs, targets = x[:-1], x[1:]  # (T, S)
+            logits, _, state = model(inputs, state)  # (T, S, V)
+            total_loss += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
+            correct += int((logits.argmax(2) == targets).sum())
+    model.train(was_training)
+    positions = streams.shape[1] * (streams.shape[0] - 1)
+    return total_loss / positions, correct / positions
+
+
+def _environment(threads: int | None) -> dict[str, Any]:
+    """Where the times were measured; ``torch_threads`` are those the LSTM trained with."""
+    from chargen import __version__
+
+    torch = sys.modules.get("torch")
+    return {
+        "chargen": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": getattr(torch, "__version__", None),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "torch_threads": threads or (torch.get_num_threads() if torch else None),
+    }
