@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from chargen.errors import ChargenError, UsageError
+from chargen.tracking import read_json, write_json
 
 FORMAT = "chargen-compare/1"
 RESULTS_JSON = "compare.json"
@@ -131,29 +132,14 @@ def stats(values: Iterable[float | None]) -> dict[str, Any]:
 
 
 def save_results(result: CompareResult, path: Path) -> Path:
-    """Write the results as JSON (atomically: a temp file renamed over the target)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write the results as JSON, atomically."""
+    return write_json(path, result.to_dict())
 
 
 def load_results(path: Path) -> CompareResult:
     """A comparison saved by ``compare``: the JSON file itself or the folder that holds it."""
     path = Path(path)
-    if path.is_dir():
-        path = path / RESULTS_JSON
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ChargenError(f"{path}: no such comparison file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ChargenError(f"{path}: cannot read the comparison ({type(e).__name__}: {e})") from None
-    if not isinstance(data, dict):
-        raise ChargenError(f"{path}: not a chargen comparison")
-    return CompareResult.from_dict(data)
+    return CompareResult.from_dict(read_json(path / RESULTS_JSON if path.is_dir() else path, "a chargen comparison"))
 
 
 # -- validation ----------------------------------------------------------------------------------

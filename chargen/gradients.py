@@ -20,9 +20,7 @@ the gradient of a plain RNN falls below float32's smallest number within 200 ste
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -34,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from chargen.errors import ChargenError, UsageError
+from chargen.tracking import read_json, write_json
 
 FORMAT = "chargen-gradients/1"
 RESULTS_JSON = "gradients.json"
@@ -227,13 +226,8 @@ def save_gradients(result: GradientResult, out_dir: Path) -> tuple[Path, Path]:
     """``gradients.json`` and ``gradients.png`` in ``out_dir``."""
     from chargen.plots import plot_gradient_flow
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / RESULTS_JSON
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path, plot_gradient_flow(result, out_dir / FIGURE_PNG)
+    path = write_json(Path(out_dir) / RESULTS_JSON, result.to_dict())
+    return path, plot_gradient_flow(result, Path(out_dir) / FIGURE_PNG)
 
 
 def load_gradients(path: Path) -> GradientResult:
@@ -241,11 +235,10 @@ def load_gradients(path: Path) -> GradientResult:
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_JSON
+    data = read_json(path, "a chargen gradient-flow result")
     try:
-        return GradientResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise ChargenError(f"{path}: no such gradient-flow file") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        return GradientResult.from_dict(data)
+    except (KeyError, TypeError) as e:
         raise ChargenError(f"{path}: cannot read the gradient-flow result ({type(e).__name__}: {e})") from None
 
 

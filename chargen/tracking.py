@@ -1,11 +1,14 @@
-"""Append-only JSONL logs (metrics.jsonl, samples.jsonl): greppable and safe line by line after a crash."""
+"""Run records on disk: append-only JSONL logs (metrics.jsonl, samples.jsonl) and atomically written JSON results."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from chargen.errors import ChargenError
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -30,3 +33,26 @@ def truncate_after(path: Path, step: int) -> None:
     if path.exists():
         kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write ``data`` as JSON atomically (a temp file beside ``path``, renamed over it): readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object written by ``write_json``; a ChargenError names the file and ``what`` it should hold."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ChargenError(f"{path}: no such file ({what})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ChargenError(f"{path}: cannot read {what} ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise ChargenError(f"{path}: not {what}")
+    return data

@@ -14,6 +14,7 @@ from rich.table import Table
 from chargen.cli.app import app
 from chargen.cli.ui import LazyBar, err_console, table_console, timestamped_dir
 from chargen.errors import RunInterrupted, UsageError
+from chargen.tracking import write_json
 
 RESULTS_JSON = "probe.json"
 FIGURE_PNG = "probe.png"
@@ -139,12 +140,12 @@ def probe(
             summary = summarise(bar.finished, names, grid_lengths)
             partial = {"cells": names, "lengths": grid_lengths, "seeds": seed_list, "runs": bar.finished,
                        "summary": summary, "longest_90": longest_kept(summary, names), "partial": True}
-            (out_dir / PARTIAL_JSON).write_text(json.dumps(partial, indent=2) + "\n", encoding="utf-8")
+            write_json(out_dir / PARTIAL_JSON, partial)
             raise RunInterrupted(f"{e}; the {len(bar.finished)} finished runs are in {out_dir / PARTIAL_JSON}",
                                  e.signum) from None
         raise
     results_path = out_dir / RESULTS_JSON
-    results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_json(results_path, results)
     figure = plot_accuracy_vs_length(results, out_dir / FIGURE_PNG)
     if as_json:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")

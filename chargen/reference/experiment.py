@@ -38,7 +38,6 @@ Losses are nats per symbol, bpc bits per symbol, times seconds. ``load_results``
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import platform
@@ -62,6 +61,7 @@ from chargen.reference.numpy_rnn import (
     fit_rnn,
 )
 from chargen.reference.text import REDUCTION_RULE, SYMBOLS, encode, reduce_text
+from chargen.tracking import read_json, write_json
 
 FORMAT = "chargen-reference/1"
 RESULTS_JSON = "reference.json"
@@ -192,27 +192,14 @@ class ReferenceResult:
 
 def save_results(result: ReferenceResult, out_dir: Path) -> Path:
     """``out_dir/reference.json``, written atomically (a temp file renamed over the target)."""
-    path = Path(out_dir) / RESULTS_JSON
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json(Path(out_dir) / RESULTS_JSON, result.to_dict())
 
 
 def load_results(path: Path) -> ReferenceResult:
     """The results of ``run_reference``: the JSON file itself or the folder that holds it."""
     path = Path(path)
-    if path.is_dir():
-        path = path / RESULTS_JSON
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ChargenError(f"{path}: no such results file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ChargenError(f"{path}: cannot read the results ({type(e).__name__}: {e})") from None
-    if not isinstance(data, dict):
-        raise ChargenError(f"{path}: not a chargen reference result")
-    return ReferenceResult.from_dict(data)
+    return ReferenceResult.from_dict(read_json(path / RESULTS_JSON if path.is_dir() else path,
+                                               "a chargen reference result"))
 
 
 # -- the experiment ------------------------------------------------------------------------------
