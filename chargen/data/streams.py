@@ -20,7 +20,26 @@ def as_streams(data: Tensor, num_streams: int) -> Tensor:
 
 
 @dataclass
-class StreamBatcher:
+class _Batches:
+    """What both batchers are built from: ``batch_size`` is the global batch, ``rank`` takes its share."""
+
+    data: Tensor  # (total,) token ids
+    batch_size: int
+    seq_len: int
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.world_size:
+            raise ValueError(f"a batch of {self.batch_size} does not split evenly over {self.world_size} processes")
+        self.share = self.batch_size // self.world_size  # streams (or windows) of this rank
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.epoch = 0
+
+
+@dataclass
+class StreamBatcher(_Batches):
     """Walks ``(seq_len + 1)``-long windows down contiguous streams; ``reset`` marks a new epoch.
 
     Each epoch starts at a random offset below ``seq_len`` (drawn from its own generator) so chunk
@@ -32,26 +51,16 @@ class StreamBatcher:
     see the single-process batch, and each rank's carried state stays with its own streams.
     """
 
-    data: Tensor  # (total,) token ids
-    batch_size: int
-    seq_len: int
-    seed: int = 0
-    rank: int = 0
-    world_size: int = 1
-
     def __post_init__(self) -> None:
-        _check_split(self.batch_size, self.world_size)
+        super().__post_init__()
         needed = self.batch_size * (self.seq_len + 1)
         if self.data.numel() < needed:
             raise ValueError(
                 f"the training text has {self.data.numel():,} characters; one batch of "
                 f"{self.batch_size} streams x {self.seq_len + 1} characters needs {needed:,}"
             )
-        share = self.batch_size // self.world_size
         streams = as_streams(self.data, self.batch_size)  # (L, N)
-        self.streams = streams[:, self.rank * share : (self.rank + 1) * share]  # (L, N / world)
-        self.generator = torch.Generator().manual_seed(self.seed)
-        self.epoch = 0
+        self.streams = streams[:, self.rank * self.share : (self.rank + 1) * self.share]  # (L, N / world)
         self.pos = self._epoch_start()
 
     def _epoch_start(self) -> int:
@@ -85,33 +94,23 @@ class StreamBatcher:
 
 
 @dataclass
-class WindowBatcher:
+class WindowBatcher(_Batches):
     """Independent random windows; every batch starts from a zero state (the simple mode).
 
     As with streams, ``batch_size`` is global: every rank draws the same windows and keeps its share.
     """
 
-    data: Tensor
-    batch_size: int
-    seq_len: int
-    seed: int = 0
-    rank: int = 0
-    world_size: int = 1
-
     def __post_init__(self) -> None:
-        _check_split(self.batch_size, self.world_size)
+        super().__post_init__()
         if self.data.numel() < self.seq_len + 2:
             raise ValueError(
                 f"the training text has {self.data.numel():,} characters; a window needs {self.seq_len + 2}"
             )
-        self.generator = torch.Generator().manual_seed(self.seed)
-        self.epoch = 0
         self.starts = torch.zeros(0, dtype=torch.long)
 
     def next(self) -> tuple[Tensor, Tensor, bool]:
         starts = torch.randint(self.data.numel() - self.seq_len - 1, (self.batch_size,), generator=self.generator)
-        share = self.batch_size // self.world_size
-        self.starts = starts[self.rank * share : (self.rank + 1) * share]
+        self.starts = starts[self.rank * self.share : (self.rank + 1) * self.share]
         offsets = torch.arange(self.seq_len + 1)
         window = self.data[self.starts[None, :] + offsets[:, None]]  # (T+1, N / world)
         return window[:-1], window[1:], True
@@ -129,8 +128,3 @@ class WindowBatcher:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
-
-
-def _check_split(batch_size: int, world_size: int) -> None:
-    if batch_size % world_size:
-        raise ValueError(f"a batch of {batch_size} does not split evenly over {world_size} processes")
