@@ -245,6 +245,34 @@ def test_tasks_refuse_other_corpora_and_bad_options() -> None:
     assert result.exit_code == 2 and "reads no corpus" in result.stderr
 
 
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--balance-power", "1.5", "--balance-power must be in [0, 1], got 1.5"),
+    ("--char-dropout", "0.5", "--char-dropout must be in [0, 0.5), got 0.5"),
+])
+def test_classifier_flags_are_checked(tmp_path: Path, flag: str, value: str, message: str) -> None:
+    result = runner.invoke(app, ["train", "--task", "classify", flag, value, "--steps", "1", "--quiet",
+                                 "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_hands_the_classifier_options_to_the_task(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from chargen.tasks.names import ClassifyConfig
+    from chargen.train import Run
+
+    seen: list[dict[str, object]] = []
+    monkeypatch.setattr("chargen.tasks.build_task", lambda name, **options: seen.append(options))
+    monkeypatch.setattr("chargen.train.fit", lambda task, model, cfg, run_dir, *a, **k: Run(run_dir, 0, 0.0))
+    base = ["train", "--task", "classify", "--quiet"]
+    assert runner.invoke(app, [*base, "--out", str(tmp_path / "a")]).exit_code == 0
+    assert runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--balance", "weighted",
+                               "--balance-power", "0.25", "--char-dropout", "0.1"]).exit_code == 0
+    defaults, given = ({k: v for k, v in o.items() if k not in ("seed", "progress")} for o in seen)
+    assert defaults == {"corpus": "names"}  # the shipped recipe is ClassifyConfig's own defaults
+    assert ClassifyConfig().balance == "adjusted" and ClassifyConfig().char_dropout > 0
+    assert given == {"corpus": "names", "balance": "weighted", "balance_power": 0.25, "char_dropout": 0.1}
+
+
 # --------------------------------------------------------------------------- sampling names
 
 
@@ -326,3 +354,16 @@ def test_shipped_classifier_knows_schmidhuber() -> None:
     result = runner.invoke(app, ["classify", "Schmidhuber"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[1].endswith(" German")
+
+
+def test_shipped_generator_samples_names_in_the_requested_language() -> None:
+    if not (PROJECT_ROOT / "checkpoints" / "surnames-gen" / "config.json").exists():
+        pytest.skip("no shipped generator in checkpoints/surnames-gen")
+    result = runner.invoke(app, ["sample", "--model", "surnames-gen", "--lang", "Russian", "-n", "20", "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    names = result.stdout.splitlines()
+    assert len(names) == 20 and all(re.fullmatch(r"[A-Z][A-Za-z' -]*", n) for n in names), names
+    if (PROJECT_ROOT / "checkpoints" / "surnames" / "config.json").exists():
+        # the shipped classifier reads most of them as Russian
+        guesses = [r["predictions"][0]["language"] for r in classify_names(checkpoint.load("surnames"), names)]
+        assert guesses.count("Russian") >= 14, list(zip(names, guesses))

@@ -109,14 +109,21 @@ def _check_data(data: NamesData, task_config: dict[str, Any]) -> None:
 
 @dataclass
 class ClassifyConfig:
-    """Data and loss of a classifier run."""
+    """Data and loss of a classifier run.
+
+    The defaults are the shipped classifier's recipe, chosen on the validation split: logit
+    adjustment at half strength trades a little accuracy on Russian and English for recall on
+    the small languages (at full strength, or as a class-weighted loss, it costs more accuracy
+    than it buys), and character dropout keeps the model from memorising their 50-100 training
+    names (with no balancing, final validation loss 0.46 with it at 0.2, 0.75 without).
+    """
 
     corpus: str = NAMES_CORPUS
     batch_size: int = 64
-    balance: str = "weighted"  # class-weighted loss, class-balanced sampler, logit-adjusted loss, or none
-    balance_power: float = 1.0  # weight/draw probability ~ count ** -power; adjusted: logits + power * log prior
+    balance: str = "adjusted"  # logit-adjusted loss, class-weighted loss, class-balanced sampler, or none
+    balance_power: float = 0.5  # weight/draw probability ~ count ** -power; adjusted: logits + power * log prior
     label_smoothing: float = 0.0
-    char_dropout: float = 0.0  # training only: each character is replaced by <pad> with this probability
+    char_dropout: float = 0.2  # training only: each character is replaced by <pad> with this probability
 
     def __post_init__(self) -> None:
         _check_corpus(self.corpus)
@@ -125,11 +132,11 @@ class ClassifyConfig:
         if self.balance not in BALANCE:
             raise UsageError(f"--balance must be one of {', '.join(BALANCE)}, got {self.balance!r}")
         if not 0.0 <= self.balance_power <= 1.0:
-            raise UsageError(f"balance power must be in [0, 1], got {self.balance_power}")
+            raise UsageError(f"--balance-power must be in [0, 1], got {self.balance_power}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UsageError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.char_dropout < 0.5:
-            raise UsageError(f"character dropout must be in [0, 0.5), got {self.char_dropout}")
+            raise UsageError(f"--char-dropout must be in [0, 0.5), got {self.char_dropout}")
 
 
 @torch.no_grad()
@@ -218,7 +225,7 @@ class ClassifyTask:
     train_defaults: ClassVar[dict[str, Any]] = {
         "steps": 4000, "lr": 2e-3, "eval_every": 500, "sample_every": 10**9, "log_every": 25,
     }
-    option_defaults: ClassVar[dict[str, Any]] = {"corpus": NAMES_CORPUS, "balance": "weighted"}
+    option_defaults: ClassVar[dict[str, Any]] = {"corpus": NAMES_CORPUS}  # the rest: ClassifyConfig's defaults
 
     def __init__(self, seed: int = 0, progress: ProgressFn | None = None, **options: Any) -> None:
         self.cfg = ClassifyConfig(**options)
