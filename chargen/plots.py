@@ -119,7 +119,8 @@ def plot_compare(result, out: Path, title: str = "") -> Path:
         ax.set_ylabel(ylabel)
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a run shorter than one logging window has no training curve
+            ax.legend(fontsize=8)
     seeds = ", ".join(str(s) for s in result.seeds)
     fig.suptitle(title or f"chargen compare: task {result.task}, seeds {seeds} (mean, band = min-max over seeds)",
                  fontsize=11)
@@ -203,6 +204,46 @@ def plot_accuracy_vs_length(results: dict, out: Path, title: str = "") -> Path:
     budget = f", at most {max(steps.values()):,} steps per run" if steps else ""
     ax.set_title(title or f"palindrome probe: mean over {len(results['seeds'])} seeds (band ± 1 std, dots: "
                           f"runs){budget}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+# -- the phased LSTM's time gate (chargen report) ------------------------------------------------------
+
+
+def plot_time_gate(out: Path, *, period: float, shift: float, r_on: float, leak: float, periods: int = 3) -> Path:
+    """The openness ``k_t`` of one unit of ``chargen.cells.TimeGate`` over ``periods`` periods, in training
+    mode (leak on), with the period tau, the shift s and the open window r_on * tau marked."""
+    import torch
+
+    from chargen.cells import TimeGate
+
+    plt = _pyplot()
+    gate = TimeGate(1, r_on=r_on, leak=leak).train()
+    with torch.no_grad():
+        gate.period.fill_(period)
+        gate.shift.fill_(shift)
+        t = torch.linspace(0.0, shift + periods * period, 4000).unsqueeze(1)  # (N, 1)
+        k = gate(t).squeeze(1)
+    fig, ax = plt.subplots(figsize=(8, 3.4), dpi=110)
+    ax.plot(t.squeeze(1).tolist(), k.tolist(), lw=1.4, color="tab:blue", label="time gate $k_t$ (training: leak on)")
+    opens = [shift + i * period for i in range(periods)]
+    for start in opens:
+        ax.axvspan(start, start + r_on * period, color="tab:orange", alpha=0.2, lw=0)
+    ax.annotate("", xy=(opens[1], 1.12), xytext=(opens[0], 1.12), arrowprops={"arrowstyle": "<->", "lw": 1})
+    ax.text((opens[0] + opens[1]) / 2, 1.15, r"period $\tau$", ha="center", va="bottom", fontsize=9)
+    ax.annotate("", xy=(shift, -0.12), xytext=(0, -0.12), arrowprops={"arrowstyle": "<->", "lw": 1})
+    ax.text(shift / 2, -0.1, "shift $s$", ha="center", va="bottom", fontsize=9)
+    ax.text(opens[2] + r_on * period, 0.55, r"open for $r_{on}\tau$", fontsize=9, color="tab:orange")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("openness $k_t$")
+    ax.set_ylim(-0.2, 1.3)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(rf"phased LSTM time gate: $\tau$ = {period:g}, $s$ = {shift:g}, $r_{{on}}$ = {r_on:g}, "
+                 rf"$\alpha$ = {leak:g}", fontsize=10)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)

@@ -1,0 +1,68 @@
+"""`chargen report`: regenerate the Markdown report and its figures from saved results, running what is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+
+from chargen.cli.app import app
+from chargen.cli.ui import LazyBar, err_console
+
+
+class ReportProgress:
+    """One line per experiment, and a bar for the runs inside a long one (compare, probe, gradients)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: LazyBar | None = None
+        self.experiment = ""
+
+    def on_line(self, message: str) -> None:
+        self.close()
+        if not self.quiet:
+            err_console.print(f"[dim]report:[/] {escape(message)}", highlight=False)
+
+    def on_grid(self, experiment: str, done: int, total: int, label: str) -> None:
+        if self.bar is None or experiment != self.experiment:
+            self.close()
+            self.experiment, self.bar = experiment, LazyBar(experiment, total, self.quiet)
+        self.bar.update(completed=done, status=label)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def __enter__(self) -> ReportProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+@app.command(rich_help_panel="Research")
+def report(
+    out: Annotated[Path, typer.Option(help="Report folder: report.md, figures/ and results/ (the measured JSON).")] = Path("docs/report"),
+    quick: Annotated[bool, typer.Option("--quick", help="Small budgets for every missing experiment: checks the pipeline in a minute; the numbers mean nothing.")] = False,
+    rerun: Annotated[Optional[list[str]], typer.Option(help="Measure this experiment again even if its results exist (repeatable): gradients, compare-classify, compare-lm, probe, reference, bptt, lm-samples, surnames, surnames-gen.", show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines or bars.")] = False,
+) -> None:
+    """Write a Markdown report whose every number comes from saved results: momentum derived and measured,
+    cell comparisons, the palindrome probe, BPTT, the LSTM and phased LSTM, samples and the surname models.
+
+    Experiments whose results are missing from OUT/results run first (the full ones take hours on a
+    laptop CPU; --quick runs tiny ones).
+
+    [dim]Examples:[/]
+      chargen report --out docs/report
+      chargen report --out /tmp/report --quick
+      chargen report --rerun lm-samples --rerun surnames
+    """
+    from chargen.report import build_report
+
+    with ReportProgress(quiet) as progress:
+        path, _ = build_report(out, quick=quick, rerun=rerun or (), callbacks=progress)
+    err_console.print(f"[bold green]done[/] {path}", highlight=False)

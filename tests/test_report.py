@@ -1,0 +1,86 @@
+"""chargen report: the quick report builds end to end, its figures exist, and no number in it was typed by hand."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from chargen.cli import app
+from chargen.errors import UsageError
+from chargen.paths import PROJECT_ROOT
+from chargen.report import EXPERIMENTS, REPORT_MD, RESULTS, Numbers, build_report, untraced_numbers
+
+runner = CliRunner()
+SHIPPED = ("grimm", "surnames", "surnames-gen")
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    mirror = os.environ.get("CHARGEN_MIRROR")
+    if not mirror or not Path(mirror).is_dir():
+        pytest.skip("no corpus mirror: set CHARGEN_MIRROR to a folder like ../shared/corpora")
+    missing = [m for m in SHIPPED if not (PROJECT_ROOT / "checkpoints" / m / "config.json").exists()]
+    assert not missing, f"the report reads the shipped models; missing: {missing}"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the quick budgets run many tiny models: one thread is steadier
+    out = tmp_path_factory.mktemp("report") / "quick"
+    try:
+        result = runner.invoke(app, ["report", "--out", str(out), "--quick"])
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and "done" in result.stderr
+    yield out
+
+
+def test_the_quick_report_runs_every_experiment_and_keeps_its_results(quick_report: Path) -> None:
+    for experiment in EXPERIMENTS:
+        assert (quick_report / RESULTS / experiment.path).is_file(), experiment.name
+    text = (quick_report / REPORT_MD).read_text(encoding="utf-8")
+    for heading in ("## Momentum: from gradient descent to the heavy ball", "## The palindrome probe",
+                    "## Surnames: the classifier and the generator", "## A numpy RNN with hand-written BPTT"):
+        assert heading in text
+
+
+def test_every_figure_the_report_shows_exists(quick_report: Path) -> None:
+    text = (quick_report / REPORT_MD).read_text(encoding="utf-8")
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(figures) >= 7
+    for figure in figures:
+        path = quick_report / figure
+        assert path.is_file() and path.stat().st_size > 1000, figure
+
+
+def test_no_number_in_the_report_was_typed_by_hand(quick_report: Path) -> None:
+    path, numbers = build_report(quick_report, quick=True)  # everything is read back: nothing runs again
+    text = path.read_text(encoding="utf-8")
+    assert text == (quick_report / REPORT_MD).read_text(encoding="utf-8")
+    assert untraced_numbers(text, numbers.emitted) == []
+    assert len(numbers.emitted) > 100
+
+
+def test_a_rerun_measures_one_experiment_again(quick_report: Path) -> None:
+    samples = quick_report / RESULTS / "lm-samples.json"
+    gradients = quick_report / RESULTS / "gradients" / "gradients.json"
+    before = (samples.stat().st_mtime_ns, gradients.stat().st_mtime_ns)
+    build_report(quick_report, quick=True, rerun=["lm-samples"])
+    assert samples.stat().st_mtime_ns != before[0] and gradients.stat().st_mtime_ns == before[1]
+
+
+def test_untraced_numbers_sees_typed_numbers_and_skips_math_and_code() -> None:
+    n = Numbers()
+    text = (f"accuracy {n(0.8512)} after {n.int(12000)} steps; typed 0.75 here. "
+            "Math $x^2 + 1$, code `steps=30`, $$\\sum_{k=1}^{T}$$, a figure ![a](figures/fig-2.png).")
+    assert untraced_numbers(text, n.emitted) == ["0.75"]
+
+
+def test_an_unknown_experiment_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="unknown experiment 'everything'"):
+        build_report(tmp_path / "report", rerun=["everything"])
+    assert not (tmp_path / "report").exists()
