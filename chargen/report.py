@@ -69,7 +69,7 @@ FULL = Budget(
     compare_classify={"task": "classify", "cells": CELLS, "seeds": 3, "train": {"steps": 1500}},
     compare_lm={"task": "lm", "cells": CELLS, "seeds": 3, "task_options": {"corpus": "grimm"},
                 "train": {"steps": 1000}},
-    probe={"cells": CELLS, "lengths": list(range(5, 40, 5)), "seeds": 3},
+    probe={"cells": CELLS, "lengths": list(range(5, 40, 5)), "seeds": 3, "steps": 1500},
     reference={"corpus": "origin", "rnn": {"hidden_size": 400, "epochs": 15}, "lstm_steps": 3000},
     long_sample=1500,
 )
@@ -97,7 +97,7 @@ class Numbers:
     def __init__(self) -> None:
         self.emitted: set[str] = set()
 
-    def __call__(self, value: float | int | None, spec: str = ".3f") -> str:
+    def __call__(self, value: float | None, spec: str = ".3f") -> str:
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             return "n/a"
         text = format(value, spec)
@@ -132,7 +132,7 @@ _UNCHECKED = re.compile(
     r"|\$\$.*?\$\$|\$[^$\n]+\$"  # math
     r"|\]\([^)]*\)"  # link and image targets
     r"|<!--.*?-->",  # comments
-    re.S,
+    re.DOTALL,
 )
 
 
@@ -215,7 +215,8 @@ def run_probe_grid(ctx: Context) -> None:
 
 
 def run_reference(ctx: Context) -> None:
-    from chargen.reference import RNNSettings, run_reference as run
+    from chargen.reference import RNNSettings
+    from chargen.reference import run_reference as run
 
     settings = dict(ctx.budget.reference)
     rnn = RNNSettings(**settings.pop("rnn"))
@@ -375,12 +376,19 @@ def build_report(
     *,
     quick: bool = False,
     rerun: Sequence[str] = (),
+    only: Sequence[str] = (),
     callbacks: ReportCallbacks | None = None,
-) -> tuple[Path, Numbers]:
-    """Run what is missing, then write ``out/report.md``; returns its path and the numbers it holds."""
-    unknown = sorted(set(rerun) - set(EXPERIMENT_NAMES))
-    if unknown:
-        raise UsageError(f"--rerun: unknown experiment {unknown[0]!r}; known: {', '.join(EXPERIMENT_NAMES)}")
+) -> tuple[Path | None, Numbers]:
+    """Run what is missing, then write ``out/report.md``; returns its path and the numbers it holds.
+
+    ``only`` limits the experiments that may run, so that several processes (or machines sharing the
+    folder) can each measure a part; the report is written once every result exists, and its path
+    is None until then.
+    """
+    for option, names in (("--rerun", rerun), ("--only", only)):
+        unknown = sorted(set(names) - set(EXPERIMENT_NAMES))
+        if unknown:
+            raise UsageError(f"{option}: unknown experiment {unknown[0]!r}; known: {', '.join(EXPERIMENT_NAMES)}")
     out = Path(out)
     try:
         (out / RESULTS).mkdir(parents=True, exist_ok=True)
@@ -388,15 +396,22 @@ def build_report(
         raise UsageError(f"--out: cannot create {out / RESULTS}: {e.strerror or e}") from None
     ctx = Context(out, QUICK if quick else FULL, callbacks=callbacks or ReportCallbacks())
     started = time.perf_counter()
+    missing = []
     for experiment in EXPERIMENTS:
         done = (ctx.results / experiment.path).exists()
         if done and experiment.name not in rerun:
             ctx.say(f"{experiment.name}: reading {RESULTS}/{experiment.path}")
             continue
+        if only and experiment.name not in only:
+            missing += [] if done else [experiment.name]
+            continue
         ctx.say(f"{experiment.name}: running ({experiment.about}, {ctx.budget.name} budget)")
         t0 = time.perf_counter()
         experiment.run(ctx)
         ctx.say(f"{experiment.name}: done in {time.perf_counter() - t0:.0f}s")
+    if missing:
+        ctx.say(f"{REPORT_MD} not written yet: no results for {', '.join(missing)} (outside --only)")
+        return None, ctx.numbers
     text = "\n\n".join(section(ctx) for section in SECTIONS).rstrip() + "\n"
     path = out / REPORT_MD
     path.write_text(text, encoding="utf-8")
@@ -429,9 +444,8 @@ Losses are in nats per character unless stated; bits per character are nats divi
 
 
 def _gradient_section(ctx: Context) -> str:
-    from chargen.gradients import load_gradients
-
     from chargen.cells import MomentumRNNCell
+    from chargen.gradients import load_gradients
 
     n = ctx.numbers
     result = load_gradients(ctx.results / "gradients")
@@ -913,5 +927,13 @@ SECTIONS: tuple[Callable[[Context], str], ...] = (
 )
 
 
-__all__ = ["Budget", "FULL", "QUICK", "EXPERIMENT_NAMES", "Numbers", "ReportCallbacks", "build_report",
-           "untraced_numbers"]
+__all__ = [
+    "EXPERIMENT_NAMES",
+    "FULL",
+    "QUICK",
+    "Budget",
+    "Numbers",
+    "ReportCallbacks",
+    "build_report",
+    "untraced_numbers",
+]

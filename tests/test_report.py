@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,14 @@ from typer.testing import CliRunner
 from chargen.cli import app
 from chargen.errors import UsageError
 from chargen.paths import PROJECT_ROOT
-from chargen.report import EXPERIMENTS, REPORT_MD, RESULTS, Numbers, build_report, untraced_numbers
+from chargen.report import (
+    EXPERIMENTS,
+    REPORT_MD,
+    RESULTS,
+    Numbers,
+    build_report,
+    untraced_numbers,
+)
 
 runner = CliRunner()
 SHIPPED = ("grimm", "surnames", "surnames-gen")
@@ -73,6 +81,18 @@ def test_a_rerun_measures_one_experiment_again(quick_report: Path) -> None:
     assert samples.stat().st_mtime_ns != before[0] and gradients.stat().st_mtime_ns == before[1]
 
 
+def test_only_runs_its_part_and_the_report_waits_for_the_rest(quick_report: Path, tmp_path: Path) -> None:
+    part = tmp_path / "report"
+    shutil.copytree(quick_report, part)
+    (part / REPORT_MD).unlink()
+    bptt, samples = part / RESULTS / "bptt.json", part / RESULTS / "lm-samples.json"
+    bptt.unlink(), samples.unlink()
+    path, _ = build_report(part, quick=True, only=["bptt"])
+    assert path is None and bptt.exists() and not samples.exists() and not (part / REPORT_MD).exists()
+    path, _ = build_report(part, quick=True, only=["lm-samples"])
+    assert path == part / REPORT_MD and samples.exists() and path.exists()
+
+
 def test_untraced_numbers_sees_typed_numbers_and_skips_math_and_code() -> None:
     n = Numbers()
     text = (f"accuracy {n(0.8512)} after {n.int(12000)} steps; typed 0.75 here. "
@@ -83,4 +103,6 @@ def test_untraced_numbers_sees_typed_numbers_and_skips_math_and_code() -> None:
 def test_an_unknown_experiment_is_refused_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown experiment 'everything'"):
         build_report(tmp_path / "report", rerun=["everything"])
+    with pytest.raises(UsageError, match="--only: unknown experiment 'probes'"):
+        build_report(tmp_path / "report", only=["probes"])
     assert not (tmp_path / "report").exists()

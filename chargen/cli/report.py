@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -39,7 +39,7 @@ class ReportProgress:
     def __enter__(self) -> ReportProgress:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -47,11 +47,14 @@ class ReportProgress:
 def report(
     out: Annotated[Path, typer.Option(help="Report folder: report.md, figures/ and results/ (the measured JSON).")] = Path("docs/report"),
     quick: Annotated[bool, typer.Option("--quick", help="Small budgets for every missing experiment: checks the pipeline in a minute; the numbers mean nothing.")] = False,
-    rerun: Annotated[Optional[list[str]], typer.Option(help="Measure this experiment again even if its results exist (repeatable): gradients, compare-classify, compare-lm, probe, reference, bptt, lm-samples, surnames, surnames-gen.", show_default=False)] = None,
+    rerun: Annotated[list[str] | None, typer.Option(help="Measure this experiment again even if its results exist (repeatable): gradients, compare-classify, compare-lm, probe, reference, bptt, lm-samples, surnames, surnames-gen.", show_default=False)] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Run only these experiments (repeatable), e.g. one part per process; the report is written once every result exists.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines or bars.")] = False,
 ) -> None:
-    """Write a Markdown report whose every number comes from saved results: momentum derived and measured,
-    cell comparisons, the palindrome probe, BPTT, the LSTM and phased LSTM, samples and the surname models.
+    """Write a Markdown report whose every number comes from saved results, running what is missing.
+
+    Covers momentum derived and measured, cell comparisons, the palindrome probe, BPTT, the LSTM
+    and phased LSTM, samples and the surname models.
 
     Experiments whose results are missing from OUT/results run first (the full ones take hours on a
     laptop CPU; --quick runs tiny ones).
@@ -60,9 +63,11 @@ def report(
       chargen report --out docs/report
       chargen report --out /tmp/report --quick
       chargen report --rerun lm-samples --rerun surnames
+      chargen report --only probe --only reference   [dim]# in a second terminal: one part per core[/]
     """
     from chargen.report import build_report
 
     with ReportProgress(quiet) as progress:
-        path, _ = build_report(out, quick=quick, rerun=rerun or (), callbacks=progress)
-    err_console.print(f"[bold green]done[/] {path}", highlight=False)
+        path, _ = build_report(out, quick=quick, rerun=rerun or (), only=only or (), callbacks=progress)
+    if path is not None:
+        err_console.print(f"[bold green]done[/] {path}", highlight=False)
