@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from chargen.errors import ChargenError, UsageError
-from chargen.tracking import read_json, write_json
+from chargen.tracking import read_json, result_fields, write_json
 
 FORMAT = "chargen-compare/1"
 RESULTS_JSON = "compare.json"
@@ -97,10 +97,7 @@ class CompareResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompareResult:
-        if data.get("format") != FORMAT:
-            raise ChargenError(f"not a chargen comparison (format {data.get('format')!r}, expected {FORMAT!r})")
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = result_fields(cls, data, FORMAT, "comparison")
         values["runs"] = [RunResult.from_dict(r) for r in data.get("runs", [])]
         return cls(**values)
 
@@ -498,7 +495,7 @@ def _held_out(task: str, run_dir: Path) -> tuple[dict[str, float], str | None]:
 
 
 def _warm_up() -> None:
-    import chargen.checkpoint  # noqa: F401
+    import chargen.checkpoint
     import chargen.train  # noqa: F401
     from chargen.plots import _pyplot
 
@@ -560,6 +557,18 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "CompareResult", "RunResult", "StepClock", "compare", "load_results", "save_results", "summarise", "stats",
-    "cell_options_for", "check_cell_options", "environment", "DEFAULT_CELLS", "RESULTS_JSON", "CURVES_PNG",
+    "CURVES_PNG",
+    "DEFAULT_CELLS",
+    "RESULTS_JSON",
+    "CompareResult",
+    "RunResult",
+    "StepClock",
+    "cell_options_for",
+    "check_cell_options",
+    "compare",
+    "environment",
+    "load_results",
+    "save_results",
+    "stats",
+    "summarise",
 ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from chargen.errors import ChargenError, UsageError
-from chargen.tracking import read_json, write_json
+from chargen.tracking import read_json, result_fields, write_json
 
 FORMAT = "chargen-gradients/1"
 RESULTS_JSON = "gradients.json"
@@ -100,10 +100,7 @@ class GradientResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GradientResult:
-        if data.get("format") != FORMAT:
-            raise ChargenError(f"not a chargen gradient-flow result (format {data.get('format')!r}, expected {FORMAT!r})")
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = result_fields(cls, data, FORMAT, "gradient-flow result")
         values["curves"] = {c: GradientCurve(**v) for c, v in data["curves"].items()}
         return cls(**values)
 
@@ -285,6 +282,12 @@ def _decay(values: Sequence[float]) -> float | None:
 
 
 __all__ = [
-    "GradientCurve", "GradientResult", "gradient_flow", "gradient_model", "hidden_gradient_norms",
-    "load_gradients", "save_gradients", "DISTANCES",
+    "DISTANCES",
+    "GradientCurve",
+    "GradientResult",
+    "gradient_flow",
+    "gradient_model",
+    "hidden_gradient_norms",
+    "load_gradients",
+    "save_gradients",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +57,11 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ChargenError(f"{path}: not {what}")
     return data
+
+
+def result_fields(cls: type, data: dict[str, Any], fmt: str, what: str) -> dict[str, Any]:
+    """The entries of a saved result that are fields of the dataclass ``cls``, once its format tag is checked."""
+    if data.get("format") != fmt:
+        raise ChargenError(f"not a chargen {what} (format {data.get('format')!r}, expected {fmt!r})")
+    known = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in known}

@@ -213,8 +213,20 @@ def set_nll(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Te
     return loss
 
 
+class _NamesBatches:
+    """Resume state shared by both surname tasks: their data position is their batch sampler's."""
+
+    batches: IndexBatches
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches": self.batches.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches.load_state_dict(state["batches"])
+
+
 @register("classify")
-class ClassifyTask:
+class ClassifyTask(_NamesBatches):
     """Surname -> language, read from the core's output at each name's last character."""
 
     name: ClassVar[str] = "classify"
@@ -280,12 +292,6 @@ class ClassifyTask:
 
     def sample_text(self, model: SequenceClassifier, generator: torch.Generator, device: torch.device) -> None:
         return None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"batches": self.batches.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.batches.load_state_dict(state["batches"])
 
     @staticmethod
     def evaluate_saved(loaded: Any, device: torch.device, progress: ProgressFn | None = None) -> dict[str, Any]:
@@ -509,7 +515,7 @@ def sample_names(
 
 
 @register("generate")
-class GenerateTask:
+class GenerateTask(_NamesBatches):
     """A character LM over ``<bos> name <eos>`` with the language's embedding at every step."""
 
     name: ClassVar[str] = "generate"
@@ -573,12 +579,6 @@ class GenerateTask:
         names = generate_names(model, self.vocab, conds, generator=torch.Generator(device=device).manual_seed(seed))
         model.train(was_training)
         return "  ".join(f"{self.data.languages[int(c)]}: {n}" for c, n in zip(conds, names))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"batches": self.batches.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.batches.load_state_dict(state["batches"])
 
     @staticmethod
     def evaluate_saved(loaded: Any, device: torch.device, progress: ProgressFn | None = None) -> dict[str, Any]:
