@@ -495,7 +495,7 @@ def _held_out(task: str, run_dir: Path) -> tuple[dict[str, float], str | None]:
 
 
 def _warm_up() -> None:
-    import chargen.checkpoint
+    import chargen.checkpoint  # noqa: F401
     import chargen.train  # noqa: F401
     from chargen.plots import _pyplot
 
@@ -557,18 +557,6 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "CURVES_PNG",
-    "DEFAULT_CELLS",
-    "RESULTS_JSON",
-    "CompareResult",
-    "RunResult",
-    "StepClock",
-    "cell_options_for",
-    "check_cell_options",
-    "compare",
-    "environment",
-    "load_results",
-    "save_results",
-    "stats",
-    "summarise",
+    "CompareResult", "RunResult", "StepClock", "compare", "load_results", "save_results", "summarise", "stats",
+    "cell_options_for", "check_cell_options", "environment", "DEFAULT_CELLS", "RESULTS_JSON", "CURVES_PNG",
 ]

@@ -282,12 +282,6 @@ def _decay(values: Sequence[float]) -> float | None:
 
 
 __all__ = [
-    "DISTANCES",
-    "GradientCurve",
-    "GradientResult",
-    "gradient_flow",
-    "gradient_model",
-    "hidden_gradient_norms",
-    "load_gradients",
-    "save_gradients",
+    "GradientCurve", "GradientResult", "gradient_flow", "gradient_model", "hidden_gradient_norms",
+    "load_gradients", "save_gradients", "DISTANCES",
 ]

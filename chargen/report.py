@@ -97,7 +97,7 @@ class Numbers:
     def __init__(self) -> None:
         self.emitted: set[str] = set()
 
-    def __call__(self, value: float | None, spec: str = ".3f") -> str:
+    def __call__(self, value: float | int | None, spec: str = ".3f") -> str:
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             return "n/a"
         text = format(value, spec)
@@ -132,7 +132,7 @@ _UNCHECKED = re.compile(
     r"|\$\$.*?\$\$|\$[^$\n]+\$"  # math
     r"|\]\([^)]*\)"  # link and image targets
     r"|<!--.*?-->",  # comments
-    re.DOTALL,
+    re.S,
 )
 
 
@@ -215,8 +215,7 @@ def run_probe_grid(ctx: Context) -> None:
 
 
 def run_reference(ctx: Context) -> None:
-    from chargen.reference import RNNSettings
-    from chargen.reference import run_reference as run
+    from chargen.reference import RNNSettings, run_reference as run
 
     settings = dict(ctx.budget.reference)
     rnn = RNNSettings(**settings.pop("rnn"))
@@ -444,8 +443,9 @@ Losses are in nats per character unless stated; bits per character are nats divi
 
 
 def _gradient_section(ctx: Context) -> str:
-    from chargen.cells import MomentumRNNCell
     from chargen.gradients import load_gradients
+
+    from chargen.cells import MomentumRNNCell
 
     n = ctx.numbers
     result = load_gradients(ctx.results / "gradients")
@@ -927,13 +927,5 @@ SECTIONS: tuple[Callable[[Context], str], ...] = (
 )
 
 
-__all__ = [
-    "EXPERIMENT_NAMES",
-    "FULL",
-    "QUICK",
-    "Budget",
-    "Numbers",
-    "ReportCallbacks",
-    "build_report",
-    "untraced_numbers",
-]
+__all__ = ["Budget", "FULL", "QUICK", "EXPERIMENT_NAMES", "Numbers", "ReportCallbacks", "build_report",
+           "untraced_numbers"]

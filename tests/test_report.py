@@ -15,14 +15,7 @@ from typer.testing import CliRunner
 from chargen.cli import app
 from chargen.errors import UsageError
 from chargen.paths import PROJECT_ROOT
-from chargen.report import (
-    EXPERIMENTS,
-    REPORT_MD,
-    RESULTS,
-    Numbers,
-    build_report,
-    untraced_numbers,
-)
+from chargen.report import EXPERIMENTS, REPORT_MD, RESULTS, Numbers, build_report, untraced_numbers
 
 runner = CliRunner()
 SHIPPED = ("grimm", "surnames", "surnames-gen")

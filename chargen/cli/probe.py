@@ -6,7 +6,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -93,7 +93,7 @@ def probe(
     cells: Annotated[str, typer.Option(help="Comma-separated cells (rnn, lstm, momentum-rnn, momentum-lstm, phased-lstm).", rich_help_panel=GRID)] = "rnn,lstm,momentum-rnn,momentum-lstm",
     lengths: Annotated[str, typer.Option(help="Palindrome lengths T: [b]start:stop:step[/] (stop included) or a list [b]5,10,20[/].", rich_help_panel=GRID)] = "5:35:5",
     seeds: Annotated[int, typer.Option(help="Seeds per (cell, length): 0..N-1. A seed fixes the weights and the training palindromes.", rich_help_panel=GRID)] = 3,
-    steps: Annotated[int | None, typer.Option(help="Step budget of every run (default: 50 per digit of T, at most 500).", rich_help_panel=GRID)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Step budget of every run (default: 50 per digit of T, at most 500).", rich_help_panel=GRID)] = None,
     hidden: Annotated[int, typer.Option(help="Hidden units.", rich_help_panel=MODEL)] = 128,
     layers: Annotated[int, typer.Option(help="Stacked recurrent layers.", rich_help_panel=MODEL)] = 1,
     embed: Annotated[int, typer.Option(help="Digit embedding size.", rich_help_panel=MODEL)] = 10,
@@ -101,7 +101,7 @@ def probe(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Palindromes per batch.", rich_help_panel=MODEL)] = 128,
     threads: Annotated[int, typer.Option(help="Torch CPU threads (these small nets gain little from more than 1, and lose badly on a busy machine).", rich_help_panel=GRID)] = 1,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.", rich_help_panel=GRID)] = "cpu",
-    out: Annotated[Path | None, typer.Option(help=f"Folder for {RESULTS_JSON} and {FIGURE_PNG} (default: checkpoints/probe-<time>).", rich_help_panel=OUTPUT)] = None,
+    out: Annotated[Optional[Path], typer.Option(help=f"Folder for {RESULTS_JSON} and {FIGURE_PNG} (default: checkpoints/probe-<time>).", rich_help_panel=OUTPUT)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout instead of the table.", rich_help_panel=OUTPUT)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-run lines.", rich_help_panel=OUTPUT)] = False,
 ) -> None:
@@ -114,16 +114,10 @@ def probe(
       chargen probe --cells rnn,lstm,momentum-rnn,momentum-lstm --lengths 5:35:5 --seeds 3
       chargen probe --cells lstm --lengths 5,10 --seeds 1 --steps 300 --json
     """
-    from chargen.cells import resolve_cells
     from chargen.plots import plot_accuracy_vs_length
+    from chargen.cells import resolve_cells
     from chargen.runtime import resolve_device, resolve_seeds
-    from chargen.tasks.palindrome import (
-        ProbeSettings,
-        longest_kept,
-        resolve_lengths,
-        run_probe,
-        summarise,
-    )
+    from chargen.tasks.palindrome import ProbeSettings, longest_kept, resolve_lengths, run_probe, summarise
 
     # Everything the library would reject is checked before the bar appears or any run starts.
     names = resolve_cells(cells)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -39,7 +39,7 @@ class ReportProgress:
     def __enter__(self) -> ReportProgress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
@@ -47,8 +47,8 @@ class ReportProgress:
 def report(
     out: Annotated[Path, typer.Option(help="Report folder: report.md, figures/ and results/ (the measured JSON).")] = Path("docs/report"),
     quick: Annotated[bool, typer.Option("--quick", help="Small budgets for every missing experiment: checks the pipeline in a minute; the numbers mean nothing.")] = False,
-    rerun: Annotated[list[str] | None, typer.Option(help="Measure this experiment again even if its results exist (repeatable): gradients, compare-classify, compare-lm, probe, reference, bptt, lm-samples, surnames, surnames-gen.", show_default=False)] = None,
-    only: Annotated[list[str] | None, typer.Option(help="Run only these experiments (repeatable), e.g. one part per process; the report is written once every result exists.", show_default=False)] = None,
+    rerun: Annotated[Optional[list[str]], typer.Option(help="Measure this experiment again even if its results exist (repeatable): gradients, compare-classify, compare-lm, probe, reference, bptt, lm-samples, surnames, surnames-gen.", show_default=False)] = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="Run only these experiments (repeatable), e.g. one part per process; the report is written once every result exists.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines or bars.")] = False,
 ) -> None:
     """Write a Markdown report whose every number comes from saved results, running what is missing.

@@ -6,27 +6,14 @@ import time
 from dataclasses import fields
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from chargen.cli.app import app
-from chargen.cli.ui import (
-    download_progress,
-    err_console,
-    parse_duration,
-    sample_panel,
-    timestamped_dir,
-)
+from chargen.cli.ui import download_progress, err_console, parse_duration, sample_panel, timestamped_dir
 
 MODEL = "Model"
 DATA = "Data"
@@ -118,36 +105,36 @@ def default_run_dir(name: str) -> Path:
 
 @app.command(rich_help_panel="Train and generate")
 def train(
-    corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="Registered corpus name (see [b]chargen corpora[/]) or a UTF-8 text file. Default: [b]grimm[/] for lm, [b]names[/] for classify and generate.", show_default=False, rich_help_panel=DATA)] = None,
+    corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="Registered corpus name (see [b]chargen corpora[/]) or a UTF-8 text file. Default: [b]grimm[/] for lm, [b]names[/] for classify and generate.", show_default=False, rich_help_panel=DATA)] = None,
     task: Annotated[str, typer.Option(help="What to learn: [b]lm[/] (next character), [b]classify[/] or [b]generate[/] (surnames), [b]palindrome[/].", rich_help_panel=DATA)] = "lm",
-    seq_len: Annotated[int | None, typer.Option("--seq-len", help="Characters per truncated-BPTT chunk (LM).", rich_help_panel=DATA)] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Sequences per batch (LM: contiguous streams).", rich_help_panel=DATA)] = None,
-    batching: Annotated[Batching | None, typer.Option(help="LM batches: contiguous [b]streams[/] with carried state, or random [b]windows[/].", rich_help_panel=DATA)] = None,
-    length: Annotated[int | None, typer.Option("--length", help="Palindrome task: palindrome length T.", rich_help_panel=DATA)] = None,
-    balance: Annotated[str | None, typer.Option(help="Classifier: class imbalance handling ([b]adjusted[/] logits, [b]weighted[/] loss, balanced [b]sampler[/], or [b]none[/]).", rich_help_panel=DATA)] = None,
-    balance_power: Annotated[float | None, typer.Option("--balance-power", help="Classifier: how far to balance, in [0, 1]: logits + power * log prior ([b]adjusted[/]), or weight ~ count^-power.", rich_help_panel=DATA)] = None,
-    char_dropout: Annotated[float | None, typer.Option("--char-dropout", help="Classifier: chance that a training character is blanked out (augmentation; 0 = off).", rich_help_panel=DATA)] = None,
-    cell: Annotated[str | None, typer.Option(help="Recurrent cell: rnn, lstm, momentum-rnn, momentum-lstm, phased-lstm.", rich_help_panel=MODEL)] = None,
-    engine: Annotated[Engine | None, typer.Option(help="[b]fused[/] (torch kernels) or [b]loop[/] (step-by-step reference).", rich_help_panel=MODEL)] = None,
-    layers: Annotated[int | None, typer.Option(help="Stacked recurrent layers.", rich_help_panel=MODEL)] = None,
-    hidden: Annotated[int | None, typer.Option(help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
-    embed: Annotated[int | None, typer.Option(help="Character embedding size.", rich_help_panel=MODEL)] = None,
-    dropout: Annotated[float | None, typer.Option(help="Dropout between layers.", rich_help_panel=MODEL)] = None,
-    mu: Annotated[float | None, typer.Option(help="Momentum cells: momentum coefficient mu.", rich_help_panel=MODEL)] = None,
-    step_size: Annotated[float | None, typer.Option("--s", help="Momentum cells: step size s.", rich_help_panel=MODEL)] = None,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Characters per truncated-BPTT chunk (LM).", rich_help_panel=DATA)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Sequences per batch (LM: contiguous streams).", rich_help_panel=DATA)] = None,
+    batching: Annotated[Optional[Batching], typer.Option(help="LM batches: contiguous [b]streams[/] with carried state, or random [b]windows[/].", rich_help_panel=DATA)] = None,
+    length: Annotated[Optional[int], typer.Option("--length", help="Palindrome task: palindrome length T.", rich_help_panel=DATA)] = None,
+    balance: Annotated[Optional[str], typer.Option(help="Classifier: class imbalance handling ([b]adjusted[/] logits, [b]weighted[/] loss, balanced [b]sampler[/], or [b]none[/]).", rich_help_panel=DATA)] = None,
+    balance_power: Annotated[Optional[float], typer.Option("--balance-power", help="Classifier: how far to balance, in [0, 1]: logits + power * log prior ([b]adjusted[/]), or weight ~ count^-power.", rich_help_panel=DATA)] = None,
+    char_dropout: Annotated[Optional[float], typer.Option("--char-dropout", help="Classifier: chance that a training character is blanked out (augmentation; 0 = off).", rich_help_panel=DATA)] = None,
+    cell: Annotated[Optional[str], typer.Option(help="Recurrent cell: rnn, lstm, momentum-rnn, momentum-lstm, phased-lstm.", rich_help_panel=MODEL)] = None,
+    engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels) or [b]loop[/] (step-by-step reference).", rich_help_panel=MODEL)] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Stacked recurrent layers.", rich_help_panel=MODEL)] = None,
+    hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
+    embed: Annotated[Optional[int], typer.Option(help="Character embedding size.", rich_help_panel=MODEL)] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers.", rich_help_panel=MODEL)] = None,
+    mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum coefficient mu.", rich_help_panel=MODEL)] = None,
+    step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s.", rich_help_panel=MODEL)] = None,
     learn_momentum: Annotated[bool, typer.Option("--learn-momentum", help="Momentum cells: learn mu and s.", rich_help_panel=MODEL)] = False,
-    steps: Annotated[int | None, typer.Option(help="Optimisation steps (the budget, with or instead of --time).", rich_help_panel=OPTIM)] = None,
-    time_limit: Annotated[str | None, typer.Option("--time", help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it.", rich_help_panel=OPTIM)] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.", rich_help_panel=OPTIM)] = None,
-    optimizer: Annotated[Optimizer | None, typer.Option(help="adam, rmsprop or sgd.", rich_help_panel=OPTIM)] = None,
-    clip: Annotated[float | None, typer.Option(help="Max gradient norm (0 = off).", rich_help_panel=OPTIM)] = None,
-    eval_every: Annotated[int | None, typer.Option(help="Steps between validation runs (and checkpoints).", rich_help_panel=OPTIM)] = None,
-    sample_every: Annotated[int | None, typer.Option(help="Steps between logged samples.", rich_help_panel=OPTIM)] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for weights, data order and samples.", rich_help_panel=RUN)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimisation steps (the budget, with or instead of --time).", rich_help_panel=OPTIM)] = None,
+    time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it.", rich_help_panel=OPTIM)] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.", rich_help_panel=OPTIM)] = None,
+    optimizer: Annotated[Optional[Optimizer], typer.Option(help="adam, rmsprop or sgd.", rich_help_panel=OPTIM)] = None,
+    clip: Annotated[Optional[float], typer.Option(help="Max gradient norm (0 = off).", rich_help_panel=OPTIM)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Steps between validation runs (and checkpoints).", rich_help_panel=OPTIM)] = None,
+    sample_every: Annotated[Optional[int], typer.Option(help="Steps between logged samples.", rich_help_panel=OPTIM)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for weights, data order and samples.", rich_help_panel=RUN)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=RUN)] = "auto",
     deterministic: Annotated[bool, typer.Option(help="Bitwise-repeatable kernels (for exact resume tests).", rich_help_panel=RUN)] = False,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default: checkpoints/<corpus>-<time>).", rich_help_panel=RUN)] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory exactly where it stopped; --steps/--time may extend it.", rich_help_panel=RUN)] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: checkpoints/<corpus>-<time>).", rich_help_panel=RUN)] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory exactly where it stopped; --steps/--time may extend it.", rich_help_panel=RUN)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or sample panels.", rich_help_panel=RUN)] = False,
 ) -> None:
     """Train a model and save it as a run directory (weights, config, logs, loss plot).
