@@ -85,6 +85,14 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def check_batch_size(batch_size: int) -> None:
+    """``--batch-size`` is the global batch: positive, and split evenly over the processes."""
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be positive, got {batch_size}")
+    if batch_size % world_size():
+        raise UsageError(f"--batch-size {batch_size} is the global batch; it must split evenly over {world_size()} processes")
+
+
 def local_rank() -> int:
     """This process's index on its own machine: the GPU it drives under torchrun."""
     return int(os.environ.get("LOCAL_RANK", "0"))

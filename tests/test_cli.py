@@ -108,3 +108,16 @@ def test_corpora_lists_the_registry_as_json() -> None:
     assert result.exit_code == 0
     names = {row["name"] for row in json.loads(result.stdout)}
     assert {"grimm", "tinyshakespeare", "origin", "democracy", "names", "firstnames"} <= names
+
+
+def test_a_cell_without_a_fused_kernel_trains_on_the_loop_engine_by_default(tmp_path: Path) -> None:
+    corpus = tmp_path / "tale.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    args = ["train", "--corpus", str(corpus), "--cell", "phased-lstm", "--hidden", "8", "--layers", "1",
+            "--seq-len", "8", "--batch-size", "2", "--steps", "2", "--quiet", "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["engine"] == "loop"
+    refused = runner.invoke(app, [*args, "--engine", "fused", "--out", str(tmp_path / "fused")])
+    assert refused.exit_code == 2 and "no fused kernel; use --engine loop" in refused.stderr
+

@@ -74,6 +74,19 @@ def test_global_batch_is_split_between_ranks_exactly() -> None:
         StreamBatcher(data, batch_size=4, seq_len=5, world_size=3)
 
 
+@pytest.mark.parametrize("task, options", [
+    ("lm", {"corpus": "grimm"}), ("classify", {}), ("generate", {}), ("palindrome", {"length": 5}),
+])
+def test_every_task_refuses_a_global_batch_that_does_not_split_over_the_processes(
+    task: str, options: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chargen.errors import UsageError
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(UsageError, match="--batch-size 64 is the global batch; it must split evenly over 3 processes"):
+        build_task(task, batch_size=64, **options)
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_follow_one_process_and_stop_and_resume_together(tmp_path: Path) -> None:
     corpus = tmp_path / "tale.txt"

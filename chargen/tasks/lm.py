@@ -14,7 +14,7 @@ from chargen.data.corpora import ProgressFn, load_corpus
 from chargen.data.streams import StreamBatcher, WindowBatcher, as_streams
 from chargen.errors import CorpusError, UsageError
 from chargen.models import CharLM, ModelConfig
-from chargen.runtime import rank, world_size
+from chargen.runtime import check_batch_size, rank, world_size
 from chargen.sample import generate
 from chargen.tasks.base import register
 from chargen.vocab import Vocab
@@ -37,12 +37,7 @@ class LMConfig:
     def __post_init__(self) -> None:
         if self.seq_len < 1:
             raise UsageError(f"--seq-len must be positive, got {self.seq_len}")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be positive, got {self.batch_size}")
-        if self.batch_size % world_size():
-            raise UsageError(
-                f"--batch-size {self.batch_size} is the global batch; it must split evenly over {world_size()} processes"
-            )
+        check_batch_size(self.batch_size)
         if self.batching not in BATCHING:
             raise UsageError(f"--batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
         if not 0.0 < self.val_fraction < 0.5:

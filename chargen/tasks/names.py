@@ -25,7 +25,7 @@ from chargen.data.corpora import ProgressFn
 from chargen.data.names import FOLD_ALPHABET, NamesData, fold, has_letter, load_names
 from chargen.errors import CheckpointError, CorpusError, UsageError, VocabularyError
 from chargen.models import CharLM, ModelConfig, SequenceClassifier
-from chargen.runtime import rank, world_size
+from chargen.runtime import check_batch_size, rank, world_size
 from chargen.sample import check_sampling, sample_next
 from chargen.tasks.base import register
 from chargen.vocab import Vocab
@@ -127,8 +127,7 @@ class ClassifyConfig:
 
     def __post_init__(self) -> None:
         _check_corpus(self.corpus)
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be positive, got {self.batch_size}")
+        check_batch_size(self.batch_size)
         if self.balance not in BALANCE:
             raise UsageError(f"--balance must be one of {', '.join(BALANCE)}, got {self.balance!r}")
         if not 0.0 <= self.balance_power <= 1.0:
@@ -394,8 +393,7 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         _check_corpus(self.corpus)
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be positive, got {self.batch_size}")
+        check_batch_size(self.batch_size)
 
 
 def lm_batch(vocab: Vocab, names: Sequence[str]) -> tuple[Tensor, Tensor]:

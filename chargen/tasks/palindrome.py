@@ -26,7 +26,7 @@ from chargen.data.palindromes import DIGITS, HELD_OUT_SEED, HELD_OUT_SIZE, MIN_L
 from chargen.errors import CheckpointError, RunInterrupted, UsageError
 from chargen.models import ModelConfig, SequenceClassifier
 from chargen.cells import resolve_cells
-from chargen.runtime import rank, resolve_seeds, world_size
+from chargen.runtime import check_batch_size, rank, resolve_seeds, world_size
 from chargen.tasks.base import register
 from chargen.vocab import Vocab
 
@@ -50,12 +50,7 @@ class PalindromeConfig:
     def __post_init__(self) -> None:
         if self.length < MIN_LENGTH:
             raise UsageError(f"--length must be at least {MIN_LENGTH} (a palindrome with a digit to skip), got {self.length}")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be positive, got {self.batch_size}")
-        if self.batch_size % world_size():
-            raise UsageError(
-                f"--batch-size {self.batch_size} is the global batch; it must split evenly over {world_size()} processes"
-            )
+        check_batch_size(self.batch_size)
         if self.held_out < 1:
             raise UsageError(f"held-out set size must be positive, got {self.held_out}")
         if not 0.0 < self.target_accuracy <= 1.0:
