@@ -214,7 +214,7 @@ def gradients(
 
     [dim]Examples:[/]
       chargen gradients --cells rnn,momentum-rnn,lstm,momentum-lstm
-      chargen gradients --cells rnn,momentum-rnn --length 500 --mu 0.9 --out docs/compare/gradients
+      chargen gradients --cells rnn,momentum-rnn --length 500 --mu 0.9 --out /tmp/gradients-mu09
     """
     from chargen.cells import resolve_cells
     from chargen.gradients import gradient_flow, save_gradients
