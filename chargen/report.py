@@ -395,14 +395,15 @@ def build_report(
         raise UsageError(f"--out: cannot create {out / RESULTS}: {e.strerror or e}") from None
     ctx = Context(out, QUICK if quick else FULL, callbacks=callbacks or ReportCallbacks())
     started = time.perf_counter()
-    missing = []
+    missing: list[str] = []  # experiments outside --only that have no results yet
     for experiment in EXPERIMENTS:
         done = (ctx.results / experiment.path).exists()
         if done and experiment.name not in rerun:
             ctx.say(f"{experiment.name}: reading {RESULTS}/{experiment.path}")
             continue
         if only and experiment.name not in only:
-            missing += [] if done else [experiment.name]
+            if not done:
+                missing.append(experiment.name)
             continue
         ctx.say(f"{experiment.name}: running ({experiment.about}, {ctx.budget.name} budget)")
         t0 = time.perf_counter()
