@@ -382,6 +382,12 @@ CELLS: dict[str, type[Cell]] = {
 }
 
 
+def default_engine(cell: str) -> str:
+    """The engine a cell runs on unless told otherwise: torch's fused kernel where it has one, else the loop."""
+    kind = CELLS.get(cell)
+    return "loop" if kind is not None and not kind.has_fused else "fused"
+
+
 def resolve_cells(cells: Sequence[str] | str) -> list[str]:
     """Registered cell names from a list or a comma-separated string, in order, without repeats.
 

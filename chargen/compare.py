@@ -197,7 +197,7 @@ def compare(
     - ``out_dir``: where ``compare.json``, ``compare.png`` and ``runs/<cell>-seed<k>/`` (logs and
       config; the weights only with ``keep_weights``) go; None keeps nothing on disk.
     """
-    from chargen.cells import get_cell, resolve_cells
+    from chargen.cells import default_engine, get_cell, resolve_cells
     from chargen.models import ModelConfig
     from chargen.runtime import resolve_seeds
     from chargen.tasks import build_task, task_defaults
@@ -220,9 +220,8 @@ def compare(
         raise UsageError(f"unknown model settings: {', '.join(sorted(unknown))}")
     model_cfgs: dict[str, ModelConfig] = {}
     for cell in cells:
-        has_fused = get_cell(cell).has_fused
-        cell_engine = engine or ("fused" if has_fused else "loop")
-        if cell_engine == "fused" and not has_fused:
+        cell_engine = engine or default_engine(cell)
+        if cell_engine == "fused" and not get_cell(cell).has_fused:
             raise UsageError(f"cell {cell!r} has no fused kernel; compare it with engine 'loop' (or leave --engine out)")
         cfg = ModelConfig(**{**model_defaults, **overrides, "cell": cell, "engine": cell_engine,
                              "cell_options": cell_options_for(cell, shared_cell_options)})

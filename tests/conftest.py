@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from chargen.paths import PROJECT_ROOT
 
@@ -36,3 +38,14 @@ def corpus_mirror() -> Path:
     if found is None or not (found / "grimm.txt").exists():
         pytest.skip("no corpus mirror: set CHARGEN_MIRROR to a folder like ../shared/corpora")
     return found
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Small models run fastest on one thread, and hundreds of times slower on two when another process
+    holds the cores; restores torch's thread count afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+

@@ -25,12 +25,9 @@ MODEL = ModelConfig(cell="lstm", hidden_size=16, num_layers=1, embed_dim=8)
 
 
 @pytest.fixture(autouse=True)
-def quick_and_exact() -> Iterator[None]:
-    """One thread (small models are fastest so on a busy machine); deterministic kernels reset afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def quick_and_exact(one_torch_thread: None) -> Iterator[None]:
+    """One thread (see conftest); deterministic kernels reset afterwards."""
     yield
-    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(False)
 
 

@@ -144,7 +144,7 @@ def train(
       chargen train --corpus tinyshakespeare --hidden 256 --steps 5000
       chargen train --resume checkpoints/grimm-20261122-101500 --steps 8000
     """
-    from chargen.cells import CELLS
+    from chargen.cells import default_engine
     from chargen.models import ModelConfig
     from chargen.runtime import is_main_process
     from chargen.tasks import build_task
@@ -169,9 +169,8 @@ def train(
             "hidden_size": hidden, "embed_dim": embed, "dropout": dropout,
             "cell_options": cell_options or None,
         }))
-        kind = CELLS.get(model_cfg.cell)
-        if engine is None and kind is not None and not kind.has_fused:
-            model_cfg = replace(model_cfg, engine="loop")  # a cell without a torch kernel runs step by step
+        if engine is None:
+            model_cfg = replace(model_cfg, engine=default_engine(model_cfg.cell))
         settings = _merge(train_defaults, {
             "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
             "eval_every": eval_every, "sample_every": sample_every, "seed": seed,
