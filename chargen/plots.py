@@ -166,7 +166,7 @@ def plot_accuracy_vs_length(results: dict, out: Path, title: str = "") -> Path:
     """Held-out accuracy against palindrome length, one line per cell: the mean over seeds, a band of
     ± one standard deviation (clipped to [0, 1]) and each seed's run as a dot; chance and 90% marked.
 
-    ``results`` is what ``chargen.tasks.palindrome.run_probe`` returns (or its JSON, read back).
+    ``results`` is what ``chargen.experiments.probe.run_probe`` returns (or its JSON, read back).
     """
     plt = _pyplot()
     cells = list(results["cells"])

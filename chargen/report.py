@@ -53,10 +53,10 @@ class Budget:
     """How much each experiment of the report runs."""
 
     name: str
-    gradients: dict[str, Any]  # chargen.gradients.gradient_flow keywords
-    compare_classify: dict[str, Any]  # chargen.compare.compare keywords
+    gradients: dict[str, Any]  # chargen.experiments.gradients.gradient_flow keywords
+    compare_classify: dict[str, Any]  # chargen.experiments.compare.compare keywords
     compare_lm: dict[str, Any]
-    probe: dict[str, Any]  # chargen.tasks.palindrome.run_probe keywords (+ "settings": ProbeSettings fields)
+    probe: dict[str, Any]  # chargen.experiments.probe.run_probe keywords (+ "settings": ProbeSettings fields)
     reference: dict[str, Any]  # chargen.reference.run_reference keywords ("rnn": RNNSettings fields)
     long_sample: int  # characters generated past the prime
 
@@ -114,7 +114,7 @@ class Numbers:
         return self(value, ".1e")
 
     def mean_std(self, stat: dict[str, Any] | None, spec: str = ".3f") -> str:
-        """``mean ± std`` of a stats dict from ``chargen.compare.stats``."""
+        """``mean ± std`` of a stats dict from ``chargen.experiments.compare.stats``."""
         if not stat or stat.get("mean") is None:
             return "n/a"
         if stat.get("n", 0) > 1:
@@ -181,7 +181,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def run_gradients(ctx: Context) -> None:
-    from chargen.gradients import gradient_flow, save_gradients
+    from chargen.experiments.gradients import gradient_flow, save_gradients
 
     result = gradient_flow(**ctx.budget.gradients,
                            progress=lambda done, total, cell: ctx.callbacks.on_grid("gradients", done, total, cell))
@@ -189,7 +189,7 @@ def run_gradients(ctx: Context) -> None:
 
 
 def _run_compare(ctx: Context, key: str) -> None:
-    from chargen.compare import compare, save_results
+    from chargen.experiments.compare import compare, save_results
     from chargen.plots import plot_compare
 
     settings = dict(getattr(ctx.budget, key.replace("-", "_")))
@@ -203,7 +203,7 @@ def _run_compare(ctx: Context, key: str) -> None:
 
 def run_probe_grid(ctx: Context) -> None:
     from chargen.plots import plot_accuracy_vs_length
-    from chargen.tasks.palindrome import ProbeSettings, run_probe
+    from chargen.experiments.probe import ProbeSettings, run_probe
 
     settings = dict(ctx.budget.probe)
     probe_settings = ProbeSettings(**settings.pop("settings", {}))
@@ -444,7 +444,7 @@ Losses are in nats per character unless stated; bits per character are nats divi
 
 
 def _gradient_section(ctx: Context) -> str:
-    from chargen.gradients import load_gradients
+    from chargen.experiments.gradients import load_gradients
 
     from chargen.cells import MomentumRNNCell
 
@@ -549,7 +549,7 @@ def _compare_table(result: Any, n: Numbers) -> str:
 
 
 def _compare_section(ctx: Context) -> str:
-    from chargen.compare import load_results
+    from chargen.experiments.compare import load_results
 
     n = ctx.numbers
     parts = ["## RNN vs MomentumRNN, LSTM vs MomentumLSTM"]
@@ -637,7 +637,7 @@ other here, not with runs of other budgets."""
 
 
 def _bptt_section(ctx: Context) -> str:
-    from chargen.gradients import load_gradients
+    from chargen.experiments.gradients import load_gradients
 
     n = ctx.numbers
     study = _read_json(ctx.results / "bptt.json")

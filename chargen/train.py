@@ -131,6 +131,10 @@ class Run:
     metrics: dict[str, float] = field(default_factory=dict)
     best_val_loss: float = math.inf
     saved_step: int | None = None  # the step of the checkpoint on disk
+    # This call's training steps alone (forward, backward, clipping, update), evaluations, checkpoints,
+    # logs and samples left out, and the units they trained on: what an experiment's throughput is measured from.
+    train_seconds: float = 0.0
+    units: float = 0.0
 
 
 def command_line() -> str:
@@ -266,7 +270,8 @@ class _Training:
                 self._plot()
         run = self.run_state
         self.cb.on_end({"step": run.step, "elapsed": run.elapsed, "metrics": run.metrics,
-                        "run_dir": str(run.run_dir), "best_val_loss": run.best_val_loss})
+                        "run_dir": str(run.run_dir), "best_val_loss": run.best_val_loss,
+                        "train_seconds": run.train_seconds, "units": run.units})
         return run
 
     # -- setup -----------------------------------------------------------------------------------
@@ -416,6 +421,7 @@ class _Training:
                     lr = learning_rate(cfg, run.step, self.budget.fraction(run.step, run.elapsed))
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
+                    step_started = time.perf_counter()
                     loss, items = task.train_loss(self.model, self.device)
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()  # under DDP this also averages the gradients of all ranks
@@ -431,13 +437,15 @@ class _Training:
                     window_loss += loss_value
                     window_items += items
                     window_steps += 1
+                    run.units += items
+                    run.train_seconds += time.perf_counter() - step_started
                     if run.step % cfg.log_every == 0:
                         now = time.perf_counter()
                         record = {"step": run.step, "split": "train", "loss": window_loss / window_steps, "lr": lr,
                                   "rate": window_items / max(now - last_log, 1e-9), "elapsed": run.elapsed}
                         if self.main:
                             self._log("metrics.jsonl", record)
-                        self.cb.on_step(run.step, record)
+                        self.cb.on_step(run.step, {**record, "train_seconds": run.train_seconds})
                         window_loss, window_items, window_steps, last_log = 0.0, 0.0, 0, now
                     if run.step % cfg.sample_every == 0 and self.main:
                         text = task.sample_text(self.module, self.sample_generator, self.device)

@@ -13,8 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from chargen.cli import app
-from chargen.compare import CURVES_PNG, RESULTS_JSON, CompareResult, compare, load_results, stats
-from chargen.gradients import gradient_flow, gradient_model, hidden_gradient_norms, load_gradients, save_gradients
+from chargen.experiments.compare import CURVES_PNG, RESULTS_JSON, CompareResult, compare, load_results, stats
+from chargen.experiments.gradients import gradient_flow, gradient_model, hidden_gradient_norms, load_gradients, save_gradients
 
 runner = CliRunner()
 WORDS = "the king and queen went to the forest where a wolf lived in a little house by the river".split()
@@ -230,7 +230,7 @@ def test_cli_compare_builds_the_configuration_and_prints_the_table(
         seen.update(task=task, cells=cells, seeds=seeds, **kwargs)
         return result
 
-    monkeypatch.setattr("chargen.compare.compare", fake_compare)
+    monkeypatch.setattr("chargen.experiments.compare.compare", fake_compare)
     out = tmp_path / "cmp"
     invoked = runner.invoke(app, ["compare", "--task", "lm", "--corpus", str(corpus), "--cells", "rnn,momentum-rnn",
                                   "--seeds", "2", "--time", "2m", "--hidden", "16", "--mu", "0.3", "--lr", "0.01",

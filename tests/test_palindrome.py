@@ -16,10 +16,12 @@ from chargen.cli.probe import parse_lengths
 from chargen.data.palindromes import HELD_OUT_SIZE, PalindromeStream, held_out, palindromes, split
 from chargen.errors import UsageError
 from chargen.models import ModelConfig
-from chargen.tasks import build_task, evaluate_saved, task_defaults
-from chargen.tasks.palindrome import (
-    PalindromeTask, ProbeSettings, longest_kept, probe_run, run_probe, steps_for_length, summarise,
+from chargen.experiments.probe import (
+    ProbeSettings, longest_kept, probe_run, run_probe, steps_for_length, summarise,
 )
+from chargen.tasks import build_task, evaluate_saved
+from chargen.tasks.palindrome import PalindromeTask
+from chargen.tasks.resolve import task_defaults
 from chargen.train import TrainConfig, fit
 
 runner = CliRunner()
@@ -176,7 +178,7 @@ def test_parse_lengths_rejects_bad_specs(spec: str) -> None:
 ])
 def test_cli_usage_errors_are_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("chargen.tasks.palindrome.run_probe", _no_run)
+    monkeypatch.setattr("chargen.experiments.probe.run_probe", _no_run)
     result = runner.invoke(app, ["probe", "--out", str(tmp_path / "out"), *args])
     assert result.exit_code == 2, result.output
     assert message in result.output
@@ -208,7 +210,7 @@ def test_cli_builds_the_grid_prints_the_table_and_saves_json_and_plot(tmp_path: 
                 "longest_90": longest_kept(summary, cells), "elapsed_s": 1.0,
                 "settings": {"steps": {str(t): steps_for_length(t) for t in lengths}, "chance": 0.1, "threshold": 0.9}}
 
-    monkeypatch.setattr("chargen.tasks.palindrome.run_probe", fake_probe)
+    monkeypatch.setattr("chargen.experiments.probe.run_probe", fake_probe)
     out = tmp_path / "probe"
     result = runner.invoke(app, ["probe", "--cells", "rnn,lstm", "--lengths", "5:15:5", "--seeds", "2",
                                  "--steps", "123", "--out", str(out)])

@@ -119,9 +119,10 @@ def compare(
       chargen compare --task palindrome --length 20 --cells rnn,lstm --time 1m
     """
     from chargen.cells import resolve_cells
-    from chargen.compare import CURVES_PNG, RESULTS_JSON, compare as run_compare
+    from chargen.experiments.compare import CURVES_PNG, RESULTS_JSON, compare as run_compare
     from chargen.runtime import resolve_seeds
-    from chargen.tasks import build_task, task_defaults, task_names
+    from chargen.tasks import build_task, task_names
+    from chargen.tasks.resolve import resolve_options
 
     if task not in task_names():
         raise UsageError(f"--task: unknown task {task!r}; known tasks: {', '.join(task_names())}")
@@ -146,9 +147,8 @@ def compare(
 
     # Build the task once up front: its options are checked before any run, and a corpus not yet
     # cached is fetched here with its own bar (rich draws one live display at a time).
-    _, _, option_defaults = task_defaults(task)
     with download_progress(quiet) as fetch:
-        build_task(task, seed=seed_list[0], progress=fetch, **{**option_defaults, **task_options})
+        build_task(task, seed=seed_list[0], progress=fetch, **resolve_options(task, task_options))
     grid = GridProgress("compare", len(names) * len(seed_list), quiet)
     with grid:
         result = run_compare(task, names, seed_list, task_options=task_options, model=model, train=train,
@@ -166,7 +166,7 @@ def compare(
 
 
 def gradients_table(result: Any) -> Table:
-    from chargen.gradients import DISTANCES
+    from chargen.experiments.gradients import DISTANCES
 
     distances = [d for d in DISTANCES if 0 < d < result.length] + [result.length - 1]
     distances = list(dict.fromkeys(distances))
@@ -217,7 +217,7 @@ def gradients(
       chargen gradients --cells rnn,momentum-rnn --length 500 --mu 0.9 --out /tmp/gradients-mu09
     """
     from chargen.cells import resolve_cells
-    from chargen.gradients import gradient_flow, save_gradients
+    from chargen.experiments.gradients import gradient_flow, save_gradients
     from chargen.runtime import resolve_seeds
 
     names = resolve_cells(cells)

@@ -117,7 +117,7 @@ def probe(
     from chargen.plots import plot_accuracy_vs_length
     from chargen.cells import resolve_cells
     from chargen.runtime import resolve_device, resolve_seeds
-    from chargen.tasks.palindrome import ProbeSettings, longest_kept, resolve_lengths, run_probe, summarise
+    from chargen.experiments.probe import ProbeSettings, longest_kept, resolve_lengths, run_probe, summarise
 
     # Everything the library would reject is checked before the bar appears or any run starts.
     names = resolve_cells(cells)

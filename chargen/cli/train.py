@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -144,10 +143,9 @@ def train(
       chargen train --corpus tinyshakespeare --hidden 256 --steps 5000
       chargen train --resume checkpoints/grimm-20261122-101500 --steps 8000
     """
-    from chargen.cells import default_engine
-    from chargen.models import ModelConfig
     from chargen.runtime import is_main_process
     from chargen.tasks import build_task
+    from chargen.tasks.resolve import resolve
     from chargen.train import TrainConfig, fit, resume_settings
 
     budget = {"steps": steps, "time_limit": parse_duration(time_limit) if time_limit else None}
@@ -156,36 +154,25 @@ def train(
         if steps is not None or time_limit is not None:
             train_cfg = TrainConfig(**{**train_cfg.__dict__, **budget})
         run_dir = resume
+        model_cfg.check()
     else:
         task_name = task
-        from chargen.tasks import task_defaults
-
-        model_defaults, train_defaults, task_option_defaults = task_defaults(task_name)
         cell_options = {k: v for k, v in {"mu": mu, "s": step_size}.items() if v is not None}
         if learn_momentum:
             cell_options["learn_momentum"] = True
-        model_cfg = ModelConfig(**_merge(model_defaults, {
-            "cell": cell, "engine": engine.value if engine else None, "num_layers": layers,
-            "hidden_size": hidden, "embed_dim": embed, "dropout": dropout,
-            "cell_options": cell_options or None,
-        }))
-        if engine is None:
-            model_cfg = replace(model_cfg, engine=default_engine(model_cfg.cell))
-        settings = _merge(train_defaults, {
-            "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
-            "eval_every": eval_every, "sample_every": sample_every, "seed": seed,
-            "device": device, "deterministic": deterministic,
-        }, allowed={f.name for f in fields(TrainConfig)})
-        if steps is not None or time_limit is not None:
-            settings.update(budget)  # a budget the user gives replaces the task's, both parts
-        train_cfg = TrainConfig(**settings)
-        task_options = _merge(task_option_defaults, {
-            "corpus": corpus, "seq_len": seq_len, "batch_size": batch_size,
-            "batching": batching.value if batching else None, "length": length, "balance": balance,
-            "balance_power": balance_power, "char_dropout": char_dropout,
-        })
+        resolved = resolve(
+            task_name,
+            model={"cell": cell, "engine": engine.value if engine else None, "num_layers": layers,
+                   "hidden_size": hidden, "embed_dim": embed, "dropout": dropout, "cell_options": cell_options or None},
+            train={**budget, "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
+                   "eval_every": eval_every, "sample_every": sample_every, "seed": seed, "device": device,
+                   "deterministic": deterministic},
+            options={"corpus": corpus, "seq_len": seq_len, "batch_size": batch_size,
+                     "batching": batching.value if batching else None, "length": length, "balance": balance,
+                     "balance_power": balance_power, "char_dropout": char_dropout},
+        )
+        model_cfg, train_cfg, task_options = resolved.model, resolved.train, resolved.options
         run_dir = out or default_run_dir(task_options.get("corpus") or task_name)
-    model_cfg.check()
 
     callbacks = TrainProgress(quiet)
     try:
@@ -198,9 +185,3 @@ def train(
     if is_main_process():  # under torchrun, rank 0 speaks for every rank
         err_console.print(f"[bold green]done[/] step {result.step:,} in {result.elapsed:.0f}s  {metrics}", highlight=False)
         err_console.print(f"saved to [bold]{result.run_dir}[/]", highlight=False)
-
-
-def _merge(defaults: dict[str, Any], given: dict[str, Any], allowed: set[str] | None = None) -> dict[str, Any]:
-    """Task defaults overridden by the options the user gave (None = not given)."""
-    merged = {**defaults, **{k: v for k, v in given.items() if v is not None}}
-    return {k: v for k, v in merged.items() if allowed is None or k in allowed}

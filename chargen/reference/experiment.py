@@ -39,10 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import platform
-import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,9 +47,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
+from chargen import checkpoint
 from chargen.data.corpora import ProgressFn, load_corpus
 from chargen.errors import ChargenError, CorpusError, UsageError
+from chargen.experiments.harness import RunRelay, check_out_dir, copy_logs, environment, torch_threads
 from chargen.reference.numpy_rnn import (
     EpochRecord,
     RNNSettings,
@@ -61,7 +61,11 @@ from chargen.reference.numpy_rnn import (
     fit_rnn,
 )
 from chargen.reference.text import REDUCTION_RULE, SYMBOLS, encode, reduce_text
-from chargen.tracking import read_json, write_json
+from chargen.tasks.lm import LanguageModelTask, LMData
+from chargen.tasks.resolve import resolve_model, resolve_train
+from chargen.tracking import read_json, read_jsonl, write_json
+from chargen.train import fit
+from chargen.vocab import Vocab
 
 FORMAT = "chargen-reference/1"
 RESULTS_JSON = "reference.json"
@@ -235,8 +239,7 @@ def run_reference(
         raise UsageError(f"eval_streams must be positive, got {eval_streams}")
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be positive, got {threads}")
-    if out_dir is not None and (Path(out_dir) / RESULTS_JSON).exists():
-        raise UsageError(f"{out_dir} already holds {RESULTS_JSON}; pick another --out")
+    check_out_dir(out_dir, RESULTS_JSON, RESULTS_JSON)
     data = load_reduced(corpus, val_fraction, fetch_progress)
     val_streams = data.eval_streams(eval_streams)  # (L, S)
     needed = rnn.batch_size * (rnn.seq_len + 1)
@@ -291,7 +294,7 @@ def run_reference(
         wall_seconds=time.perf_counter() - started,
         command=command,
         created=time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        environment=_environment(threads),
+        environment=environment(threads),
     )
     if out_dir is not None:
         save_results(result, Path(out_dir))
@@ -303,39 +306,10 @@ def run_reference(
 
 def _lstm_task(data: ReducedText, seed: int) -> Any:
     """The ``lm`` task over the reduced text's own split (its default batching)."""
-    import torch
-
-    from chargen.tasks.lm import LanguageModelTask, LMData
-    from chargen.vocab import Vocab
-
     vocab = Vocab(SYMBOLS)  # ids as ``encode`` gives them: space, then a-z
     lm_data = LMData(f"{data.corpus}-27", data.reduced_sha256, vocab,
                      torch.from_numpy(data.train), torch.from_numpy(data.val))
     return LanguageModelTask(seed=seed, corpus=data.corpus, data=lm_data)
-
-
-class _Relay:
-    """``fit`` callbacks that forward the LSTM's training log records to the progress function."""
-
-    def __init__(self, progress: ReferenceProgress | None, steps: int) -> None:
-        self.progress, self.steps = progress, steps
-        self.parameters = 0
-
-    def on_start(self, info: dict[str, Any]) -> None:
-        self.parameters = int(info["parameters"])
-        if self.progress:
-            self.progress({"event": "lstm_start", "steps": self.steps, "parameters": self.parameters})
-
-    def on_step(self, step: int, metrics: dict[str, float]) -> None:
-        if self.progress:
-            self.progress({"event": "lstm_step", "step": step, "steps": self.steps, "loss": metrics["loss"],
-                           "rate": metrics["rate"]})
-
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None: ...
-    def on_sample(self, step: int, loss: float, text: str) -> None: ...
-    def on_save(self, step: int, path: Path) -> None: ...
-    def on_note(self, message: str) -> None: ...
-    def on_end(self, summary: dict[str, Any]) -> None: ...
 
 
 def _train_lstm(
@@ -349,24 +323,22 @@ def _train_lstm(
 ) -> LSTMResult:
     """Train the task's default LSTM LM for ``steps`` in a scratch run directory, score it on
     ``val_streams``, and keep its logs (not its weights) under ``out_dir/lstm``."""
-    import torch
-
-    from chargen import checkpoint
-    from chargen.models import ModelConfig
-    from chargen.tasks import task_defaults
-    from chargen.tracking import read_jsonl
-    from chargen.train import TrainConfig, fit
-
     started = time.perf_counter()
-    model_defaults, train_defaults, _ = task_defaults("lm")
-    train_cfg = TrainConfig(**{**train_defaults, "steps": steps, "eval_every": max(1, steps // 5),
-                               "sample_every": max(1, steps // 5), "seed": seed, "device": "cpu"})
-    model_cfg = ModelConfig(**model_defaults)
-    previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    relay = _Relay(progress, steps)
-    try:
+    train_cfg = resolve_train("lm", {"steps": steps, "eval_every": max(1, steps // 5),
+                                     "sample_every": max(1, steps // 5), "seed": seed, "device": "cpu"})
+    model_cfg = resolve_model("lm")
+
+    def begin(info: dict[str, Any]) -> None:
+        if progress:
+            progress({"event": "lstm_start", "steps": steps, "parameters": int(info["parameters"])})
+
+    def record(step: int, metrics: dict[str, float]) -> None:
+        if progress:
+            progress({"event": "lstm_step", "step": step, "steps": steps, "loss": metrics["loss"],
+                      "rate": metrics["rate"]})
+
+    relay = RunRelay(on_record=record, on_begin=begin)
+    with torch_threads(threads or None):
         with tempfile.TemporaryDirectory(prefix="chargen-reference-") as scratch:
             run_dir = Path(scratch) / LSTM_DIR
             fitted = fit(task, model_cfg, train_cfg, run_dir, relay, command="reference numpy-rnn: lstm")
@@ -374,15 +346,7 @@ def _train_lstm(
             loss, accuracy = evaluate_torch_lm(model, val_streams)
             val_curve = [[r["step"], r["val_loss"]] for r in read_jsonl(run_dir / "metrics.jsonl")
                          if r.get("split") == "val"]
-            kept = None
-            if out_dir is not None:
-                kept = Path(out_dir) / LSTM_DIR
-                kept.mkdir(parents=True, exist_ok=True)
-                for name in LSTM_LOGS:
-                    if (run_dir / name).exists():
-                        shutil.copy2(run_dir / name, kept / name)
-    finally:
-        torch.set_num_threads(previous_threads)
+            kept = copy_logs(run_dir, Path(out_dir) / LSTM_DIR, LSTM_LOGS) if out_dir is not None else None
     cfg = task.cfg
     train_chars = fitted.step * cfg.batch_size * cfg.seq_len
     final = {"val_loss": loss, "val_bpc": loss / math.log(2), "val_accuracy": accuracy}
@@ -409,9 +373,6 @@ def _train_lstm(
 def evaluate_torch_lm(model: Any, streams: np.ndarray, chunk: int = 256) -> tuple[float, float]:
     """Mean loss (nats) and next-symbol accuracy of a chargen ``CharLM`` over ``streams (L, S)``:
     the same positions, state handling and chunking as ``NumpyRNN.evaluate``."""
-    import torch
-    import torch.nn.functional as F
-
     was_training = model.training
     model.eval()
     data = torch.from_numpy(streams)
@@ -426,20 +387,3 @@ def evaluate_torch_lm(model: Any, streams: np.ndarray, chunk: int = 256) -> tupl
     model.train(was_training)
     positions = streams.shape[1] * (streams.shape[0] - 1)
     return total_loss / positions, correct / positions
-
-
-def _environment(threads: int | None) -> dict[str, Any]:
-    """Where the times were measured; ``torch_threads`` are those the LSTM trained with."""
-    from chargen import __version__
-
-    torch = sys.modules.get("torch")
-    return {
-        "chargen": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": getattr(torch, "__version__", None),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "torch_threads": threads or (torch.get_num_threads() if torch else None),
-    }

@@ -1,4 +1,8 @@
-"""Training tasks (language model, surname classifier and generator, palindrome probe) by name."""
+"""Training tasks (language model, surname classifier and generator, palindrome probe) by name.
+
+The registry ``TASKS`` is filled by the task modules imported below (each registers its task with
+``@register``); ``chargen.tasks.resolve`` turns a task's defaults plus overrides into configs.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +10,25 @@ from typing import Any
 
 from chargen.errors import UsageError
 from chargen.tasks.base import TASKS, Task
-
-
-def _load_all() -> None:
-    # Imported for their @register side effect; each module owns one task.
-    from chargen.tasks import lm  # noqa: F401
-
-    for optional in ("names", "palindrome"):
-        try:
-            __import__(f"chargen.tasks.{optional}")
-        except ModuleNotFoundError as e:
-            if e.name != f"chargen.tasks.{optional}":
-                raise
+from chargen.tasks import lm, names, palindrome  # noqa: E402,F401  (each registers its task)
 
 
 def task_names() -> list[str]:
-    _load_all()
     return sorted(TASKS)
+
+
+def known_task(name: str) -> str:
+    """``name`` if a task is registered under it, else a UsageError listing the known ones."""
+    if name not in TASKS:
+        raise UsageError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return name
 
 
 def build_task(name: str, **options: Any) -> Task:
     """The task registered as ``name``, built from its options."""
-    _load_all()
-    if name not in TASKS:
-        raise UsageError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    factory = TASKS[known_task(name)]
     try:
-        return TASKS[name](**options)
+        return factory(**options)
     except TypeError as e:
         if "unexpected keyword argument" not in str(e):
             raise
@@ -39,23 +36,12 @@ def build_task(name: str, **options: Any) -> Task:
         raise UsageError(f"task {name!r} does not take the option {option!r}") from None
 
 
-def task_defaults(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """A task's defaults for the model, the training loop and its own options."""
-    _load_all()
-    if name not in TASKS:
-        raise UsageError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    factory = TASKS[name]
-    return (
-        dict(getattr(factory, "model_defaults", {})),
-        dict(getattr(factory, "train_defaults", {})),
-        dict(getattr(factory, "option_defaults", {})),
-    )
-
-
 def evaluate_saved(loaded: Any, device: Any, progress: Any = None) -> dict[str, Any]:
     """Held-out metrics of a trained model, recomputed from its data: ``{"metrics": {...}, "tables": [...]}``."""
-    _load_all()
     task = loaded.config["task"]
     if task not in TASKS or not hasattr(TASKS[task], "evaluate_saved"):
         raise UsageError(f"models of task {task!r} cannot be evaluated")
     return TASKS[task].evaluate_saved(loaded, device, progress)
+
+
+__all__ = ["TASKS", "Task", "build_task", "evaluate_saved", "known_task", "task_names"]

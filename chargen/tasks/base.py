@@ -17,6 +17,11 @@ class Task(Protocol):
 
     name: ClassVar[str]
     unit: ClassVar[str]  # what throughput counts: "chars", "names", ...
+    # Defaults the resolver (chargen.tasks.resolve) starts from: ModelConfig fields, TrainConfig fields,
+    # and the task's own constructor options.
+    model_defaults: ClassVar[dict[str, Any]]
+    train_defaults: ClassVar[dict[str, Any]]
+    option_defaults: ClassVar[dict[str, Any]]
     vocab: Vocab
 
     def model_config(self, base: ModelConfig) -> ModelConfig:

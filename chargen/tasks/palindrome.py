@@ -3,19 +3,12 @@
 One run is the classic setup (UvA deep-learning practical, 2018): cross-entropy on the last step
 only, RMSProp at lr 1e-3, hidden 128, batch 128, gradient norm clipped at 10, a step budget per
 length, and an early stop once held-out accuracy has stayed at or above 99.5% for two
-evaluations in a row. ``run_probe`` trains a grid of (cell, length, seed) runs through the same
-loop as every other task and summarises where each cell stops remembering.
+evaluations in a row. The probe experiment over many cells and lengths is ``chargen.experiments.probe``.
 """
 
 from __future__ import annotations
 
-import signal
-import statistics
-import tempfile
-import time
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -23,17 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from chargen.data.palindromes import DIGITS, HELD_OUT_SEED, HELD_OUT_SIZE, MIN_LENGTH, PalindromeStream, held_out
-from chargen.errors import CheckpointError, RunInterrupted, UsageError
+from chargen.errors import CheckpointError, UsageError
 from chargen.models import ModelConfig, SequenceClassifier
-from chargen.cells import resolve_cells
-from chargen.runtime import check_batch_size, rank, resolve_seeds, world_size
+from chargen.runtime import check_batch_size, rank, world_size
 from chargen.tasks.base import register
 from chargen.vocab import Vocab
 
 DATA_SEED_OFFSET = 1_000_003  # the training stream's generator is seeded apart from the weights' init
 CHANCE = 0.1
-THRESHOLD = 0.9  # "keeps >= 90%": the level the probe summary reports per cell
-PROBE_MAX_STEPS = 500
 CLASSIC_STEPS = 10_000  # the practical's budget: the default of a single `chargen train --task palindrome`
 
 
@@ -57,16 +47,6 @@ class PalindromeConfig:
             raise UsageError(f"target accuracy must be in (0, 1], got {self.target_accuracy}")
         if self.patience < 1:
             raise UsageError(f"patience must be at least 1 evaluation, got {self.patience}")
-
-
-def steps_for_length(length: int) -> int:
-    """The probe's step budget at palindrome length ``length``: 50 steps per digit, at most 500.
-
-    Sized so that the full grid (4 cells x 7 lengths x 3 seeds) fits in about half an hour on
-    two shared CPU cores, where the long runs that never leave chance spend their whole budget.
-    Early stopping ends the runs that learn sooner.
-    """
-    return min(50 * length, PROBE_MAX_STEPS)
 
 
 @torch.no_grad()
@@ -153,193 +133,3 @@ class PalindromeTask:
         inputs, targets = held_out(options["length"], options["held_out"])
         metrics = evaluate_palindromes(loaded.model, inputs, targets, device)
         return {"metrics": {**metrics, "length": options["length"], "step": loaded.config.get("step", 0)}}
-
-
-# -- the probe: a grid of runs ----------------------------------------------------------------
-
-# progress(done runs, total runs, info): info["event"] is "start" (before a run: cell, length,
-# seed) or "end" (after it: the run's record, with its accuracy).
-ProbeProgress = Callable[[int, int, dict[str, Any]], None]
-
-
-def resolve_lengths(lengths: Iterable[int]) -> list[int]:
-    lengths = sorted({int(t) for t in lengths})
-    if not lengths:
-        raise UsageError("give at least one palindrome length")
-    if lengths[0] < MIN_LENGTH:
-        raise UsageError(f"palindrome lengths must be at least {MIN_LENGTH}, got {lengths[0]}")
-    return lengths
-
-
-@dataclass
-class ProbeSettings:
-    """The model and optimisation of every run in a probe (the classic setup by default)."""
-
-    steps: int | None = None  # one budget for every length; None: steps_for_length
-    hidden_size: int = 128
-    num_layers: int = 1
-    embed_dim: int = 10
-    lr: float = 1e-3
-    batch_size: int = 128
-    engine: str | None = None  # None: fused where the cell has a kernel (momentum cells too), else loop
-    eval_every: int = 50
-    device: str = "cpu"
-    cell_options: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "hidden_size", "num_layers", "embed_dim", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        if not self.lr > 0:
-            raise UsageError(f"--lr must be positive, got {self.lr}")
-
-    def budget(self, length: int) -> int:
-        return self.steps if self.steps is not None else steps_for_length(length)
-
-
-def probe_run(cell: str, length: int, seed: int, settings: ProbeSettings | None = None) -> dict[str, Any]:
-    """One reproducible (cell, length, seed) run through ``chargen.train.fit``: its record, JSON-ready.
-
-    The seed fixes the weights and the training palindromes; the run directory is temporary
-    (the probe keeps the numbers, not the weights).
-    """
-    from chargen.cells import get_cell
-    from chargen.train import TrainConfig, fit
-
-    settings = settings or ProbeSettings()
-    engine = settings.engine or ("fused" if get_cell(cell).has_fused else "loop")
-    budget = settings.budget(length)
-    task = PalindromeTask(seed=seed, length=length, batch_size=settings.batch_size)
-    model_cfg = ModelConfig(cell=cell, hidden_size=settings.hidden_size, num_layers=settings.num_layers,
-                            embed_dim=settings.embed_dim, engine=engine, cell_options=dict(settings.cell_options or {}))
-    train_cfg = TrainConfig(**{**PalindromeTask.train_defaults, "steps": budget, "lr": settings.lr,
-                               "eval_every": settings.eval_every, "sample_every": settings.eval_every,
-                               "log_every": settings.eval_every, "seed": seed, "device": settings.device})
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="chargen-probe-") as tmp:
-        run = fit(task, model_cfg, train_cfg, Path(tmp) / "run",
-                  command=f"chargen probe (cell {cell}, length {length}, seed {seed})")
-    return {
-        "cell": cell, "length": length, "seed": seed,
-        "accuracy": run.metrics["accuracy"], "val_loss": run.metrics["val_loss"],
-        "steps": run.step, "budget": budget, "stopped_early": run.step < budget,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-
-
-def summarise(runs: Sequence[dict[str, Any]], cells: Sequence[str], lengths: Sequence[int]) -> list[dict[str, Any]]:
-    """Per (cell, length): mean, sample standard deviation, min and max of held-out accuracy over
-    seeds, and the mean steps the runs took."""
-    rows = []
-    for cell in cells:
-        for length in lengths:
-            these = [r for r in runs if r["cell"] == cell and r["length"] == length]
-            if not these:
-                continue
-            acc = [r["accuracy"] for r in these]
-            rows.append({
-                "cell": cell, "length": length, "n": len(acc), "mean": statistics.fmean(acc),
-                "std": statistics.stdev(acc) if len(acc) > 1 else 0.0, "min": min(acc), "max": max(acc),
-                "steps_mean": statistics.fmean(r["steps"] for r in these),
-            })
-    return rows
-
-
-def longest_kept(summary: Sequence[dict[str, Any]], cells: Sequence[str],
-                 threshold: float = THRESHOLD) -> dict[str, int | None]:
-    """Per cell, the longest measured T such that mean accuracy is >= ``threshold`` at T and at
-    every shorter measured length (None when the shortest already falls below)."""
-    kept: dict[str, int | None] = {}
-    for cell in cells:
-        best = None
-        for row in sorted((r for r in summary if r["cell"] == cell), key=lambda r: r["length"]):
-            if row["mean"] < threshold:
-                break
-            best = row["length"]
-        kept[cell] = best
-    return kept
-
-
-def run_probe(
-    cells: Sequence[str],
-    lengths: Iterable[int],
-    seeds: int | Iterable[int],
-    *,
-    steps: int | None = None,
-    settings: ProbeSettings | None = None,
-    threads: int | None = 1,
-    progress: ProbeProgress | None = None,
-) -> dict[str, Any]:
-    """Train every (cell, length, seed) once and summarise held-out accuracy against palindrome length.
-
-    ``seeds`` is a count (seeds 0..n-1) or the seeds themselves; ``steps`` one budget for every
-    length (None: ``steps_for_length``), overriding ``settings.steps``. ``threads`` sets torch's
-    intra-op threads for the probe and restores them after (None: leave as is): these small
-    nets gain little from a second thread, and on a busy 2-core machine one thread ran 10x
-    faster than two (OpenMP threads spin while they wait for each other).
-    Returns JSON-ready results: ``settings``, one record per run in ``runs``, ``summary`` (mean
-    ± std per cell and length) and ``longest_90``, the longest T up to which each cell keeps
-    >= 90% mean held-out accuracy.
-    """
-    cells = resolve_cells(cells)
-    lengths = resolve_lengths(lengths)
-    seeds = resolve_seeds(seeds)
-    settings = settings or ProbeSettings()
-    if steps is not None:
-        settings = ProbeSettings(**{**asdict(settings), "steps": steps})
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {threads}")
-    grid = [(cell, length, seed) for length in lengths for cell in cells for seed in seeds]
-    runs: list[dict[str, Any]] = []
-    previous_threads = torch.get_num_threads()
-    started = time.perf_counter()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        for done, (cell, length, seed) in enumerate(grid):
-            if progress:
-                progress(done, len(grid), {"event": "start", "cell": cell, "length": length, "seed": seed})
-            try:
-                record = probe_run(cell, length, seed, settings)
-            except RunInterrupted as e:  # the run's own message points at its temporary directory
-                name = "Ctrl-C" if e.signum == signal.SIGINT else signal.Signals(e.signum).name
-                raise RunInterrupted(f"probe stopped by {name} in run {done + 1} of {len(grid)} ({cell}, T={length}, "
-                                     f"seed {seed}); {done} runs had finished", e.signum) from None
-            runs.append(record)
-            if progress:
-                progress(done + 1, len(grid), {"event": "end", **record})
-        used_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous_threads)
-    summary = summarise(runs, cells, lengths)
-    from chargen import __version__
-
-    return {
-        "cells": cells,
-        "lengths": lengths,
-        "seeds": seeds,
-        "settings": {
-            **asdict(settings),
-            "engine": settings.engine or "fused (loop for cells without a kernel)",
-            "steps": {str(t): settings.budget(t) for t in lengths},
-            "optimizer": PalindromeTask.train_defaults["optimizer"],
-            "schedule": PalindromeTask.train_defaults["schedule"],
-            "clip": PalindromeTask.train_defaults["clip"],
-            "held_out": HELD_OUT_SIZE, "held_out_seed": HELD_OUT_SEED,
-            "early_stop": {"accuracy": PalindromeConfig.target_accuracy, "patience": PalindromeConfig.patience},
-            "threshold": THRESHOLD, "chance": CHANCE,
-        },
-        "runs": runs,
-        "summary": summary,
-        "longest_90": longest_kept(summary, cells),
-        "elapsed_s": round(time.perf_counter() - started, 1),
-        "environment": {"chargen": __version__, "torch": torch.__version__, "threads": used_threads,
-                        "cpus": _cpu_count()},
-    }
-
-
-def _cpu_count() -> int | None:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

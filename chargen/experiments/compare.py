@@ -14,22 +14,27 @@ with that seed) and starts its weights from that seed; cells differ only in the 
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
-import os
-import platform
-import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from chargen import checkpoint
+from chargen.cells import resolve_cells
 from chargen.errors import ChargenError, UsageError
-from chargen.tracking import read_json, result_fields, write_json
+from chargen.experiments.harness import RunRelay, check_out_dir, copy_logs, environment, run_grid, warm_up
+from chargen.models import ModelConfig
+from chargen.plots import plot_compare
+from chargen.runtime import resolve_seeds
+from chargen.tasks import build_task, evaluate_saved
+from chargen.tasks.resolve import resolve_model, resolve_options, resolve_train
+from chargen.tracking import read_json, read_jsonl, result_fields, write_json
+from chargen.train import TrainConfig, fit
 
 FORMAT = "chargen-compare/1"
 RESULTS_JSON = "compare.json"
@@ -55,7 +60,7 @@ class RunResult:
     elapsed: float  # seconds in the training loop, evaluations and checkpoints included, as ``fit`` counts them
     wall: float  # seconds for the whole run: task setup, training, held-out evaluation
     parameters: int
-    train_seconds: float  # the training steps alone (forward, backward, update): see ``StepClock``
+    train_seconds: float  # the training steps alone (forward, backward, update), as ``fit`` times them
     units_per_second: float | None  # units trained on / train_seconds
     final: dict[str, float]  # the last evaluation's metrics (val_loss, ...)
     held_out: dict[str, float] = field(default_factory=dict)  # the task's evaluate_saved metrics, if any
@@ -139,29 +144,6 @@ def load_results(path: Path) -> CompareResult:
     return CompareResult.from_dict(read_json(path / RESULTS_JSON if path.is_dir() else path, "a chargen comparison"))
 
 
-# -- validation ----------------------------------------------------------------------------------
-
-
-def cell_options_for(cell: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The part of ``options`` (e.g. mu, s) that this cell's constructor takes; the rest is not for it."""
-    from chargen.cells import get_cell
-
-    accepted = inspect.signature(get_cell(cell).__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-        return dict(options)
-    return {k: v for k, v in options.items() if k in accepted}
-
-
-def check_cell_options(cell: str, options: dict[str, Any]) -> None:
-    """Build a 1x1 cell with ``options``: bad values (mu outside [0, 1)...) fail here as a UsageError."""
-    from chargen.cells import get_cell
-
-    try:
-        get_cell(cell)(1, 1, **options)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"cell {cell!r}: {e}") from None
-
-
 # -- the comparison ------------------------------------------------------------------------------
 
 
@@ -197,94 +179,54 @@ def compare(
     - ``out_dir``: where ``compare.json``, ``compare.png`` and ``runs/<cell>-seed<k>/`` (logs and
       config; the weights only with ``keep_weights``) go; None keeps nothing on disk.
     """
-    from chargen.cells import default_engine, get_cell, resolve_cells
-    from chargen.models import ModelConfig
-    from chargen.runtime import resolve_seeds
-    from chargen.tasks import build_task, task_defaults
-    from chargen.train import TrainConfig
-
     cells = resolve_cells(cells)
     seeds = resolve_seeds(seeds)
     if threshold is not None and not math.isfinite(threshold):
         raise UsageError(f"--threshold must be a finite loss, got {threshold}")
-    model_defaults, train_defaults, option_defaults = task_defaults(task)
-    options = {**option_defaults, **(task_options or {})}
+    options = resolve_options(task, task_options)
+    model_cfgs: dict[str, ModelConfig] = {  # the task's defaults, the overrides, and this cell
+        cell: resolve_model(task, model, cell=cell, share_cell_options=True) for cell in cells
+    }
+    train_over = {k: v for k, v in (train or {}).items() if k != "seed"}  # the seed is set per run
+    base_train = resolve_train(task, train_over, defaults={"sample_every": 10**9})  # periodic samples off
+    if "eval_every" not in train_over and base_train.steps:  # the threshold found to 5% of a step budget
+        base_train = replace(base_train, eval_every=max(1, base_train.steps // 20))
 
-    # One model config per cell: the task's defaults, the overrides, and this cell.
-    overrides = dict(model or {})
-    shared_cell_options = dict(overrides.pop("cell_options", None) or {})
-    engine = overrides.pop("engine", None)
-    overrides.pop("cell", None)
-    unknown = set(overrides) - {f.name for f in fields(ModelConfig)}
-    if unknown:
-        raise UsageError(f"unknown model settings: {', '.join(sorted(unknown))}")
-    model_cfgs: dict[str, ModelConfig] = {}
-    for cell in cells:
-        cell_engine = engine or default_engine(cell)
-        if cell_engine == "fused" and not get_cell(cell).has_fused:
-            raise UsageError(f"cell {cell!r} has no fused kernel; compare it with engine 'loop' (or leave --engine out)")
-        cfg = ModelConfig(**{**model_defaults, **overrides, "cell": cell, "engine": cell_engine,
-                             "cell_options": cell_options_for(cell, shared_cell_options)})
-        cfg.check()
-        check_cell_options(cell, cfg.cell_options)
-        model_cfgs[cell] = cfg
-
-    train_over = dict(train or {})
-    settings = {**train_defaults, "sample_every": 10**9}
-    if "steps" in train_over or "time_limit" in train_over:  # a budget given replaces the task's, both parts
-        settings.pop("steps", None)
-        settings.pop("time_limit", None)
-    settings.update(train_over)
-    settings.setdefault("steps", None)
-    if "eval_every" not in train_over and settings.get("steps"):
-        settings["eval_every"] = max(1, int(settings["steps"]) // 20)
-    known_train = {f.name for f in fields(TrainConfig)}
-    unknown = set(settings) - known_train
-    if unknown:
-        raise UsageError(f"unknown training settings: {', '.join(sorted(unknown))}")
-    settings.pop("seed", None)
-    base_train = TrainConfig(**settings)  # validates the budget and the rest once, before any run
-
-    out_dir = Path(out_dir) if out_dir is not None else None
-    if out_dir is not None and (out_dir / RESULTS_JSON).exists():
-        raise UsageError(f"{out_dir} already holds a comparison; pick another --out")
-
-    _warm_up()  # one-time imports would otherwise count in the first run's wall time
+    out_dir = check_out_dir(out_dir, RESULTS_JSON, "a comparison")
+    warm_up()  # one-time imports would otherwise count in the first run's wall time
     grid = [(cell, seed) for seed in seeds for cell in cells]  # seed-major: a stopped grid still compares cells
-    runs: list[RunResult] = []
     started = time.perf_counter()
     unit = "units"
     with tempfile.TemporaryDirectory(prefix="chargen-compare-") as scratch:
-        for done, (cell, seed) in enumerate(grid):
-            if progress:
-                progress(done, len(grid), {"event": "start", "cell": cell, "seed": seed})
+
+        def run_one(done: int, item: tuple[str, int]) -> RunResult:
+            nonlocal unit
+            cell, seed = item
             name = f"{cell}-seed{seed}"
-            if out_dir is not None and keep_weights:
-                run_dir = out_dir / "runs" / name
-            else:
-                run_dir = Path(scratch) / name
+            run_dir = out_dir / "runs" / name if out_dir is not None and keep_weights else Path(scratch) / name
             run_started = time.perf_counter()
             built = build_task(task, seed=seed, **options)
-            unit = getattr(built, "unit", unit)
-            train_cfg = TrainConfig(**{**asdict(base_train), "seed": seed})
-            clock = StepClock(built)
-            callbacks = _Relay(progress, done, len(grid), cell, seed, base_train.steps, clock)
-            from chargen.train import fit
-
-            fitted = fit(built, model_cfgs[cell], train_cfg, run_dir, callbacks,
-                         command=f"compare {task} {cell} seed={seed}")
-            record = _run_record(cell, seed, fitted, callbacks.parameters, clock)
+            unit = built.unit
+            relay = RunRelay(on_record=lambda step, metrics: progress and progress(
+                done, len(grid), {"event": "step", "cell": cell, "seed": seed,
+                                  "total_steps": base_train.steps, **metrics}))
+            fitted = fit(built, model_cfgs[cell], TrainConfig(**{**asdict(base_train), "seed": seed}), run_dir,
+                         relay, command=f"compare {task} {cell} seed={seed}")
+            record = _run_record(cell, seed, fitted, relay)
             if held_out:
                 record.held_out, record.note = _held_out(task, run_dir)
             record.wall = time.perf_counter() - run_started
             if out_dir is not None:
                 kept = out_dir / "runs" / name
                 if not keep_weights:
-                    _copy_logs(run_dir, kept)
+                    copy_logs(run_dir, kept)
                 record.run_dir = str(kept.relative_to(out_dir))
-            runs.append(record)
-            if progress:
-                progress(done + 1, len(grid), {"event": "end", "cell": cell, "seed": seed, "run": record})
+            return record
+
+        runs = run_grid(grid, run_one, name="comparison", progress=progress,
+                        describe=lambda item: {"cell": item[0], "seed": item[1]},
+                        finished=lambda item, record: {"cell": item[0], "seed": item[1], "run": record},
+                        label=lambda item: f"{item[0]}, seed {item[1]}")
 
     rule = "given"
     if threshold is None:
@@ -314,8 +256,6 @@ def compare(
     result.summary = summarise(result)
     if out_dir is not None:
         save_results(result, out_dir / RESULTS_JSON)
-        from chargen.plots import plot_compare
-
         plot_compare(result, out_dir / CURVES_PNG)
     return result
 
@@ -346,134 +286,24 @@ def summarise(result: CompareResult) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def environment() -> dict[str, Any]:
-    """Where the numbers were measured (throughput depends on it)."""
-    import torch
-
-    from chargen import __version__
-
-    return {
-        "chargen": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "cuda": torch.cuda.is_available(),
-        "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-    }
-
-
 # -- helpers -------------------------------------------------------------------------------------
 
 
-class _Relay:
-    """``fit`` callbacks that forward training log records to the comparison's progress function."""
-
-    def __init__(self, progress: CompareProgress | None, done: int, total: int, cell: str, seed: int,
-                 total_steps: int | None, clock: StepClock) -> None:
-        self.progress, self.done, self.total, self.clock = progress, done, total, clock
-        self.cell, self.seed, self.total_steps = cell, seed, total_steps
-        self.parameters = 0
-
-    def on_start(self, info: dict[str, Any]) -> None:
-        self.parameters = int(info.get("parameters", 0))
-
-    def on_step(self, step: int, metrics: dict[str, float]) -> None:
-        if self.progress:
-            self.progress(self.done, self.total, {"event": "step", "cell": self.cell, "seed": self.seed,
-                                                  "total_steps": self.total_steps, **metrics})
-
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None: ...
-    def on_sample(self, step: int, loss: float, text: str) -> None: ...
-    def on_save(self, step: int, path: Path) -> None:
-        self.clock.saved()
-
-    def on_note(self, message: str) -> None: ...
-    def on_end(self, summary: dict[str, Any]) -> None: ...
-
-
-class StepClock:
-    """Times the training steps of one run apart from its evaluations and checkpoints.
-
-    ``fit``'s own clock counts everything in the loop, so how often a comparison evaluates (and
-    how long a cell takes to evaluate) would leak into every cell's speed. The clock wraps the
-    task's ``train_loss`` and ``evaluate`` on this task object and hears ``on_save`` through the
-    callbacks: a step runs from one ``train_loss`` call to the next (forward, backward, clipping,
-    update, logging), minus any evaluation-and-checkpoint window inside it; the last step, which
-    has no next call, counts as the median step.
-    """
-
-    def __init__(self, task: Any) -> None:
-        self.starts: list[float] = []
-        self.units: list[float] = []
-        self.pauses: list[list[float]] = []  # [evaluation start, end of the checkpoint after it]
-        train_loss, evaluate = task.train_loss, task.evaluate
-
-        def timed_train_loss(*args: Any, **kwargs: Any) -> Any:
-            self.starts.append(time.perf_counter())
-            loss, items = train_loss(*args, **kwargs)
-            self.units.append(float(items))
-            return loss, items
-
-        def timed_evaluate(*args: Any, **kwargs: Any) -> Any:
-            pause = [time.perf_counter(), math.inf]
-            self.pauses.append(pause)
-            try:
-                return evaluate(*args, **kwargs)
-            finally:
-                pause[1] = time.perf_counter()  # extended to the end of the checkpoint by ``saved``
-
-        task.train_loss, task.evaluate = timed_train_loss, timed_evaluate
-
-    def saved(self) -> None:
-        """The checkpoint after the last evaluation is written: the pause ends now."""
-        if self.pauses:
-            self.pauses[-1][1] = time.perf_counter()
-
-    def step_seconds(self) -> list[float]:
-        """Seconds of each step, in order."""
-        out: list[float] = []
-        for begin, end in zip(self.starts, self.starts[1:]):
-            paused = sum(max(0.0, min(end, b) - max(begin, a)) for a, b in self.pauses)
-            out.append(max(0.0, end - begin - paused))
-        if self.starts:
-            out.append(statistics.median(out) if out else 0.0)
-        return out
-
-    def clock(self) -> list[float]:
-        """Training seconds after each step: ``clock()[k - 1]`` is the time at step ``k``."""
-        total, out = 0.0, []
-        for d in self.step_seconds():
-            total += d
-            out.append(total)
-        return out
-
-
-def _run_record(cell: str, seed: int, fitted: Any, parameters: int, clock: StepClock) -> RunResult:
-    from chargen.tracking import read_jsonl
-
+def _run_record(cell: str, seed: int, fitted: Any, relay: RunRelay) -> RunResult:
     records = list(read_jsonl(Path(fitted.run_dir) / "metrics.jsonl"))
-    at = clock.clock()
-
-    def seconds(step: int) -> float:
-        return at[min(step, len(at)) - 1] if at and step > 0 else 0.0
-
-    train_curve = [[r["step"], r["loss"], seconds(int(r["step"]))] for r in records
+    train_curve = [[r["step"], r["loss"], relay.seconds_at(int(r["step"]))] for r in records
                    if r.get("split") == "train" and "loss" in r]
     val_curve = [[r["step"], r["val_loss"]] for r in records if r.get("split") == "val" and "val_loss" in r]
-    train_seconds = at[-1] if at else 0.0
-    units = sum(clock.units)
+    train_seconds = float(fitted.train_seconds)
     return RunResult(
         cell=cell,
         seed=seed,
         steps=int(fitted.step),
         elapsed=float(fitted.elapsed),
         wall=0.0,
-        parameters=parameters,
+        parameters=relay.parameters,
         train_seconds=train_seconds,
-        units_per_second=units / train_seconds if train_seconds > 0 else None,
+        units_per_second=fitted.units / train_seconds if train_seconds > 0 else None,
         final={k: float(v) for k, v in fitted.metrics.items() if _is_number(v)},
         train_curve=train_curve,
         val_curve=val_curve,
@@ -482,30 +312,12 @@ def _run_record(cell: str, seed: int, fitted: Any, parameters: int, clock: StepC
 
 def _held_out(task: str, run_dir: Path) -> tuple[dict[str, float], str | None]:
     """The task's ``evaluate_saved`` metrics for a trained run (numbers only); a failure becomes a note."""
-    from chargen import checkpoint
-    from chargen.tasks import evaluate_saved
-
     try:
         loaded = checkpoint.load(run_dir, task=task)
         metrics = evaluate_saved(loaded, "cpu")["metrics"]
     except ChargenError as e:
         return {}, f"held-out evaluation skipped: {e}"
     return {k: float(v) for k, v in metrics.items() if _is_number(v) and k != "step"}, None
-
-
-def _warm_up() -> None:
-    import chargen.checkpoint  # noqa: F401
-    import chargen.train  # noqa: F401
-    from chargen.plots import _pyplot
-
-    _pyplot()
-
-
-def _copy_logs(run_dir: Path, kept: Path) -> None:
-    kept.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.jsonl", "samples.jsonl", "config.json"):
-        if (run_dir / name).exists():
-            shutil.copy2(run_dir / name, kept / name)
 
 
 def _first_crossing(run: RunResult, threshold: float) -> tuple[int | None, float | None]:
@@ -556,6 +368,6 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "CompareResult", "RunResult", "StepClock", "compare", "load_results", "save_results", "summarise", "stats",
-    "cell_options_for", "check_cell_options", "environment", "DEFAULT_CELLS", "RESULTS_JSON", "CURVES_PNG",
+    "CompareResult", "RunResult", "compare", "load_results", "save_results", "summarise", "stats",
+    "DEFAULT_CELLS", "RESULTS_JSON", "CURVES_PNG",
 ]

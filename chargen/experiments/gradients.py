@@ -31,8 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from chargen.cells import resolve_cells
+from chargen.data.corpora import load_corpus
 from chargen.errors import ChargenError, UsageError
+from chargen.experiments.harness import environment
+from chargen.models import ModelConfig, build_model
+from chargen.plots import plot_gradient_flow
+from chargen.runtime import resolve_seeds
+from chargen.tasks.resolve import cell_options_for, check_cell_options
 from chargen.tracking import read_json, result_fields, write_json
+from chargen.vocab import Vocab
 
 FORMAT = "chargen-gradients/1"
 RESULTS_JSON = "gradients.json"
@@ -111,8 +119,6 @@ class GradientResult:
 def gradient_model(cell: str, vocab_size: int, *, embed_dim: int = 64, hidden_size: int = 128, num_layers: int = 1,
                    cell_options: dict[str, Any] | None = None, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
     """A character LM as training would start it (loop engine, PyTorch's init), in ``dtype``."""
-    from chargen.models import ModelConfig, build_model
-
     cfg = ModelConfig(kind="lm", vocab_size=vocab_size, embed_dim=embed_dim, cell=cell, hidden_size=hidden_size,
                       num_layers=num_layers, engine="loop", cell_options=dict(cell_options or {}))
     return build_model(cfg).to(dtype)
@@ -170,10 +176,6 @@ def gradient_flow(
     ``vocab_size``. Seed ``k`` fixes the model's initial weights and the sequences, the same for
     every cell. ``cell_options`` (``mu``, ``s``...) go to the cells whose constructor takes them.
     """
-    from chargen.cells import resolve_cells
-    from chargen.compare import cell_options_for, check_cell_options, environment
-    from chargen.runtime import resolve_seeds
-
     cells = resolve_cells(cells)
     seeds = resolve_seeds(seeds)
     for name, value in (("--length", length), ("--hidden", hidden_size), ("--layers", num_layers),
@@ -221,8 +223,6 @@ def gradient_flow(
 
 def save_gradients(result: GradientResult, out_dir: Path) -> tuple[Path, Path]:
     """``gradients.json`` and ``gradients.png`` in ``out_dir``."""
-    from chargen.plots import plot_gradient_flow
-
     path = write_json(Path(out_dir) / RESULTS_JSON, result.to_dict())
     return path, plot_gradient_flow(result, Path(out_dir) / FIGURE_PNG)
 
@@ -246,9 +246,6 @@ def _source(text: str | None, vocab_size: int, length: int) -> tuple[Tensor | No
     """The character ids to slice sequences from (None: random characters), a description, the vocabulary size."""
     if text is None:
         return None, f"uniform random characters (V={vocab_size})", vocab_size
-    from chargen.data.corpora import load_corpus
-    from chargen.vocab import Vocab
-
     corpus = load_corpus(text)
     if len(corpus.text) < length + 2:
         raise UsageError(f"--text {text!r} has {len(corpus.text)} characters; need more than --length {length}")
