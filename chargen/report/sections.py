@@ -1,426 +1,21 @@
-"""`chargen report`: a Markdown report built from saved results (running the missing ones), every number traceable.
-
-The report lives in one folder::
-
-    report.md      the text: derivations, tables, verdicts and the figures below
-    figures/       PNGs drawn from the results (copied from the commands that make them, or drawn here)
-    results/       the JSON each experiment wrote: gradients/, compare-classify/, compare-lm/, probe/,
-                   reference/, bptt.json, lm-samples.json, surnames.json, surnames-gen.json
-
-``build_report`` runs each experiment whose results file is missing (or is named in ``rerun``)
-with the budget of the mode -- ``FULL`` for the committed report, ``QUICK`` for CI -- through the
-same library calls as the commands (``chargen compare``, ``chargen probe``, ``chargen gradients``,
-``chargen reference numpy-rnn``, ``chargen evaluate``), then writes the text from the results alone.
-
-Every number in the text goes through ``Numbers``, which formats it and remembers it, so a test can
-prove that no number outside equations and code was typed by hand (``untraced_numbers``).
-"""
+"""The report's sections: each reads its results files and writes its Markdown, every number through ``Numbers``; ``SECTIONS`` is their order."""
 
 from __future__ import annotations
 
 import math
 import re
-import shutil
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from chargen.errors import UsageError
-from chargen.tracking import read_json, write_json
-
-REPORT_MD = "report.md"
-RESULTS = "results"
-FIGURES = "figures"
-PAIRS = (("rnn", "momentum-rnn"), ("lstm", "momentum-lstm"))  # base cell, its momentum version
-TEMPERATURES = (0.0, 0.5, 1.0, 2.0)
-PRIME = "Sleeping beauty is"
-SAMPLE_SEED = 0
-
-
-
-class ReportCallbacks:
-    """Progress of a report build; the CLI draws it with rich, these defaults say nothing."""
-
-    def on_line(self, message: str) -> None: ...  # an experiment started, read back or finished
-
-    def on_grid(self, experiment: str, done: int, total: int, label: str) -> None: ...  # runs inside one
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much each experiment of the report runs."""
-
-    name: str
-    gradients: dict[str, Any]  # chargen.experiments.gradients.gradient_flow keywords
-    compare_classify: dict[str, Any]  # chargen.experiments.compare.compare keywords
-    compare_lm: dict[str, Any]
-    probe: dict[str, Any]  # chargen.experiments.probe.run_probe keywords (+ "settings": ProbeSettings fields)
-    reference: dict[str, Any]  # chargen.reference.run_reference keywords ("rnn": RNNSettings fields)
-    long_sample: int  # characters generated past the prime
-
-
-CELLS = ["rnn", "momentum-rnn", "lstm", "momentum-lstm"]
-
-FULL = Budget(
-    name="full",
-    gradients={"cells": CELLS, "length": 200, "hidden_size": 128, "seeds": 3, "batch": 16},
-    compare_classify={"task": "classify", "cells": CELLS, "seeds": 3, "train": {"steps": 1500}},
-    compare_lm={"task": "lm", "cells": CELLS, "seeds": 3, "task_options": {"corpus": "grimm"},
-                "train": {"steps": 1000}},
-    probe={"cells": CELLS, "lengths": list(range(5, 40, 5)), "seeds": 3, "steps": 1500},
-    reference={"corpus": "origin", "rnn": {"hidden_size": 400, "epochs": 15}, "lstm_steps": 3000},
-    long_sample=1500,
-)
-
-QUICK = Budget(
-    name="quick",
-    gradients={"cells": CELLS, "length": 30, "hidden_size": 16, "seeds": 1, "batch": 2},
-    compare_classify={"task": "classify", "cells": CELLS, "seeds": 1, "train": {"steps": 6, "eval_every": 3},
-                      "model": {"hidden_size": 16, "num_layers": 1, "embed_dim": 8}},
-    compare_lm={"task": "lm", "cells": CELLS, "seeds": 1, "task_options": {"corpus": "grimm", "batch_size": 8},
-                "train": {"steps": 6, "eval_every": 3}, "model": {"hidden_size": 16, "num_layers": 1, "embed_dim": 8}},
-    probe={"cells": CELLS, "lengths": [5, 8], "seeds": 1, "steps": 4,
-           "settings": {"hidden_size": 16, "batch_size": 16, "eval_every": 2}},
-    reference={"corpus": "origin", "rnn": {"hidden_size": 8, "epochs": 1}, "lstm_steps": 2},
-    long_sample=90,
-)
-
-
-# -- numbers ---------------------------------------------------------------------------------------
-
-
-class Numbers:
-    """Formats the report's numbers and remembers each string it made (see ``untraced_numbers``)."""
-
-    def __init__(self) -> None:
-        self.emitted: set[str] = set()
-
-    def __call__(self, value: float | int | None, spec: str = ".3f") -> str:
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            return "n/a"
-        text = format(value, spec)
-        self.emitted.update(_NUMBER.findall(text))
-        return text
-
-    def int(self, value: int | float) -> str:
-        return self(int(value), ",d")
-
-    def pct(self, value: float | None, digits: int = 1) -> str:
-        return "n/a" if value is None else self(100 * value, f".{digits}f") + "%"
-
-    def sci(self, value: float | None) -> str:
-        return self(value, ".1e")
-
-    def mean_std(self, stat: dict[str, Any] | None, spec: str = ".3f") -> str:
-        """``mean ± std`` of a stats dict from ``chargen.experiments.compare.stats``."""
-        if not stat or stat.get("mean") is None:
-            return "n/a"
-        if stat.get("n", 0) > 1:
-            return f"{self(stat['mean'], spec)} ± {self(stat['std'], spec)}"
-        return self(stat["mean"], spec)
-
-    def list(self, values: Sequence[float | int], spec: str = "g") -> str:
-        return ", ".join(self(v, spec) for v in values)
-
-
-_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?")
-_UNCHECKED = re.compile(
-    r"```.*?```"  # fenced code
-    r"|`[^`\n]*`"  # inline code
-    r"|\$\$.*?\$\$|\$[^$\n]+\$"  # math
-    r"|\]\([^)]*\)"  # link and image targets
-    r"|<!--.*?-->",  # comments
-    re.S,
-)
-
-
-def untraced_numbers(markdown: str, emitted: set[str]) -> list[str]:
-    """Numbers in ``markdown`` outside code, math and link targets that ``Numbers`` did not make."""
-    prose = _UNCHECKED.sub(" ", markdown)
-    return [n for n in _NUMBER.findall(prose) if n.lstrip("+-") not in emitted and n not in emitted]
-
-
-# -- the experiments -------------------------------------------------------------------------------
-
-
-@dataclass
-class Context:
-    """What the experiments and sections share: the folder, the budget, the numbers, the progress line."""
-
-    out: Path
-    budget: Budget
-    numbers: Numbers = field(default_factory=Numbers)
-    callbacks: ReportCallbacks = field(default_factory=ReportCallbacks)
-    figures: list[str] = field(default_factory=list)
-
-    @property
-    def results(self) -> Path:
-        return self.out / RESULTS
-
-    def say(self, message: str) -> None:
-        self.callbacks.on_line(message)
-
-    def grid(self, experiment: str, label: Callable[[dict[str, Any]], str]) -> Callable[[int, int, dict[str, Any]], None]:
-        """A progress function for ``compare`` and ``run_probe`` that reports to ``on_grid``."""
-        return lambda done, total, info: self.callbacks.on_grid(experiment, done, total, label(info))
-
-    def figure(self, source: Path, name: str) -> str:
-        """Copy a figure into ``figures/`` and return its Markdown image line."""
-        target = self.out / FIGURES / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if Path(source).resolve() != target.resolve():
-            shutil.copyfile(source, target)
-        self.figures.append(f"{FIGURES}/{name}")
-        return f"![{Path(name).stem}]({FIGURES}/{name})"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return read_json(path, "report results (delete it, or --rerun its experiment, to measure it again)")
-
-
-def run_gradients(ctx: Context) -> None:
-    from chargen.experiments.gradients import gradient_flow, save_gradients
-
-    result = gradient_flow(**ctx.budget.gradients,
-                           progress=lambda done, total, cell: ctx.callbacks.on_grid("gradients", done, total, cell))
-    save_gradients(result, ctx.results / "gradients")
-
-
-def _run_compare(ctx: Context, key: str) -> None:
-    from chargen.experiments.compare import compare, save_results
-    from chargen.plots import plot_compare
-
-    settings = dict(getattr(ctx.budget, key.replace("-", "_")))
-    out = ctx.results / key
-    if out.exists():  # a rerun replaces the old comparison
-        shutil.rmtree(out)
-    result = compare(**settings, out_dir=out, progress=ctx.grid(key, lambda i: f"{i['cell']} seed {i['seed']}"))
-    save_results(result, out / "compare.json")
-    plot_compare(result, out / "compare.png")
-
-
-def run_probe_grid(ctx: Context) -> None:
-    from chargen.plots import plot_accuracy_vs_length
-    from chargen.experiments.probe import ProbeSettings, run_probe
-
-    settings = dict(ctx.budget.probe)
-    probe_settings = ProbeSettings(**settings.pop("settings", {}))
-    results = run_probe(settings.pop("cells"), settings.pop("lengths"), settings.pop("seeds"), settings=probe_settings,
-                        progress=ctx.grid("probe", lambda i: f"{i['cell']} T={i['length']} seed {i['seed']}"), **settings)
-    out = ctx.results / "probe"
-    write_json(out / "probe.json", results)
-    plot_accuracy_vs_length(results, out / "probe.png")
-
-
-def run_reference(ctx: Context) -> None:
-    from chargen.reference import RNNSettings, run_reference as run
-
-    settings = dict(ctx.budget.reference)
-    rnn = RNNSettings(**settings.pop("rnn"))
-    out = ctx.results / "reference"
-    if out.exists():  # a rerun replaces the old results
-        shutil.rmtree(out)
-
-    def progress(info: dict[str, Any]) -> None:
-        if info["event"] == "chunk":
-            ctx.callbacks.on_grid("reference", info["epoch"] - 1, rnn.epochs, f"numpy RNN epoch {info['epoch']}")
-        elif info["event"] == "lstm_step":
-            ctx.callbacks.on_grid("reference (LSTM)", info["step"], info["steps"], f"LSTM step {info['step']}")
-
-    run(rnn=rnn, **settings, threads=1, out_dir=out, progress=progress,
-        command=f"chargen report ({ctx.budget.name} budget)")
-
-
-BPTT_LENGTHS = (1, 5, 20)
-
-
-def run_bptt(ctx: Context) -> None:
-    """The numpy RNN's hand-written BPTT against central finite differences and torch autograd (float64)."""
-    checks = [dict(length=T, **_bptt_errors(T)) for T in BPTT_LENGTHS]
-    write_json(ctx.results / "bptt.json", {"vocab": _BPTT_SHAPE[0], "hidden": _BPTT_SHAPE[1],
-                                            "batch": _BPTT_SHAPE[2], "eps": _BPTT_EPS, "checks": checks})
-
-
-_BPTT_SHAPE = (5, 6, 3)  # vocabulary, hidden units, sequences: small enough to perturb every weight
-_BPTT_EPS = 1e-6
-
-
-def _bptt_errors(length: int) -> dict[str, float]:
-    """Largest norm-wise relative error, over the parameters, of the hand-written gradients against
-    central finite differences and against torch autograd on an ``nn.RNN(relu)`` with the same weights."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    from chargen.reference import NumpyRNN
-
-    V, H, N = _BPTT_SHAPE
-    rng = np.random.default_rng(length)
-    model = NumpyRNN(V, H, seed=length, hh_scale=0.9, dtype=np.float64)
-    for p in model.params.values():  # off the init, so units are a mix of active and inactive
-        p += rng.normal(0.0, 0.4, p.shape)
-    inputs, targets = rng.integers(V, size=(length, N)), rng.integers(V, size=(length, N))
-    grads = model.loss_and_grads(inputs, targets).grads
-
-    def relative(a: Any, b: Any) -> float:
-        return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300))
-
-    fd_error = 0.0
-    for name, p in model.params.items():
-        numeric = np.zeros_like(p)
-        for i in np.ndindex(p.shape):
-            old = p[i]
-            p[i] = old + _BPTT_EPS
-            up = model.loss_and_grads(inputs, targets).loss
-            p[i] = old - _BPTT_EPS
-            down = model.loss_and_grads(inputs, targets).loss
-            p[i] = old
-            numeric[i] = (up - down) / (2 * _BPTT_EPS)
-        fd_error = max(fd_error, relative(grads[name], numeric))
-
-    t = {k: torch.tensor(v, requires_grad=True) for k, v in model.params.items()}
-    x = F.one_hot(torch.tensor(inputs), V).double()  # (T, N, V)
-    h = torch.zeros(N, H, dtype=torch.float64)
-    logits = []
-    for x_t in x:  # the same model, differentiated by torch
-        h = torch.relu(x_t @ t["W_xh"].T + h @ t["W_hh"].T + t["b_h"])
-        logits.append(h @ t["W_hy"].T + t["b_y"])
-    F.cross_entropy(torch.stack(logits).reshape(-1, V), torch.tensor(targets).reshape(-1)).backward()
-    torch_error = max(relative(grads[k], t[k].grad.numpy()) for k in t)
-    return {"finite_difference_error": fd_error, "torch_error": torch_error}
-
-
-def run_lm_samples(ctx: Context) -> None:
-    """From the shipped grimm model: samples logged during training, samples at several temperatures, a long text."""
-    import torch
-
-    from chargen import checkpoint
-    from chargen.sample import generate
-    from chargen.tracking import read_jsonl
-
-    loaded = checkpoint.load("grimm", task="lm")
-    logged = list(read_jsonl(loaded.path / "samples.jsonl"))
-    picks = sorted({round(i * (len(logged) - 1) / 4) for i in range(5)}) if logged else []
-    chunk = int(loaded.config["task_config"]["options"]["seq_len"])
-    samples = []
-    for temperature in TEMPERATURES:
-        text = "".join(generate(loaded.model, loaded.vocab, prime=PRIME, length=200, temperature=temperature,
-                                seed=SAMPLE_SEED, chunk_size=chunk))
-        samples.append({"temperature": temperature, "text": text})
-    pieces = list(generate(loaded.model, loaded.vocab, prime=PRIME, length=ctx.budget.long_sample, temperature=0.5,
-                           seed=SAMPLE_SEED, chunk_size=chunk))
-    parameters = {name: int(p.numel()) for name, p in loaded.model.named_parameters()}
-    write_json(ctx.results / "lm-samples.json", {
-        "model": str(loaded.path.name), "step": loaded.config.get("step"), "model_config": loaded.config["model"],
-        "metrics": loaded.config.get("metrics", {}), "command": loaded.config.get("command"),
-        "vocab_size": len(loaded.vocab), "parameters": parameters, "torch": torch.__version__,
-        "during_training": [logged[i] for i in picks], "temperatures": samples,
-        "long": {"prime": PRIME, "temperature": 0.5, "seed": SAMPLE_SEED, "chunk": chunk,
-                 "chunks": len(pieces), "text": "".join(pieces)},
-    })
-    if (loaded.path / "loss.png").exists():
-        shutil.copyfile(loaded.path / "loss.png", ctx.results / "grimm-loss.png")
-
-
-def _run_evaluation(ctx: Context, model: str, task: str) -> None:
-    import torch
-
-    from chargen import checkpoint
-    from chargen.tasks import evaluate_saved
-
-    loaded = checkpoint.load(model, task=task)
-    report = evaluate_saved(loaded, torch.device("cpu"))
-    report["model"] = model
-    report["command"] = loaded.config.get("command")
-    report["model_config"] = loaded.config["model"]
-    report["task_config"] = loaded.config["task_config"]
-    write_json(ctx.results / f"{model}.json", report)
-    if (loaded.path / "confusion.png").exists():
-        shutil.copyfile(loaded.path / "confusion.png", ctx.results / f"{model}-confusion.png")
-
-
-@dataclass(frozen=True)
-class Experiment:
-    name: str
-    path: str  # relative to results/: what must exist for the experiment to count as done
-    run: Callable[[Context], None]
-    about: str
-
-
-EXPERIMENTS = (
-    Experiment("gradients", "gradients/gradients.json", run_gradients, "gradient flow at initialisation"),
-    Experiment("compare-classify", "compare-classify/compare.json", lambda c: _run_compare(c, "compare-classify"),
-               "cells compared on the surname classifier"),
-    Experiment("compare-lm", "compare-lm/compare.json", lambda c: _run_compare(c, "compare-lm"),
-               "cells compared on the grimm language model"),
-    Experiment("probe", "probe/probe.json", run_probe_grid, "palindrome memorisation probe"),
-    Experiment("reference", "reference/reference.json", run_reference, "numpy RNN with hand-written BPTT"),
-    Experiment("bptt", "bptt.json", run_bptt, "BPTT gradient checks"),
-    Experiment("lm-samples", "lm-samples.json", run_lm_samples, "samples of the shipped grimm model"),
-    Experiment("surnames", "surnames.json", lambda c: _run_evaluation(c, "surnames", "classify"),
-               "the shipped surname classifier on the test split"),
-    Experiment("surnames-gen", "surnames-gen.json", lambda c: _run_evaluation(c, "surnames-gen", "generate"),
-               "the shipped name generator"),
-)
-EXPERIMENT_NAMES = tuple(e.name for e in EXPERIMENTS)
-
-
-# -- the report ------------------------------------------------------------------------------------
-
-
-def build_report(
-    out: Path,
-    *,
-    quick: bool = False,
-    rerun: Sequence[str] = (),
-    only: Sequence[str] = (),
-    callbacks: ReportCallbacks | None = None,
-) -> tuple[Path | None, Numbers]:
-    """Run what is missing, then write ``out/report.md``; returns its path and the numbers it holds.
-
-    ``only`` limits the experiments that may run, so that several processes (or machines sharing the
-    folder) can each measure a part; the report is written once every result exists, and its path
-    is None until then.
-    """
-    for option, names in (("--rerun", rerun), ("--only", only)):
-        unknown = sorted(set(names) - set(EXPERIMENT_NAMES))
-        if unknown:
-            raise UsageError(f"{option}: unknown experiment {unknown[0]!r}; known: {', '.join(EXPERIMENT_NAMES)}")
-    out = Path(out)
-    try:
-        (out / RESULTS).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out: cannot create {out / RESULTS}: {e.strerror or e}") from None
-    ctx = Context(out, QUICK if quick else FULL, callbacks=callbacks or ReportCallbacks())
-    started = time.perf_counter()
-    missing: list[str] = []  # experiments outside --only that have no results yet
-    for experiment in EXPERIMENTS:
-        done = (ctx.results / experiment.path).exists()
-        if done and experiment.name not in rerun:
-            ctx.say(f"{experiment.name}: reading {RESULTS}/{experiment.path}")
-            continue
-        if only and experiment.name not in only:
-            if not done:
-                missing.append(experiment.name)
-            continue
-        ctx.say(f"{experiment.name}: running ({experiment.about}, {ctx.budget.name} budget)")
-        t0 = time.perf_counter()
-        experiment.run(ctx)
-        ctx.say(f"{experiment.name}: done in {time.perf_counter() - t0:.0f}s")
-    if missing:
-        ctx.say(f"{REPORT_MD} not written yet: no results for {', '.join(missing)} (outside --only)")
-        return None, ctx.numbers
-    text = "\n\n".join(section(ctx) for section in SECTIONS).rstrip() + "\n"
-    path = out / REPORT_MD
-    path.write_text(text, encoding="utf-8")
-    ctx.say(f"wrote {path} ({len(ctx.figures)} figures) in {time.perf_counter() - started:.0f}s")
-    return path, ctx.numbers
-
-
-# -- sections --------------------------------------------------------------------------------------
-
+from chargen.cells import MomentumRNNCell, PhasedLSTMCell
+from chargen.experiments.compare import load_results as load_comparison
+from chargen.experiments.gradients import load_gradients
+from chargen.plots import plot_time_gate
+from chargen.reference import DEMO, trace_memory
+from chargen.reference import load_results as load_reference
+from chargen.reference.hand_lstm import DEFAULT_GAIN
+from chargen.report.context import FIGURES, PAIRS, PRIME, RESULTS, SAMPLE_SEED, Context, read_results
+from chargen.report.numbers import Numbers
 
 def _header(ctx: Context) -> str:
     mode = ("the **quick** budgets (a smoke test of the pipeline: the numbers mean nothing)"
@@ -444,10 +39,6 @@ Losses are in nats per character unless stated; bits per character are nats divi
 
 
 def _gradient_section(ctx: Context) -> str:
-    from chargen.experiments.gradients import load_gradients
-
-    from chargen.cells import MomentumRNNCell
-
     n = ctx.numbers
     result = load_gradients(ctx.results / "gradients")
     figure = ctx.figure(ctx.results / "gradients" / "gradients.png", "gradients.png")
@@ -549,15 +140,13 @@ def _compare_table(result: Any, n: Numbers) -> str:
 
 
 def _compare_section(ctx: Context) -> str:
-    from chargen.experiments.compare import load_results
-
     n = ctx.numbers
     parts = ["## RNN vs MomentumRNN, LSTM vs MomentumLSTM"]
     parts.append("Each comparison trains every cell with the same data order, initial-weight seed, model size and "
                  "step budget (`chargen compare`); the table gives mean ± standard deviation over seeds. "
                  "A difference within twice the combined seed-to-seed spread is reported as no clear difference.")
     for key, title in (("compare-classify", "Surname classifier"), ("compare-lm", "Book language model")):
-        result = load_results(ctx.results / key)
+        result = load_comparison(ctx.results / key)
         figure = ctx.figure(ctx.results / key / "compare.png", f"{key}.png")
         model = result.model[result.cells[0]]
         budget = result.train.get("steps")
@@ -591,7 +180,7 @@ threshold {n(result.threshold)} ({result.threshold_rule}).{' Momentum settings: 
 
 def _probe_section(ctx: Context) -> str:
     n = ctx.numbers
-    results = _read_json(ctx.results / "probe" / "probe.json")
+    results = read_results(ctx.results / "probe" / "probe.json")
     figure = ctx.figure(ctx.results / "probe" / "probe.png", "probe.png")
     settings = results["settings"]
     lengths = results["lengths"]
@@ -637,10 +226,8 @@ other here, not with runs of other budgets."""
 
 
 def _bptt_section(ctx: Context) -> str:
-    from chargen.experiments.gradients import load_gradients
-
     n = ctx.numbers
-    study = _read_json(ctx.results / "bptt.json")
+    study = read_results(ctx.results / "bptt.json")
     checks = "\n".join(f"| {n.int(c['length'])} | {n.sci(c['finite_difference_error'])} | {n.sci(c['torch_error'])} |"
                        for c in study["checks"])
     flow = load_gradients(ctx.results / "gradients")
@@ -684,7 +271,7 @@ same weights, in float64 with {n.int(study['vocab'])} symbols, {n.int(study['hid
 
 def _lstm_section(ctx: Context) -> str:
     n = ctx.numbers
-    samples = _read_json(ctx.results / "lm-samples.json")
+    samples = read_results(ctx.results / "lm-samples.json")
     cfg = samples["model_config"]
     V, E, H, layers = samples["vocab_size"], cfg["embed_dim"], cfg["hidden_size"], cfg["num_layers"]
     counted = sum(samples["parameters"].values())
@@ -718,9 +305,6 @@ chargen's own `LSTMCell` with such weights (`chargen.reference.trace_memory`): {
 
 
 def _hand_lstm_table(n: Numbers) -> str:
-    from chargen.reference import DEMO, trace_memory
-    from chargen.reference.hand_lstm import DEFAULT_GAIN
-
     rows = ["| t | bit | store | read | i | f | g | o | c | h | reads |", "|" + "---:|" * 11]
     for r in trace_memory(DEMO):
         shown = "" if r["output"] is None else n.int(r["output"])
@@ -737,14 +321,11 @@ asked:
 
 
 def _phased_section(ctx: Context) -> str:
-    from chargen.plots import plot_time_gate
-
     n = ctx.numbers
     # r_on wider than the default so the triangle is visible; the leak is the paper's
     period, shift, r_on, leak = 40.0, 10.0, 0.25, 1e-3
     path = plot_time_gate(ctx.out / FIGURES / "phased-gate.png", period=period, shift=shift, r_on=r_on, leak=leak)
     ctx.figures.append(f"{FIGURES}/{path.name}")
-    from chargen.cells import PhasedLSTMCell
 
     cell = PhasedLSTMCell(1, 1)
     default_r_on = cell.gate.r_on
@@ -776,7 +357,7 @@ tensor carried across chunks, so a chunked run equals the whole one. The cell ru
 
 def _lm_section(ctx: Context) -> str:
     n = ctx.numbers
-    samples = _read_json(ctx.results / "lm-samples.json")
+    samples = read_results(ctx.results / "lm-samples.json")
     metrics = samples["metrics"]
     during = "\n".join(f"- step {n.int(s['step'])} (training loss {n(s['loss'])}): `{_inline(s['text'])}`"
                        for s in samples["during_training"])
@@ -817,8 +398,8 @@ def _inline(text: str) -> str:
 
 def _surnames_section(ctx: Context) -> str:
     n = ctx.numbers
-    clf = _read_json(ctx.results / "surnames.json")
-    gen = _read_json(ctx.results / "surnames-gen.json")
+    clf = read_results(ctx.results / "surnames.json")
+    gen = read_results(ctx.results / "surnames-gen.json")
     m, g = clf["metrics"], gen["metrics"]
     confusion = ""
     if (ctx.results / "surnames-confusion.png").exists():
@@ -872,10 +453,8 @@ def _confused(cell: str, n: Numbers) -> str:
 
 
 def _reference_section(ctx: Context) -> str:
-    from chargen.reference import load_results
-
     n = ctx.numbers
-    result = load_results(ctx.results / "reference")
+    result = load_reference(ctx.results / "reference")
     data, rnn = result.data, result.numpy_rnn
     settings = rnn.settings
     epochs = rnn.epochs

@@ -1,0 +1,61 @@
+"""``build_report``: run the experiments whose results are missing, then write ``report.md`` from the results alone."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from chargen.errors import UsageError
+from chargen.report.context import FULL, QUICK, REPORT_MD, RESULTS, Context, ReportCallbacks
+from chargen.report.numbers import Numbers
+from chargen.report.runners import EXPERIMENT_NAMES, EXPERIMENTS
+from chargen.report.sections import SECTIONS
+
+def build_report(
+    out: Path,
+    *,
+    quick: bool = False,
+    rerun: Sequence[str] = (),
+    only: Sequence[str] = (),
+    callbacks: ReportCallbacks | None = None,
+) -> tuple[Path | None, Numbers]:
+    """Run what is missing, then write ``out/report.md``; returns its path and the numbers it holds.
+
+    ``only`` limits the experiments that may run, so that several processes (or machines sharing the
+    folder) can each measure a part; the report is written once every result exists, and its path
+    is None until then.
+    """
+    for option, names in (("--rerun", rerun), ("--only", only)):
+        unknown = sorted(set(names) - set(EXPERIMENT_NAMES))
+        if unknown:
+            raise UsageError(f"{option}: unknown experiment {unknown[0]!r}; known: {', '.join(EXPERIMENT_NAMES)}")
+    out = Path(out)
+    try:
+        (out / RESULTS).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out: cannot create {out / RESULTS}: {e.strerror or e}") from None
+    ctx = Context(out, QUICK if quick else FULL, callbacks=callbacks or ReportCallbacks())
+    started = time.perf_counter()
+    missing: list[str] = []  # experiments outside --only that have no results yet
+    for experiment in EXPERIMENTS:
+        done = (ctx.results / experiment.path).exists()
+        if done and experiment.name not in rerun:
+            ctx.say(f"{experiment.name}: reading {RESULTS}/{experiment.path}")
+            continue
+        if only and experiment.name not in only:
+            if not done:
+                missing.append(experiment.name)
+            continue
+        ctx.say(f"{experiment.name}: running ({experiment.about}, {ctx.budget.name} budget)")
+        t0 = time.perf_counter()
+        experiment.run(ctx)
+        ctx.say(f"{experiment.name}: done in {time.perf_counter() - t0:.0f}s")
+    if missing:
+        ctx.say(f"{REPORT_MD} not written yet: no results for {', '.join(missing)} (outside --only)")
+        return None, ctx.numbers
+    text = "\n\n".join(section(ctx) for section in SECTIONS).rstrip() + "\n"
+    path = out / REPORT_MD
+    path.write_text(text, encoding="utf-8")
+    ctx.say(f"wrote {path} ({len(ctx.figures)} figures) in {time.perf_counter() - started:.0f}s")
+    return path, ctx.numbers
