@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -80,33 +80,53 @@ def generate(
     last = logits[-1]  # (1, V)
     produced = 0
     while produced < length:
-        chunk, last, state, stopped = _chunk(model, last, state, min(chunk_size, length - produced),
-                                             temperature, top_k, generator, cond, stop_id)
-        produced += len(chunk)
-        if chunk:
-            yield vocab.decode(chunk)
+        rows, last, state, stopped = sample_steps(model, last, state, min(chunk_size, length - produced),
+                                                  temperature=temperature, top_k=top_k, generator=generator,
+                                                  condition=cond, stop_id=stop_id)
+        produced += len(rows[0])
+        if rows[0]:
+            yield vocab.decode(rows[0])
         if stopped:
             return
 
 
-def _chunk(
+def sample_steps(
     model: CharLM,
     last: Tensor,
     state: State,
-    n: int,
-    temperature: float,
-    top_k: int | None,
-    generator: torch.Generator,
-    cond: Tensor | None,
-    stop_id: int | None,
-) -> tuple[list[int], Tensor, State, bool]:
-    """Generate ``n`` ids one step at a time from ``last`` logits and the carried ``state``."""
-    out: list[int] = []
-    for _ in range(n):
-        nxt = sample_next(last, temperature, top_k, generator)  # (1,)
-        if stop_id is not None and int(nxt) == stop_id:
+    steps: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    condition: Tensor | None = None,
+    stop_id: int | None = None,
+    banned: Sequence[int] = (),
+) -> tuple[list[list[int]], Tensor, State, bool]:
+    """The one generation loop: up to ``steps`` ids for each of N rows, one model step per character.
+
+    ``last (N, V)`` holds the logits after the prime and ``state`` its state; both are carried, so
+    calling this again continues the same text. A row ends at ``stop_id`` (not included); the loop
+    ends when every row has. ``banned`` ids are never drawn. Returns the ids per row, the last
+    logits and state (to continue from), and whether every row stopped.
+    """
+    n = last.shape[0]
+    out: list[list[int]] = [[] for _ in range(n)]
+    done = [False] * n
+    for _ in range(steps):
+        if banned:
+            last = last.clone()
+            last[:, list(banned)] = float("-inf")
+        nxt = sample_next(last, temperature, top_k, generator)  # (N,)
+        for i, token in enumerate(nxt.tolist()):
+            if done[i]:
+                continue
+            if token == stop_id:
+                done[i] = True
+            else:
+                out[i].append(token)
+        if all(done):
             return out, last, state, True
-        out.append(int(nxt))
-        logits, _, state = model(nxt.view(1, 1), state, condition=cond)
+        logits, _, state = model(nxt.view(1, -1), state, condition=condition)
         last = logits[-1]
     return out, last, state, False

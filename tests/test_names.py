@@ -18,17 +18,9 @@ from chargen.errors import CorpusError, UsageError
 from chargen.models import ModelConfig, build_model
 from chargen.paths import PROJECT_ROOT
 from chargen.tasks import build_task
-from chargen.tasks.names import (
-    EOS,
-    MAX_NAME_LENGTH,
-    classifier_vocab,
-    classify_names,
-    conditional_log_probs,
-    generator_vocab,
-    pad_batch,
-    sample_names,
-    score,
-)
+from chargen.tasks.classify import classify_names, score
+from chargen.tasks.generate import conditional_log_probs, sample_names
+from chargen.tasks.names import EOS, MAX_NAME_LENGTH, classifier_vocab, generator_vocab, pad_batch
 
 runner = CliRunner()
 LANGS = ["Czech", "English", "German", "Scottish"]
@@ -257,7 +249,7 @@ def test_classifier_flags_are_checked(tmp_path: Path, flag: str, value: str, mes
 
 
 def test_train_hands_the_classifier_options_to_the_task(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from chargen.tasks.names import ClassifyConfig
+    from chargen.tasks.classify import ClassifyConfig
     from chargen.train import Run
 
     seen: list[dict[str, object]] = []
@@ -316,7 +308,7 @@ def one_thread():
 
 @pytest.mark.corpus
 def test_a_small_classifier_beats_the_majority_class_by_a_wide_margin(corpus_mirror: Path, tmp_path: Path, one_thread) -> None:
-    from chargen.tasks.names import ClassifyTask
+    from chargen.tasks.classify import ClassifyTask
     from chargen.train import TrainConfig, fit
 
     task = build_task("classify", seed=0, balance="none", batch_size=32)
@@ -334,7 +326,7 @@ def test_a_small_classifier_beats_the_majority_class_by_a_wide_margin(corpus_mir
 
 @pytest.mark.corpus
 def test_a_small_generator_learns_and_is_evaluated(corpus_mirror: Path, tmp_path: Path, one_thread) -> None:
-    from chargen.tasks.names import GenerateTask
+    from chargen.tasks.generate import GenerateTask
     from chargen.train import TrainConfig, fit
 
     task = build_task("generate", seed=0)

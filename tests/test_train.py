@@ -133,7 +133,7 @@ def test_palindrome_interrupted_and_resumed_equals_the_straight_run(tmp_path: Pa
 
 @pytest.mark.corpus
 def test_classifier_interrupted_and_resumed_equals_the_straight_run(corpus_mirror: Path, tmp_path: Path) -> None:
-    pytest.importorskip("chargen.tasks.names")
+    pytest.importorskip("chargen.tasks.classify")
     task = build_task("classify", seed=1, balance="weighted", batch_size=16)  # loading the names takes a while: once
     cfg = train_cfg(steps=6, eval_every=3)
     fit(copy.deepcopy(task), MODEL, cfg, tmp_path / "straight")

@@ -35,7 +35,7 @@ def classify(
     from chargen.cli.ui import err_console
     from chargen.errors import UsageError
     from chargen.runtime import resolve_device
-    from chargen.tasks.names import classify_names
+    from chargen.tasks.classify import classify_names
 
     if top < 1:
         raise UsageError(f"--top must be at least 1, got {top}")

@@ -32,29 +32,12 @@ def sample(
       chargen sample --model surnames-gen --lang Russian -n 10
     """
     from chargen import checkpoint
-    from chargen.errors import UsageError
     from chargen.runtime import resolve_device
-    from chargen.sample import check_sampling, generate
+    from chargen.tasks import sample_saved
 
     temperature = 0.0 if greedy else temp
-    check_sampling(temperature, top_k, length)
-    if n < 1:
-        raise UsageError(f"-n must be at least 1, got {n}")
     loaded = checkpoint.load(model, task=("lm", "generate"), device=resolve_device(device))
-    if loaded.config["task"] == "generate":
-        from chargen.tasks.names import sample_names
-
-        for name in sample_names(loaded, lang=lang, start=start, n=n, temperature=temperature, top_k=top_k, seed=seed):
-            sys.stdout.write(name + "\n")
-        return
-    if lang or start:
-        raise UsageError("--lang and --start are for name generators; this is a text model (use --prime)")
-    loaded.vocab.encode(prime, what="the prime")  # fail before anything reaches stdout
-    chunk = int(loaded.config["task_config"]["options"].get("seq_len", 30))
-    for i in range(n):
-        sys.stdout.write(prime)
-        for piece in generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
-                              top_k=top_k, seed=None if seed is None else seed + i, chunk_size=chunk):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n" if i == n - 1 else "\n\n")
+    for piece in sample_saved(loaded, prime=prime, length=length, n=n, temperature=temperature, top_k=top_k,
+                              seed=seed, lang=lang, start=start):
+        sys.stdout.write(piece)
+        sys.stdout.flush()

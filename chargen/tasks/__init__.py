@@ -6,11 +6,13 @@ The registry ``TASKS`` is filled by the task modules imported below (each regist
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from chargen.errors import UsageError
+from chargen.sample import check_sampling
 from chargen.tasks.base import TASKS, Task
-from chargen.tasks import lm, names, palindrome  # noqa: E402,F401  (each registers its task)
+from chargen.tasks import classify, generate, lm, palindrome  # noqa: E402,F401  (each registers its task)
 
 
 def task_names() -> list[str]:
@@ -44,4 +46,16 @@ def evaluate_saved(loaded: Any, device: Any, progress: Any = None) -> dict[str, 
     return TASKS[task].evaluate_saved(loaded, device, progress)
 
 
-__all__ = ["TASKS", "Task", "build_task", "evaluate_saved", "known_task", "task_names"]
+def sample_saved(loaded: Any, **options: Any) -> Iterator[str]:
+    """Text from a trained generative model as it is written (``prime``, ``length``, ``n``, ``temperature``,
+    ``top_k``, ``seed``, ``lang``, ``start``): the saved model's task decides what a sample is."""
+    task = loaded.config["task"]
+    if task not in TASKS or not hasattr(TASKS[task], "sample_saved"):
+        raise UsageError(f"models of task {task!r} do not generate text")
+    if options.get("n", 1) < 1:
+        raise UsageError(f"-n must be at least 1, got {options['n']}")
+    check_sampling(options.get("temperature", 1.0), options.get("top_k"), options.get("length", 0))
+    return TASKS[task].sample_saved(loaded, **options)
+
+
+__all__ = ["TASKS", "Task", "build_task", "evaluate_saved", "known_task", "sample_saved", "task_names"]

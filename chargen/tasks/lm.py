@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -174,6 +175,21 @@ class LanguageModelTask:
         loss = evaluate_lm(loaded.model, data.val, device)
         return {"metrics": {"val_loss": loss, "val_bpc": loss / math.log(2), "val_chars": data.val.numel(),
                             "step": loaded.config.get("step", 0)}}
+
+    @staticmethod
+    def sample_saved(loaded: Any, *, prime: str = "", length: int = 500, n: int = 1, temperature: float = 1.0,
+                     top_k: int | None = None, seed: int | None = None, lang: str | None = None,
+                     start: str | None = None) -> Iterator[str]:
+        """``n`` texts from a saved LM as they are written: each the prime, then its continuation, then a blank line."""
+        if lang or start:
+            raise UsageError("--lang and --start are for name generators; this is a text model (use --prime)")
+        loaded.vocab.encode(prime, what="the prime")  # fail before anything is written
+        chunk = int(loaded.config["task_config"]["options"].get("seq_len", 30))
+        for i in range(n):
+            yield prime
+            yield from generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
+                                top_k=top_k, seed=None if seed is None else seed + i, chunk_size=chunk)
+            yield "\n" if i == n - 1 else "\n\n"
 
     def state_dict(self) -> dict[str, Any]:
         # The carried state is part of the data position: resuming mid-epoch continues from it.
