@@ -391,16 +391,16 @@ def default_engine(cell: str) -> str:
 def resolve_cells(cells: Sequence[str] | str) -> list[str]:
     """Registered cell names from a list or a comma-separated string, in order, without repeats.
 
-    An empty list or an unknown name is a UsageError (these lists come from ``--cells`` options).
+    An empty list or an unknown name is a UsageError (these lists are what a user typed).
     """
     if isinstance(cells, str):
         cells = cells.split(",")
     names = list(dict.fromkeys(c.strip() for c in cells if c.strip()))
     if not names:
-        raise UsageError("--cells: give at least one cell, e.g. rnn,lstm")
+        raise UsageError("cells: give at least one cell, e.g. rnn,lstm", params="cells")
     unknown = [c for c in names if c not in CELLS]
     if unknown:
-        raise UsageError(f"--cells: unknown cell {unknown[0]!r}; known cells: {', '.join(CELLS)}")
+        raise UsageError(f"cells: unknown cell {unknown[0]!r}; known cells: {', '.join(CELLS)}", params="cells")
     return names
 
 

@@ -284,7 +284,7 @@ class RunLock:
             if owner is None:
                 continue  # released since our attempt
             if _alive(owner):
-                raise RunLocked(self._locked_message(owner))
+                raise RunLocked(self._locked_message(owner), params="run_dir")
             self._clear_stale(owner)
         raise RunLocked(f"{self.path.parent} is being claimed by other runs; try again")
 
@@ -330,7 +330,7 @@ class RunLock:
         who = f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}, since {owner.get('since', '?')}"
         return (
             f"{self.path.parent} is in use by another training run ({who}); wait for it or pick another "
-            f"--out (if no run is using it, delete {self.path})"
+            f"run_dir (if no run is using it, delete {self.path})"
         )
 
 

@@ -63,13 +63,13 @@ def process_group(device: torch.device) -> Iterator[Group | None]:
     if device.type == "cuda":
         if device.index is not None and world_size() > 1:
             raise UsageError(
-                f"--device {device}: under torchrun every process drives the GPU of its LOCAL_RANK; "
-                "pass --device cuda (or auto)"
+                f"device {device}: under torchrun every process drives the GPU of its LOCAL_RANK; "
+                "pass device cuda (or auto)", params="device"
             )
         device = torch.device("cuda", local_rank())
         torch.cuda.set_device(device)
     elif device.type != "cpu":
-        raise UsageError(f"--device {device.type}: distributed training runs on cpu (gloo) or cuda (nccl)")
+        raise UsageError(f"device {device.type}: distributed training runs on cpu (gloo) or cuda (nccl)", params="device")
     owner = not dist.is_initialized()
     if owner:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 
 class ChargenError(Exception):
-    """A failure the user can fix; the CLI prints ``label: message`` as one line and exits ``exit_code``."""
+    """A failure the user can fix; the CLI prints ``label: message`` as one line and exits ``exit_code``.
+
+    Messages name the library's parameters (``hidden_size``), as a notebook user calls them; ``params``
+    lists the ones a message names, so that the CLI can put its own flags (``--hidden``) in their place.
+    """
 
     exit_code = 1
     label = "error"
+
+    def __init__(self, *args: object, params: str | tuple[str, ...] = ()) -> None:
+        super().__init__(*args)
+        self.params: tuple[str, ...] = (params,) if isinstance(params, str) else tuple(params)
+
+    def __reduce__(self) -> tuple[object, ...]:  # keep ``params`` across pickling (errors cross processes)
+        return type(self), self.args, self.__dict__
 
 
 class UsageError(ChargenError):

@@ -32,18 +32,18 @@ class ModelConfig:
     condition_dim: int = 0
 
     def check(self) -> None:
-        """Raise a UsageError, in the words of `chargen train`'s options, for settings no model can have."""
+        """Raise a UsageError, naming the parameter, for settings no model can have."""
         from chargen.cells import CELLS
 
         if self.cell not in CELLS:
-            raise UsageError(f"--cell: unknown cell {self.cell!r}; known cells: {', '.join(CELLS)}")
-        for name, flag in (("num_layers", "--layers"), ("hidden_size", "--hidden"), ("embed_dim", "--embed")):
+            raise UsageError(f"cell: unknown cell {self.cell!r}; known cells: {', '.join(CELLS)}", params="cell")
+        for name in ("num_layers", "hidden_size", "embed_dim"):
             if getattr(self, name) < 1:
-                raise UsageError(f"{flag} must be positive, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be positive, got {getattr(self, name)}", params=name)
         if not 0 <= self.dropout < 1:
-            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+            raise UsageError(f"dropout must be in [0, 1), got {self.dropout}", params="dropout")
         if self.engine == "fused" and not CELLS[self.cell].has_fused:
-            raise UsageError(f"--cell {self.cell} has no fused kernel; use --engine loop")
+            raise UsageError(f"cell {self.cell} has no fused kernel; use engine loop", params=("cell", "engine"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -49,7 +49,7 @@ def resolve_seeds(seeds: int | Iterable[int]) -> list[int]:
     """A count ``n`` means seeds 0..n-1; an iterable gives the seeds themselves, without repeats."""
     if isinstance(seeds, int):
         if seeds < 1:
-            raise UsageError(f"--seeds must be at least 1, got {seeds}")
+            raise UsageError(f"seeds must be at least 1, got {seeds}", params="seeds")
         return list(range(seeds))
     chosen = list(dict.fromkeys(int(s) for s in seeds))
     if not chosen:
@@ -69,9 +69,9 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available to this torch build")
+        raise UsageError("device cuda: no CUDA device is available to this torch build", params="device")
     if kind == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps: the MPS backend is not available on this machine")
+        raise UsageError("device mps: the MPS backend is not available on this machine", params="device")
     return torch.device(name)
 
 
@@ -88,9 +88,10 @@ def world_size() -> int:
 def check_batch_size(batch_size: int) -> None:
     """``--batch-size`` is the global batch: positive, and split evenly over the processes."""
     if batch_size < 1:
-        raise UsageError(f"--batch-size must be positive, got {batch_size}")
+        raise UsageError(f"batch_size must be positive, got {batch_size}", params="batch_size")
     if batch_size % world_size():
-        raise UsageError(f"--batch-size {batch_size} is the global batch; it must split evenly over {world_size()} processes")
+        raise UsageError(f"batch_size {batch_size} is the global batch; it must split evenly over {world_size()} processes",
+                         params="batch_size")
 
 
 def local_rank() -> int:

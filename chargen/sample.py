@@ -31,11 +31,11 @@ def sample_next(
 
 def check_sampling(temperature: float, top_k: int | None, length: int) -> None:
     if temperature < 0:
-        raise UsageError(f"--temp must be 0 (greedy) or positive, got {temperature}")
+        raise UsageError(f"temperature must be 0 (greedy) or positive, got {temperature}", params="temperature")
     if top_k is not None and top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, got {top_k}")
+        raise UsageError(f"top_k must be at least 1, got {top_k}", params="top_k")
     if not 0 <= length <= MAX_LENGTH:
-        raise UsageError(f"--length must be between 0 and {MAX_LENGTH:,}, got {length}")
+        raise UsageError(f"length must be between 0 and {MAX_LENGTH:,}, got {length}", params="length")
 
 
 @torch.no_grad()

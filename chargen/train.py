@@ -56,22 +56,24 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.steps is None and self.time_limit is None:
-            raise UsageError("give a budget: --steps, --time, or both")
+            raise UsageError("give a budget: steps, time_limit, or both", params=("steps", "time_limit"))
         if self.steps is not None and self.steps < 1:
-            raise UsageError(f"--steps must be positive, got {self.steps}")
+            raise UsageError(f"steps must be positive, got {self.steps}", params="steps")
         if self.time_limit is not None and self.time_limit <= 0:
-            raise UsageError(f"--time must be positive, got {self.time_limit}")
+            raise UsageError(f"time_limit must be positive, got {self.time_limit}", params="time_limit")
         if not self.lr > 0:
-            raise UsageError(f"--lr must be positive, got {self.lr}")
+            raise UsageError(f"lr must be positive, got {self.lr}", params="lr")
         if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise UsageError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
+                             params="optimizer")
         if self.schedule not in SCHEDULES:
-            raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise UsageError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
+                             params="schedule")
         if self.clip < 0:
-            raise UsageError(f"--clip must be 0 (off) or positive, got {self.clip}")
+            raise UsageError(f"clip must be 0 (off) or positive, got {self.clip}", params="clip")
         for name in ("eval_every", "sample_every", "log_every"):
             if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be positive, got {getattr(self, name)}", params=name)
 
 
 class Callbacks:
@@ -229,7 +231,8 @@ class _Training:
         self.cb = (callbacks or Callbacks()) if self.main else Callbacks()  # rank 0 alone reports
         self.world = group.world_size if group else 1
         if not resume and (run_dir / checkpoint.CONFIG).exists():
-            raise UsageError(f"{run_dir} already holds a trained model; resume it with --resume or pick another --out")
+            raise UsageError(f"{run_dir} already holds a trained model; resume it with resume or pick another run_dir",
+                             params=("resume", "run_dir"))
         # The same initial weights on every rank (DDP would broadcast rank 0's anyway); then the
         # generators behind dropout and any random batches differ per rank.
         seed_everything(cfg.seed)

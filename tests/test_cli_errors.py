@@ -226,7 +226,7 @@ CASES = [
     Case("probe: zero seeds", ["probe", "--seeds", "0", "--out", "{tmp}/probe"], 2, "--seeds must be at least 1"),
     Case("probe: zero steps", ["probe", "--steps", "0", "--out", "{tmp}/probe"], 2, "--steps must be positive"),
     Case("probe: zero hidden units", ["probe", "--hidden", "0", "--out", "{tmp}/probe"], 2,
-         "--hidden-size must be positive"),
+         "--hidden must be positive"),
     Case("probe: output under a file", ["probe", "--lengths", "5", "--seeds", "1", "--out", "{world}/afile/probe"],
          2, "--out: cannot create"),
     # compare

@@ -83,7 +83,7 @@ def test_every_task_refuses_a_global_batch_that_does_not_split_over_the_processe
     from chargen.errors import UsageError
 
     monkeypatch.setenv("WORLD_SIZE", "3")
-    with pytest.raises(UsageError, match="--batch-size 64 is the global batch; it must split evenly over 3 processes"):
+    with pytest.raises(UsageError, match="batch_size 64 is the global batch; it must split evenly over 3 processes"):
         build_task(task, batch_size=64, **options)
 
 

@@ -261,9 +261,9 @@ def test_hand_weighted_lstm_is_chargens_cell_and_runs_on_the_fused_kernel() -> N
 
 
 def test_settings_are_checked_before_anything_runs(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="--hidden must be positive"):
+    with pytest.raises(UsageError, match="hidden_size must be positive"):
         run_reference("atlantis", RNNSettings(hidden_size=0), out_dir=tmp_path / "out")
-    with pytest.raises(UsageError, match="--lstm-steps"):
+    with pytest.raises(UsageError, match="lstm_steps"):
         run_reference("atlantis", lstm_steps=-1, out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

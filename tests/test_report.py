@@ -96,6 +96,6 @@ def test_untraced_numbers_sees_typed_numbers_and_skips_math_and_code() -> None:
 def test_an_unknown_experiment_is_refused_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown experiment 'everything'"):
         build_report(tmp_path / "report", rerun=["everything"])
-    with pytest.raises(UsageError, match="--only: unknown experiment 'probes'"):
+    with pytest.raises(UsageError, match="only: unknown experiment 'probes'"):
         build_report(tmp_path / "report", only=["probes"])
     assert not (tmp_path / "report").exists()

@@ -10,6 +10,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from chargen import __version__
+from chargen.cli.flags import cli_message
 from chargen.errors import ChargenError, RunInterrupted
 
 try:  # typer >= 0.29 carries its own copy of click
@@ -33,7 +34,7 @@ class ChargenGroup(TyperGroup):
                 raise
             # A stop signal reaches every rank of a torchrun launch; rank 0 speaks for all of them.
             if _rank() == 0 or not isinstance(e, RunInterrupted):
-                _error_line(e.label, str(e))
+                _error_line(e.label, cli_message(e, ctx.invoked_subcommand))
             raise typer.Exit(code=e.exit_code) from None
         except ClickUsageError as e:
             if type(e).__name__ == "NoArgsIsHelpError" or os.environ.get("CHARGEN_DEBUG"):

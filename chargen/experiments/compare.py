@@ -182,7 +182,7 @@ def compare(
     cells = resolve_cells(cells)
     seeds = resolve_seeds(seeds)
     if threshold is not None and not math.isfinite(threshold):
-        raise UsageError(f"--threshold must be a finite loss, got {threshold}")
+        raise UsageError(f"threshold must be a finite loss, got {threshold}", params="threshold")
     options = resolve_options(task, task_options)
     model_cfgs: dict[str, ModelConfig] = {  # the task's defaults, the overrides, and this cell
         cell: resolve_model(task, model, cell=cell, share_cell_options=True) for cell in cells

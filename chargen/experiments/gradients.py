@@ -178,12 +178,12 @@ def gradient_flow(
     """
     cells = resolve_cells(cells)
     seeds = resolve_seeds(seeds)
-    for name, value in (("--length", length), ("--hidden", hidden_size), ("--layers", num_layers),
-                        ("--embed", embed_dim), ("--batch", batch), ("vocab_size", vocab_size)):
+    for name, value in (("length", length), ("hidden_size", hidden_size), ("num_layers", num_layers),
+                        ("embed_dim", embed_dim), ("batch", batch), ("vocab_size", vocab_size)):
         if value < 1:
-            raise UsageError(f"{name} must be positive, got {value}")
+            raise UsageError(f"{name} must be positive, got {value}", params=name)
     if length < 2:
-        raise UsageError(f"--length must be at least 2 steps, got {length}")
+        raise UsageError(f"length must be at least 2 steps, got {length}", params="length")
     ids, source, vocab = _source(text, vocab_size, length)
     options = dict(cell_options or {})
     for cell in cells:  # every cell's options checked before the first measurement
@@ -248,7 +248,8 @@ def _source(text: str | None, vocab_size: int, length: int) -> tuple[Tensor | No
         return None, f"uniform random characters (V={vocab_size})", vocab_size
     corpus = load_corpus(text)
     if len(corpus.text) < length + 2:
-        raise UsageError(f"--text {text!r} has {len(corpus.text)} characters; need more than --length {length}")
+        raise UsageError(f"text {text!r} has {len(corpus.text)} characters; need more than length {length}",
+                         params=("text", "length"))
     vocab = Vocab.from_text(corpus.text)
     ids = torch.tensor(vocab.encode(corpus.text), dtype=torch.long)
     return ids, f"slices of {corpus.name}", len(vocab)

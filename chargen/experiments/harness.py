@@ -113,7 +113,7 @@ def torch_threads(threads: int | None) -> Iterator[int]:
     Yields the thread count in force, for the environment record.
     """
     if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {threads}")
+        raise UsageError(f"threads must be at least 1, got {threads}", params="threads")
     previous = torch.get_num_threads()
     try:
         if threads is not None:
@@ -154,7 +154,7 @@ def check_out_dir(out_dir: Path | None, results_file: str, what: str) -> Path | 
         return None
     out_dir = Path(out_dir)
     if (out_dir / results_file).exists():
-        raise UsageError(f"{out_dir} already holds {what}; pick another --out")
+        raise UsageError(f"{out_dir} already holds {what}; pick another out_dir", params="out_dir")
     return out_dir
 
 

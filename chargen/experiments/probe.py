@@ -73,9 +73,9 @@ class ProbeSettings:
         for name in ("steps", "hidden_size", "num_layers", "embed_dim", "batch_size", "eval_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+                raise UsageError(f"{name} must be positive, got {value}", params=name)
         if not self.lr > 0:
-            raise UsageError(f"--lr must be positive, got {self.lr}")
+            raise UsageError(f"lr must be positive, got {self.lr}", params="lr")
 
     def budget(self, length: int) -> int:
         return self.steps if self.steps is not None else steps_for_length(length)

@@ -234,11 +234,11 @@ def run_reference(
     rnn = rnn or RNNSettings()
     rnn.check()
     if lstm_steps < 0:
-        raise UsageError(f"--lstm-steps must be 0 (no LSTM) or positive, got {lstm_steps}")
+        raise UsageError(f"lstm_steps must be 0 (no LSTM) or positive, got {lstm_steps}", params="lstm_steps")
     if eval_streams < 1:
         raise UsageError(f"eval_streams must be positive, got {eval_streams}")
     if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be positive, got {threads}")
+        raise UsageError(f"threads must be positive, got {threads}", params="threads")
     check_out_dir(out_dir, RESULTS_JSON, RESULTS_JSON)
     data = load_reduced(corpus, val_fraction, fetch_progress)
     val_streams = data.eval_streams(eval_streams)  # (L, S)
@@ -253,7 +253,7 @@ def run_reference(
         try:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UsageError(f"--out: cannot create {out_dir}: {e.strerror or e}") from None
+            raise UsageError(f"out_dir: cannot create {out_dir}: {e.strerror or e}", params="out_dir") from None
 
     model, epochs = fit_rnn(data.train, val_streams, len(SYMBOLS), rnn, progress)
     last = epochs[-1]

@@ -246,14 +246,13 @@ class RNNSettings:
     seed: int = 0
 
     def check(self) -> None:
-        for name, flag in (("hidden_size", "--hidden"), ("epochs", "--epochs"), ("seq_len", "--seq-len"),
-                           ("batch_size", "--batch-size")):
+        for name in ("hidden_size", "epochs", "seq_len", "batch_size"):
             if getattr(self, name) < 1:
-                raise UsageError(f"{flag} must be positive, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be positive, got {getattr(self, name)}", params=name)
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UsageError(f"--lr must be positive, got {self.lr}")
+            raise UsageError(f"lr must be positive, got {self.lr}", params="lr")
         if not self.clip >= 0:
-            raise UsageError(f"--clip must be 0 (off) or positive, got {self.clip}")
+            raise UsageError(f"clip must be 0 (off) or positive, got {self.clip}", params="clip")
 
 
 @dataclass

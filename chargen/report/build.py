@@ -26,15 +26,16 @@ def build_report(
     folder) can each measure a part; the report is written once every result exists, and its path
     is None until then.
     """
-    for option, names in (("--rerun", rerun), ("--only", only)):
+    for option, names in (("rerun", rerun), ("only", only)):
         unknown = sorted(set(names) - set(EXPERIMENT_NAMES))
         if unknown:
-            raise UsageError(f"{option}: unknown experiment {unknown[0]!r}; known: {', '.join(EXPERIMENT_NAMES)}")
+            raise UsageError(f"{option}: unknown experiment {unknown[0]!r}; known: {', '.join(EXPERIMENT_NAMES)}",
+                             params=option)
     out = Path(out)
     try:
         (out / RESULTS).mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"--out: cannot create {out / RESULTS}: {e.strerror or e}") from None
+        raise UsageError(f"out_dir: cannot create {out / RESULTS}: {e.strerror or e}", params="out_dir") from None
     ctx = Context(out, QUICK if quick else FULL, callbacks=callbacks or ReportCallbacks())
     started = time.perf_counter()
     missing: list[str] = []  # experiments outside --only that have no results yet
@@ -52,7 +53,7 @@ def build_report(
         experiment.run(ctx)
         ctx.say(f"{experiment.name}: done in {time.perf_counter() - t0:.0f}s")
     if missing:
-        ctx.say(f"{REPORT_MD} not written yet: no results for {', '.join(missing)} (outside --only)")
+        ctx.say(f"{REPORT_MD} not written yet: no results for {', '.join(missing)} (outside only)")
         return None, ctx.numbers
     text = "\n\n".join(section(ctx) for section in SECTIONS).rstrip() + "\n"
     path = out / REPORT_MD

@@ -46,13 +46,13 @@ class ClassifyConfig:
         check_corpus(self.corpus)
         check_batch_size(self.batch_size)
         if self.balance not in BALANCE:
-            raise UsageError(f"--balance must be one of {', '.join(BALANCE)}, got {self.balance!r}")
+            raise UsageError(f"balance must be one of {', '.join(BALANCE)}, got {self.balance!r}", params="balance")
         if not 0.0 <= self.balance_power <= 1.0:
-            raise UsageError(f"--balance-power must be in [0, 1], got {self.balance_power}")
+            raise UsageError(f"balance_power must be in [0, 1], got {self.balance_power}", params="balance_power")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UsageError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.char_dropout < 0.5:
-            raise UsageError(f"--char-dropout must be in [0, 0.5), got {self.char_dropout}")
+            raise UsageError(f"char_dropout must be in [0, 0.5), got {self.char_dropout}", params="char_dropout")
 
 
 @torch.no_grad()
@@ -257,7 +257,7 @@ def classify_names(loaded: Any, names: Sequence[str], top: int = 3) -> list[dict
     if loaded.config.get("task") != "classify":
         raise CheckpointError(f"{loaded.path}: this is a {loaded.config.get('task')!r} model, not a classifier")
     if top < 1:
-        raise UsageError(f"--top must be at least 1, got {top}")
+        raise UsageError(f"top must be at least 1, got {top}", params="top")
     languages = loaded.config["task_config"]["languages"]
     results: list[dict[str, Any]] = []
     todo: list[tuple[int, str]] = []

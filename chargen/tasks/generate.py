@@ -89,7 +89,7 @@ def generate_names(
     device = next(model.parameters()).device
     n = len(conditions)
     cond = conditions.to(device)
-    prime = [vocab.id(BOS), *vocab.encode(start, what="--start")]
+    prime = [vocab.id(BOS), *vocab.encode(start, what="start")]
     x = torch.tensor(prime, device=device).view(-1, 1).expand(-1, n)
     logits, _, state = model(x, None, condition=cond)
     last = logits[-1]  # (N, V)
@@ -127,7 +127,7 @@ def sample_names(
     if start:
         prefix = fold(start)
         if not has_letter(prefix):
-            raise UsageError(f"--start {start!r} has no usable letter (A-Z after folding accents)")
+            raise UsageError(f"start {start!r} has no usable letter (A-Z after folding accents)", params="start")
     device = next(loaded.model.parameters()).device
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, (1,))))

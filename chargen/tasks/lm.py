@@ -37,10 +37,10 @@ class LMConfig:
 
     def __post_init__(self) -> None:
         if self.seq_len < 1:
-            raise UsageError(f"--seq-len must be positive, got {self.seq_len}")
+            raise UsageError(f"seq_len must be positive, got {self.seq_len}", params="seq_len")
         check_batch_size(self.batch_size)
         if self.batching not in BATCHING:
-            raise UsageError(f"--batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
+            raise UsageError(f"batching must be one of {', '.join(BATCHING)}, got {self.batching!r}", params="batching")
         if not 0.0 < self.val_fraction < 0.5:
             raise UsageError(f"validation fraction must be in (0, 0.5), got {self.val_fraction}")
 
@@ -182,7 +182,8 @@ class LanguageModelTask:
                      start: str | None = None) -> Iterator[str]:
         """``n`` texts from a saved LM as they are written: each the prime, then its continuation, then a blank line."""
         if lang or start:
-            raise UsageError("--lang and --start are for name generators; this is a text model (use --prime)")
+            raise UsageError("lang and start are for name generators; this is a text model (use prime)",
+                             params=("lang", "start", "prime"))
         loaded.vocab.encode(prime, what="the prime")  # fail before anything is written
         chunk = int(loaded.config["task_config"]["options"].get("seq_len", 30))
         for i in range(n):

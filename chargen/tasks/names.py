@@ -48,7 +48,7 @@ def generator_vocab() -> Vocab:
 
 def check_corpus(corpus: str) -> None:
     if corpus != NAMES_CORPUS:
-        raise UsageError(f"the surname tasks train on the {NAMES_CORPUS!r} corpus; pass --corpus {NAMES_CORPUS} (got {corpus!r})")
+        raise UsageError(f"the surname tasks train on the {NAMES_CORPUS!r} corpus; pass corpus {NAMES_CORPUS} (got {corpus!r})", params="corpus")
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad: int = 0) -> tuple[Tensor, Tensor]:

@@ -39,7 +39,8 @@ class PalindromeConfig:
 
     def __post_init__(self) -> None:
         if self.length < MIN_LENGTH:
-            raise UsageError(f"--length must be at least {MIN_LENGTH} (a palindrome with a digit to skip), got {self.length}")
+            raise UsageError(f"length must be at least {MIN_LENGTH} (a palindrome with a digit to skip), got {self.length}",
+                             params="length")
         check_batch_size(self.batch_size)
         if self.held_out < 1:
             raise UsageError(f"held-out set size must be positive, got {self.held_out}")
@@ -83,7 +84,8 @@ class PalindromeTask:
     def __init__(self, seed: int = 0, progress: Any = None, corpus: str | None = None, **options: Any) -> None:
         # ``progress`` (corpus downloads) is passed to every task; palindromes are generated, not read
         if corpus is not None:
-            raise UsageError(f"the palindrome task generates its own digits; it reads no corpus (got --corpus {corpus})")
+            raise UsageError(f"corpus {corpus}: the palindrome task generates its own digits; it reads no corpus",
+                             params="corpus")
         self.cfg = PalindromeConfig(**options)
         self.vocab = Vocab(DIGITS)
         self.stream = PalindromeStream(self.cfg.length, self.cfg.batch_size, seed + DATA_SEED_OFFSET)
