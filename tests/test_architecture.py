@@ -138,3 +138,17 @@ def test_the_flag_map_names_real_options() -> None:
     options = {opt for command in commands(typer.main.get_command(app)) for p in command.params
                if p.param_type_name == "option" for opt in p.opts}
     assert set(FLAGS.values()) <= options, sorted(set(FLAGS.values()) - options)
+
+
+def test_the_cli_lists_the_registries_it_reads() -> None:
+    """An unknown cell or task is refused with every registered name: the registries, not hand lists, speak."""
+    from twins import UNKNOWN_CELL
+
+    from chargen.cells import CELLS
+    from chargen.tasks import TASKS
+
+    runner = CliRunner()
+    cell = runner.invoke(app, ["compare", "--cells", UNKNOWN_CELL, "--steps", "1"])
+    assert cell.exit_code == 2 and all(name in cell.stderr for name in CELLS), cell.stderr
+    task = runner.invoke(app, ["train", "--task", "no-such-task", "--steps", "1"])
+    assert task.exit_code == 2 and all(name in task.stderr for name in TASKS), task.stderr

@@ -21,8 +21,10 @@ from chargen.cells import (
     get_cell,
 )
 
+from twins import TORCH_TWINS  # noqa: E402
+
 F64 = torch.float64
-BASE = {"rnn": (RNNCell, nn.RNNCell), "lstm": (LSTMCell, nn.LSTMCell)}
+BASE = {name: (CELLS[name], twin[0]) for name, twin in TORCH_TWINS.items()}
 MOMENTUM = {"momentum-rnn": (MomentumRNNCell, RNNCell), "momentum-lstm": (MomentumLSTMCell, LSTMCell)}
 
 
@@ -131,8 +133,8 @@ def test_gradcheck_base_cells(kind: str) -> None:
 def test_registry_and_unknown_name() -> None:
     assert get_cell("momentum-lstm") is MomentumLSTMCell
     assert set(CELLS) >= {"rnn", "lstm", "momentum-rnn", "momentum-lstm", "phased-lstm"}
-    with pytest.raises(ValueError, match="unknown cell 'gru'; known cells: lstm, momentum-lstm"):
-        get_cell("gru")
+    with pytest.raises(ValueError, match="unknown cell 'no-such-cell'; known cells: lstm, momentum-lstm"):
+        get_cell("no-such-cell")
 
 
 # -- momentum cells ----------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def test_training_never_overwrites_a_trained_model(trained: Path) -> None:
     [
         (["sample", "--model", "no-such-model"], 1, "no model 'no-such-model'"),
         (["sample", "--temp", "-1"], 2, "--temp must be 0"),
-        (["train", "--cell", "gru", "--steps", "1"], 2, "unknown cell 'gru'"),
+        (["train", "--cell", "no-such-cell", "--steps", "1"], 2, "unknown cell 'no-such-cell'"),
         (["train", "--corpus", "atlantis", "--steps", "1"], 1, "unknown corpus"),
         (["train", "--time", "soon"], 2, "--time: cannot read"),
         (["sample", "--bogus"], 2, "No such option"),

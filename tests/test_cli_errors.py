@@ -145,7 +145,7 @@ CASES = [
     Case("offline with nothing cached", ["train", "--corpus", "grimm", "--steps", "1"], 1,
          "CHARGEN_OFFLINE forbids downloading", env=OFFLINE_EMPTY),
     # train: the model and the schedule
-    Case("unknown cell", [*TRAIN, "--cell", "gru"], 2, "unknown cell 'gru'"),
+    Case("unknown cell", [*TRAIN, "--cell", "no-such-cell"], 2, "unknown cell 'no-such-cell'"),
     Case("unknown engine", [*TRAIN, "--engine", "warp"], 2, "Invalid value for '--engine'"),
     Case("unknown task", [*TRAIN, "--task", "translate"], 2, "unknown task 'translate'"),
     Case("zero hidden units", [*TRAIN, "--hidden", "0"], 2, "--hidden must be positive"),
@@ -217,7 +217,7 @@ CASES = [
     Case("classify: weights that run code", ["classify", "--model", "{world}/models/clf-evil", "Hinton"], 1,
          "model.pt: refused"),
     # probe
-    Case("probe: unknown cell", ["probe", "--cells", "rnn,gru", "--out", "{tmp}/probe"], 2, "unknown cell 'gru'"),
+    Case("probe: unknown cell", ["probe", "--cells", "rnn,no-such-cell", "--out", "{tmp}/probe"], 2, "unknown cell 'no-such-cell'"),
     Case("probe: lengths in words", ["probe", "--lengths", "short", "--out", "{tmp}/probe"], 2,
          "--lengths: cannot read 'short'"),
     Case("probe: length below 3", ["probe", "--lengths", "2:5", "--out", "{tmp}/probe"], 2,
@@ -232,7 +232,7 @@ CASES = [
     # compare
     Case("compare: unknown task", ["compare", "--task", "translate", "--out", "{tmp}/cmp"], 2,
          "unknown task 'translate'"),
-    Case("compare: unknown cell", ["compare", "--cells", "lstm,gru", "--out", "{tmp}/cmp"], 2, "unknown cell 'gru'"),
+    Case("compare: unknown cell", ["compare", "--cells", "lstm,no-such-cell", "--out", "{tmp}/cmp"], 2, "unknown cell 'no-such-cell'"),
     Case("compare: zero seeds", ["compare", "--seeds", "0", "--out", "{tmp}/cmp"], 2, "--seeds must be at least 1"),
     Case("compare: classify on a book", ["compare", "--task", "classify", "--corpus", "grimm", "--out", "{tmp}/cmp"],
          2, "the surname tasks train on the 'names' corpus"),
@@ -243,7 +243,7 @@ CASES = [
                                        "--corpus", "{world}/texts/tale.txt", "--out", "{tmp}/cmp"], 2,
          "mu (momentum) must be in [0, 1)"),
     # gradients
-    Case("gradients: unknown cell", ["gradients", "--cells", "gru", "--out", "{tmp}/grad"], 2, "unknown cell 'gru'"),
+    Case("gradients: unknown cell", ["gradients", "--cells", "no-such-cell", "--out", "{tmp}/grad"], 2, "unknown cell 'no-such-cell'"),
     Case("gradients: length 1", ["gradients", "--length", "1", "--out", "{tmp}/grad"], 2,
          "--length must be at least 2"),
     Case("gradients: zero hidden units", ["gradients", "--hidden", "0", "--out", "{tmp}/grad"], 2,

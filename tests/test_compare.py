@@ -132,8 +132,8 @@ def test_compare_refuses_an_existing_comparison_and_bad_settings(compared: tuple
     _, out, _ = compared
     with pytest.raises(UsageError, match="already holds a comparison"):
         tiny_compare(corpus, ["rnn"], 1, out)
-    with pytest.raises(UsageError, match="unknown cell 'gru'"):
-        tiny_compare(corpus, ["rnn", "gru"], 1, None)
+    with pytest.raises(UsageError, match="unknown cell 'no-such-cell'"):
+        tiny_compare(corpus, ["rnn", "no-such-cell"], 1, None)
     with pytest.raises(UsageError, match="seeds"):
         tiny_compare(corpus, ["rnn"], 0, None)
     with pytest.raises(UsageError, match="mu"):
@@ -198,7 +198,7 @@ def test_momentum_carries_the_input_gradient_back_as_mu_to_the_distance() -> Non
 
 
 @pytest.mark.parametrize("args, message", [
-    (["compare", "--cells", "rnn,gru"], "unknown cell 'gru'"),
+    (["compare", "--cells", "rnn,no-such-cell"], "unknown cell 'no-such-cell'"),
     (["compare", "--cells", ","], "at least one cell"),
     (["compare", "--seeds", "0"], "--seeds must be at least 1"),
     (["compare", "--task", "poetry"], "unknown task 'poetry'"),
@@ -206,7 +206,7 @@ def test_momentum_carries_the_input_gradient_back_as_mu_to_the_distance() -> Non
     (["compare", "--steps", "0"], "--steps must be positive"),
     (["compare", "--cells", "momentum-rnn", "--mu", "1.5", "--steps", "2"], "mu"),
     (["compare", "--hidden", "0", "--steps", "2"], "--hidden must be positive"),
-    (["gradients", "--cells", "lstm,gru"], "unknown cell 'gru'"),
+    (["gradients", "--cells", "lstm,no-such-cell"], "unknown cell 'no-such-cell'"),
     (["gradients", "--length", "1"], "--length must be at least 2"),
     (["gradients", "--seeds", "0"], "--seeds must be at least 1"),
     (["gradients", "--cells", "momentum-lstm", "--s", "-1"], "step size"),

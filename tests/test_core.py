@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from chargen.cells import State
+from chargen.cells import CELLS, State
 from chargen.core import Recurrent, detach_state
 
 F64 = torch.float64
-FUSED_CELLS: dict[str, dict[str, Any]] = {
-    "rnn": {},
-    "lstm": {},
-    "momentum-rnn": {"mu": 0.6, "s": 0.6},
-    "momentum-lstm": {"mu": 0.8, "s": 0.4, "learn_momentum": True},
-}
+from twins import CELL_OPTIONS, FUSED_CELLS, TORCH_TWINS, UNKNOWN_CELL  # noqa: E402
 
 
 def weighted_sum(tensors: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
@@ -54,7 +48,7 @@ def test_loop_engine_equals_fused_engine(cell: str, batch: int) -> None:
     assert_all_close(results["fused"][1], results["loop"][1])
 
 
-@pytest.mark.parametrize(("cell", "torch_cls"), [("lstm", nn.LSTM), ("rnn", nn.RNN)])
+@pytest.mark.parametrize(("cell", "torch_cls"), [(cell, twin[1]) for cell, twin in TORCH_TWINS.items()])
 def test_fused_equals_torch_module_with_copied_weights(cell: str, torch_cls: type[nn.Module]) -> None:
     torch.manual_seed(1)
     core = Recurrent(cell, 3, 4, num_layers=2).to(F64)
@@ -79,11 +73,11 @@ def test_fused_equals_torch_module_with_copied_weights(cell: str, torch_cls: typ
 
 @pytest.mark.parametrize(
     ("cell", "engine"),
-    [(cell, engine) for cell in FUSED_CELLS for engine in ("loop", "fused")] + [("phased-lstm", "loop")],
+    [(cell, engine) for cell, kind in CELLS.items() for engine in (("loop", "fused") if kind.has_fused else ("loop",))],
 )
 def test_three_chunks_with_carried_state_equal_one_whole_sequence(cell: str, engine: str) -> None:
     torch.manual_seed(2)
-    options = FUSED_CELLS.get(cell, {"period_range": (2.0, 8.0)})
+    options = CELL_OPTIONS.get(cell, {})
     core = Recurrent(cell, 3, 4, num_layers=2, engine=engine, **options).to(F64)
     x = torch.randn(12, 2, 3, dtype=F64)
     whole, whole_state = core(x)
@@ -111,8 +105,8 @@ def test_bad_engine_or_cell_names_list_the_choices() -> None:
     core = Recurrent("lstm", 3, 4)
     with pytest.raises(ValueError, match="choose one of fused, loop"):
         core.engine = "scan"
-    with pytest.raises(ValueError, match="unknown cell 'gru'; known cells: .*momentum-lstm"):
-        Recurrent("gru", 3, 4)
+    with pytest.raises(ValueError, match="unknown cell 'no-such-cell'; known cells: .*momentum-lstm"):
+        Recurrent(UNKNOWN_CELL, 3, 4)
     with pytest.raises(ValueError, match="has no fused kernel; use engine='loop'"):
         Recurrent("phased-lstm", 3, 4)
     with pytest.raises(ValueError, match="num_layers"):

@@ -172,7 +172,7 @@ def test_parse_lengths_rejects_bad_specs(spec: str) -> None:
 @pytest.mark.parametrize("args, message", [
     (["--lengths", "5:x"], "--lengths"),
     (["--lengths", "2,5"], "at least 3"),
-    (["--cells", "rnn,gru"], "unknown cell 'gru'"),
+    (["--cells", "rnn,no-such-cell"], "unknown cell 'no-such-cell'"),
     (["--seeds", "0"], "--seeds"),
     (["--steps", "0"], "--steps"),
 ])

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from chargen.cli.app import app
-from chargen.cli import train, sample, evaluate, corpora  # noqa: E402,F401  (register commands)
-
-for _optional in ("classify", "probe", "compare", "report", "reference"):
-    try:
-        __import__(f"chargen.cli.{_optional}")
-    except ModuleNotFoundError as _e:
-        if _e.name != f"chargen.cli.{_optional}":
-            raise
+# Each command module registers its commands on ``app`` when imported; this order is the help's order.
+from chargen.cli import train, sample, evaluate, corpora  # noqa: E402,F401
+from chargen.cli import classify, probe, compare, report, reference  # noqa: E402,F401
 
 
 def main() -> None:

@@ -11,11 +11,9 @@ import typer
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import LazyBar, download_progress, err_console, parse_duration, table_console, timestamped_dir
+from chargen.cli.ui import CELLS_HELP, LazyBar, download_progress, err_console, parse_duration, table_console, timestamped_dir
 from chargen.errors import UsageError
 
-CELLS_HELP = "Comma-separated cells (rnn, lstm, momentum-rnn, momentum-lstm, phased-lstm)."
-DEFAULT_CELLS = "rnn,momentum-rnn,lstm,momentum-lstm"
 MODEL = "Model"
 DATA = "Data"
 BUDGET = "Budget"
@@ -88,7 +86,7 @@ class GridProgress(LazyBar):
 @app.command(rich_help_panel="Research")
 def compare(
     task: Annotated[str, typer.Option(help="Task: [b]lm[/], [b]classify[/], [b]generate[/] or [b]palindrome[/].", rich_help_panel=DATA)] = "lm",
-    cells: Annotated[str, typer.Option(help=CELLS_HELP, rich_help_panel=MODEL)] = DEFAULT_CELLS,
+    cells: Annotated[Optional[str], typer.Option(help=CELLS_HELP, rich_help_panel=MODEL, show_default=False)] = None,
     seeds: Annotated[int, typer.Option(help="Seeds per cell (0..N-1); every cell sees the same data and seeds.", rich_help_panel=BUDGET)] = 3,
     steps: Annotated[Optional[int], typer.Option(help="Step budget per run (default: the task's).", rich_help_panel=BUDGET)] = None,
     time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock budget per run, e.g. 90s, 2m.", rich_help_panel=BUDGET)] = None,
@@ -119,14 +117,14 @@ def compare(
       chargen compare --task palindrome --length 20 --cells rnn,lstm --time 1m
     """
     from chargen.cells import resolve_cells
-    from chargen.experiments.compare import CURVES_PNG, RESULTS_JSON, compare as run_compare
+    from chargen.experiments.compare import CURVES_PNG, DEFAULT_CELLS, RESULTS_JSON, compare as run_compare
     from chargen.runtime import resolve_seeds
     from chargen.tasks import build_task, task_names
     from chargen.tasks.resolve import resolve_options
 
     if task not in task_names():
         raise UsageError(f"--task: unknown task {task!r}; known tasks: {', '.join(task_names())}")
-    names = resolve_cells(cells)
+    names = resolve_cells(cells or DEFAULT_CELLS)
     seed_list = resolve_seeds(seeds)
     train: dict[str, Any] = {"device": device}
     if steps is not None:
@@ -196,7 +194,7 @@ def gradients_table(result: Any) -> Table:
 
 @app.command(rich_help_panel="Research")
 def gradients(
-    cells: Annotated[str, typer.Option(help=CELLS_HELP)] = DEFAULT_CELLS,
+    cells: Annotated[Optional[str], typer.Option(help=CELLS_HELP, show_default=False)] = None,
     length: Annotated[int, typer.Option(help="Sequence length T; the loss is read at its last step.")] = 200,
     hidden: Annotated[int, typer.Option(help="Hidden units per layer.")] = 128,
     layers: Annotated[int, typer.Option(help="Stacked layers (the norms are of the top layer's states).")] = 1,
@@ -217,10 +215,11 @@ def gradients(
       chargen gradients --cells rnn,momentum-rnn --length 500 --mu 0.9 --out /tmp/gradients-mu09
     """
     from chargen.cells import resolve_cells
+    from chargen.experiments.compare import DEFAULT_CELLS
     from chargen.experiments.gradients import gradient_flow, save_gradients
     from chargen.runtime import resolve_seeds
 
-    names = resolve_cells(cells)
+    names = resolve_cells(cells or DEFAULT_CELLS)
     seed_list = resolve_seeds(seeds)
     cell_options = {k: v for k, v in {"mu": mu, "s": step_size}.items() if v is not None}
     bar = LazyBar("gradients", len(names), quiet)

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import LazyBar, err_console, table_console, timestamped_dir
+from chargen.cli.ui import CELLS_HELP, LazyBar, err_console, table_console, timestamped_dir
 from chargen.errors import RunInterrupted, UsageError
 from chargen.tracking import write_json
 
@@ -90,7 +90,7 @@ class ProbeBar(LazyBar):
 
 @app.command(rich_help_panel="Research")
 def probe(
-    cells: Annotated[str, typer.Option(help="Comma-separated cells (rnn, lstm, momentum-rnn, momentum-lstm, phased-lstm).", rich_help_panel=GRID)] = "rnn,lstm,momentum-rnn,momentum-lstm",
+    cells: Annotated[Optional[str], typer.Option(help=CELLS_HELP, rich_help_panel=GRID, show_default=False)] = None,
     lengths: Annotated[str, typer.Option(help="Palindrome lengths T: [b]start:stop:step[/] (stop included) or a list [b]5,10,20[/].", rich_help_panel=GRID)] = "5:35:5",
     seeds: Annotated[int, typer.Option(help="Seeds per (cell, length): 0..N-1. A seed fixes the weights and the training palindromes.", rich_help_panel=GRID)] = 3,
     steps: Annotated[Optional[int], typer.Option(help="Step budget of every run (default: 50 per digit of T, at most 500).", rich_help_panel=GRID)] = None,
@@ -117,10 +117,11 @@ def probe(
     from chargen.plots import plot_accuracy_vs_length
     from chargen.cells import resolve_cells
     from chargen.runtime import resolve_device, resolve_seeds
+    from chargen.experiments.compare import DEFAULT_CELLS
     from chargen.experiments.probe import ProbeSettings, longest_kept, resolve_lengths, run_probe, summarise
 
     # Everything the library would reject is checked before the bar appears or any run starts.
-    names = resolve_cells(cells)
+    names = resolve_cells(cells or DEFAULT_CELLS)
     grid_lengths = resolve_lengths(parse_lengths(lengths))
     seed_list = resolve_seeds(seeds)
     resolve_device(device)

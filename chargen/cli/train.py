@@ -113,7 +113,7 @@ def train(
     balance: Annotated[Optional[str], typer.Option(help="Classifier: class imbalance handling ([b]adjusted[/] logits, [b]weighted[/] loss, balanced [b]sampler[/], or [b]none[/]).", rich_help_panel=DATA)] = None,
     balance_power: Annotated[Optional[float], typer.Option("--balance-power", help="Classifier: how far to balance, in [0, 1]: logits + power * log prior ([b]adjusted[/]), or weight ~ count^-power.", rich_help_panel=DATA)] = None,
     char_dropout: Annotated[Optional[float], typer.Option("--char-dropout", help="Classifier: chance that a training character is blanked out (augmentation; 0 = off).", rich_help_panel=DATA)] = None,
-    cell: Annotated[Optional[str], typer.Option(help="Recurrent cell: rnn, lstm, momentum-rnn, momentum-lstm, phased-lstm.", rich_help_panel=MODEL)] = None,
+    cell: Annotated[Optional[str], typer.Option(help="Recurrent cell from the registry (default: the task's; a wrong name lists the registered ones).", rich_help_panel=MODEL)] = None,
     engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels) or [b]loop[/] (step-by-step reference).", rich_help_panel=MODEL)] = None,
     layers: Annotated[Optional[int], typer.Option(help="Stacked recurrent layers.", rich_help_panel=MODEL)] = None,
     hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer.", rich_help_panel=MODEL)] = None,

@@ -25,6 +25,11 @@ from rich.progress import (
 from chargen.errors import UsageError
 from chargen.paths import checkpoints_dir
 
+# Cell names come from the registry (chargen.cells.CELLS) when the command runs: importing it here would
+# import torch and slow `chargen --help`. A wrong name is refused with the registered ones listed.
+CELLS_HELP = ("Comma-separated registered cells (default: each base cell beside its momentum version; "
+              "a wrong name lists them all).")
+
 # Generated text and --json go to stdout; everything for the human (progress, logs, errors) here.
 err_console = Console(stderr=True)
 out_console = Console(highlight=False, soft_wrap=True)
