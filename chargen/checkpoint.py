@@ -34,6 +34,7 @@ from torch import nn
 
 from chargen import __version__
 from chargen.errors import CheckpointError, RunLocked
+from chargen.models import ModelConfig, build_model
 from chargen.paths import checkpoints_dir
 from chargen.vocab import Vocab
 
@@ -224,8 +225,6 @@ def load(
     build: Callable[[dict[str, Any]], nn.Module] | None = None,
 ) -> Loaded:
     """Rebuild a model from a run directory; ``task`` refuses checkpoints of another task."""
-    from chargen.models import ModelConfig, build_model
-
     run_dir = resolve(name_or_path)
     config = load_config(run_dir)
     kind = config.get("task")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from chargen.cells import State
+from chargen.cells import CELLS, State
 from chargen.core import Recurrent
 from chargen.errors import UsageError
 
@@ -33,8 +33,6 @@ class ModelConfig:
 
     def check(self) -> None:
         """Raise a UsageError, naming the parameter, for settings no model can have."""
-        from chargen.cells import CELLS
-
         if self.cell not in CELLS:
             raise UsageError(f"cell: unknown cell {self.cell!r}; known cells: {', '.join(CELLS)}", params="cell")
         for name in ("num_layers", "hidden_size", "embed_dim"):

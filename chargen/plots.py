@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from chargen.cells import TimeGate
 from chargen.tracking import read_jsonl
 
 
@@ -216,10 +219,6 @@ def plot_accuracy_vs_length(results: dict, out: Path, title: str = "") -> Path:
 def plot_time_gate(out: Path, *, period: float, shift: float, r_on: float, leak: float, periods: int = 3) -> Path:
     """The openness ``k_t`` of one unit of ``chargen.cells.TimeGate`` over ``periods`` periods, in training
     mode (leak on), with the period tau, the shift s and the open window r_on * tau marked."""
-    import torch
-
-    from chargen.cells import TimeGate
-
     plt = _pyplot()
     gate = TimeGate(1, r_on=r_on, leak=leak).train()
     with torch.no_grad():

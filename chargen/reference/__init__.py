@@ -8,7 +8,7 @@
 - ``chargen.reference.experiment``: the numpy RNN against chargen's LSTM on one reduced text
   (``chargen reference numpy-rnn``), saved as ``reference.json``.
 
-Torch is imported only by the functions that use it.
+``numpy_rnn`` and ``text`` need numpy alone; the comparison and the hand LSTM import torch.
 """
 
 from __future__ import annotations

@@ -21,6 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+
+from chargen.cells import LSTMCell
+
 DEFAULT_GAIN = 10.0
 INPUTS = ("bit", "store", "read")
 
@@ -42,10 +47,6 @@ DEMO: tuple[tuple[int, int, int], ...] = (
 
 def memory_cell(gain: float = DEFAULT_GAIN) -> Any:
     """A float64 ``chargen.cells.LSTMCell(3, 1)`` with the weights above (gate rows i, f, g, o; no recurrence)."""
-    import torch
-
-    from chargen.cells import LSTMCell
-
     cell = LSTMCell(len(INPUTS), 1).double()
     k = gain
     #                                bit      store    read
@@ -72,9 +73,6 @@ def trace_memory(
     the unit shows (1 if ``h > 0`` else 0), otherwise None. The states come from the cell's own
     ``forward``; the gates are its pre-activations through the same nonlinearities.
     """
-    import torch
-    import torch.nn.functional as F
-
     cell = memory_cell(gain)
     state = cell.init_state(1, dtype=torch.float64)
     rows = []
