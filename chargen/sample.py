@@ -1,4 +1,8 @@
-"""Stateful generation: prime once, then one step per character with the state carried (O(1) per character)."""
+"""Stateful generation: prime once, then one step per character with the state carried (O(1) per character).
+
+``sample_steps`` is the one generation loop, for N rows at once (a row may stop at a token); ``generate``
+(text from a language model) and the name generator (``chargen.tasks.generate``) both run on it.
+"""
 
 from __future__ import annotations
 

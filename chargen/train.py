@@ -1,4 +1,8 @@
-"""The task-agnostic training loop: optimiser, schedule, clipping, evaluation, samples, checkpoints, resume."""
+"""The task-agnostic training loop: optimiser, schedule, clipping, evaluation, samples, checkpoints, resume.
+
+``fit`` also times its own training steps apart from evaluations and checkpoints (``Run.train_seconds``,
+``train_seconds`` in each ``on_step`` record) so experiments measure throughput through its callbacks.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`chargen sample`: stream text from a trained language model to stdout."""
+"""`chargen sample`: stream text from a trained model to stdout (the saved model's task decides what a sample is)."""
 
 from __future__ import annotations
 
