@@ -23,6 +23,7 @@ from torch import Tensor
 from chargen.cells import Cell, LSTMCell, MomentumCell, State
 from chargen.errors import UsageError
 from chargen.models import CharLM
+from chargen.tasks.lm import LMData
 from chargen.vocab import Vocab
 
 WHATS = ("h", "c", "i", "f", "g", "o")
@@ -165,17 +166,19 @@ def trace(model: CharLM, vocab: Vocab, text: str, *, condition: int | None = Non
 
 
 def inside_quotes(text: str) -> list[float]:
-    """1.0 inside double quotes (curly “…” or straight "…", the marks included), else 0.0."""
-    out, inside = [], False
-    for ch in text:
-        if ch == "“" or (ch == '"' and not inside):
-            inside = True
+    """1.0 inside quotes, the marks included, else 0.0: curly double “…”, curly single ‘…’ or straight "…".
+
+    A ’ followed by a letter is an apostrophe (“don’t”), not a closing quote.
+    """
+    out, closer = [], None
+    for i, ch in enumerate(text):
+        if closer is None and ch in "“‘\"":
+            closer = {"“": "”", "‘": "’", '"': '"'}[ch]
             out.append(1.0)
-        elif ch == "”" or (ch == '"' and inside):
-            out.append(1.0 if inside else 0.0)
-            inside = False
-        else:
-            out.append(1.0 if inside else 0.0)
+            continue
+        out.append(1.0 if closer is not None else 0.0)
+        if ch == closer and not (ch == "’" and i + 1 < len(text) and text[i + 1].isalpha()):
+            closer = None
     return out
 
 
@@ -243,6 +246,17 @@ def find_units(tr: Trace, feature: str, *, whats: tuple[str, ...] = ("h", "c"), 
     return rows[:top]
 
 
+def validation_passage(loaded, chars: int = 2000, start: int = 0) -> str:
+    """``chars`` characters of a language model's held-out validation text (never seen in training)."""
+    if loaded.config.get("task") != "lm":
+        raise UsageError("a validation passage needs a text language model (task 'lm')")
+    if chars < 2:
+        raise UsageError(f"chars must be at least 2, got {chars}")
+    options = loaded.config["task_config"]["options"]
+    data = LMData.load(options["corpus"], options["val_fraction"], vocab=loaded.vocab)
+    return loaded.vocab.decode(data.val[start:start + chars].tolist())
+
+
 # --------------------------------------------------------------------------- scoring
 
 
@@ -272,7 +286,7 @@ def score_text(model: CharLM, vocab: Vocab, text: str, *, chunk_size: int = 256)
 # --------------------------------------------------------------------------- rendering
 
 
-def _colour(value: float, scale: float) -> str:
+def activation_colour(value: float, scale: float) -> str:
     """Hex colour on a blue (negative) - white - red (positive) scale, ``value / scale`` clipped to [-1, 1]."""
     x = max(-1.0, min(1.0, value / scale)) if scale > 0 else 0.0
     fade = int(round(255 * (1 - abs(x))))
@@ -297,7 +311,7 @@ def html_page(tr: Trace, *, unit: int, what: str = "h", layer: int | None = None
     for ch, v, g in zip(tr.text, values, guesses):
         tip = f"{what}[{layer_n}][{unit}] = {v:+.3f}\nnext:\n" + "\n".join(f"  {c!r} {p:.3f}" for c, p in g)
         shown = "↵\n" if ch == "\n" else html.escape(ch)
-        spans.append(f'<span style="background:{_colour(v, scale)}" title="{html.escape(tip, quote=True)}">{shown}</span>')
+        spans.append(f'<span style="background:{activation_colour(v, scale)}" title="{html.escape(tip, quote=True)}">{shown}</span>')
     data = json.dumps({"unit": unit, "what": what, "layer": layer_n}, ensure_ascii=True)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -310,7 +324,7 @@ pre span:hover {{ outline: 1px solid #333; }}
 <body data-inspect='{html.escape(data, quote=True)}'>
 <h1>{html.escape(title)}</h1>
 <p>Unit {unit} of layer {layer_n}, <b>{what}</b>; hover a character for its value and the model's top {top} next characters.</p>
-<p class="legend"><span style="background:{_colour(-scale, scale)}">{-scale:+.2f}</span><span style="background:#ffffff">0</span><span style="background:{_colour(scale, scale)}">{scale:+.2f}</span></p>
+<p class="legend"><span style="background:{activation_colour(-scale, scale)}">{-scale:+.2f}</span><span style="background:#ffffff">0</span><span style="background:{activation_colour(scale, scale)}">{scale:+.2f}</span></p>
 <pre>{''.join(spans)}</pre>
 </body></html>
 """
