@@ -57,9 +57,9 @@ def _field(body: dict[str, Any], key: str, kind: type | tuple[type, ...], defaul
         return None
     # bool is an int in Python; a JSON true is not a length
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise ApiError(400, f"{key}: expected {names.replace('str', 'a string').replace('int', 'an integer')}"
-                            f", got {json.dumps(value)[:40]}")
+        words = {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "true or false"}
+        wanted = " or ".join(words[k] for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ApiError(400, f"{key}: expected {wanted}, got {json.dumps(value)[:40]}")
     return value
 
 
