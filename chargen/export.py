@@ -81,7 +81,9 @@ def export(loaded: Loaded, fmt: str, out: Path) -> Path:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on shape checks, which are constant for a step
             traced = torch.jit.trace(step, inputs, check_trace=False)
-        torch.jit.save(traced, str(out), _extra_files={"chargen.json": meta})
+            # torch 2.13 marks TorchScript deprecated in favour of torch.export; it is still what
+            # C++ (libtorch) and mobile runtimes load, which is why people ask for it
+            torch.jit.save(traced, str(out), _extra_files={"chargen.json": meta})
         return out
     try:
         import onnx
@@ -106,7 +108,9 @@ def export(loaded: Loaded, fmt: str, out: Path) -> Path:
 def load_runner(path: Path, fmt: str) -> Any:
     """A function ``(ids (N,) int64 array, state list) -> (logits, probs, new_state)`` over an exported file."""
     if fmt == "torchscript":
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
 
         def run(ids: Any, state: list[Any]) -> tuple[Any, Any, list[Any]]:
             with torch.no_grad():
