@@ -77,23 +77,39 @@ def export(loaded: Loaded, fmt: str, out: Path) -> Path:
     inputs = example_inputs(model)
     meta = json.dumps(metadata(loaded), ensure_ascii=False)
     out = Path(out)
+    if not out.parent.is_dir():
+        raise UsageError(f"out: cannot write {out}: {out.parent} is not a directory")
+    # written beside the target and renamed, so a failed export leaves nothing behind
+    part = out.with_name(f".{out.name}.part")
+    try:
+        part.write_bytes(_serialise(step, inputs, meta, fmt))
+        part.replace(out)
+    except OSError as e:
+        raise UsageError(f"out: cannot write {out}: {e.strerror or e}") from None
+    finally:
+        part.unlink(missing_ok=True)
+    return out
+
+
+def _serialise(step: NextCharStep, inputs: tuple[Tensor, ...], meta: str, fmt: str) -> bytes:
+    """The exported file's bytes."""
+    buffer = io.BytesIO()
     if fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on shape checks, which are constant for a step
             traced = torch.jit.trace(step, inputs, check_trace=False)
             # torch 2.13 marks TorchScript deprecated in favour of torch.export; it is still what
             # C++ (libtorch) and mobile runtimes load, which is why people ask for it
-            torch.jit.save(traced, str(out), _extra_files={"chargen.json": meta})
-        return out
+            torch.jit.save(traced, buffer, _extra_files={"chargen.json": meta})
+        return buffer.getvalue()
     try:
         import onnx
     except ImportError:
         raise UsageError("ONNX export needs the onnx package: pip install 'chargen[export]'") from None
-    info = metadata(loaded)
+    info = json.loads(meta)
     dynamic = {name: {0: "batch"} for name in info["outputs"][:2]}
     dynamic.update({"ids": {0: "batch"}})
     dynamic.update({name: {1: "batch"} for name in info["inputs"][1:] + info["outputs"][2:]})
-    buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(step, inputs, buffer, input_names=info["inputs"], output_names=info["outputs"],
@@ -101,8 +117,7 @@ def export(loaded: Loaded, fmt: str, out: Path) -> Path:
     proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = "chargen", meta
-    onnx.save(proto, str(out))
-    return out
+    return proto.SerializeToString()
 
 
 def load_runner(path: Path, fmt: str) -> Any:

@@ -52,6 +52,11 @@ def inspect(
         raise UsageError("give --text or --file, not both")
     if top < 0:
         raise UsageError(f"--top must be 0 or more, got {top}")
+    for flag, path in (("--html", html_out), ("--heatmap", heatmap)):
+        if path is not None and not path.parent.is_dir():
+            raise UsageError(f"{flag}: cannot write {path}: {path.parent} is not a directory")
+    if html_out is not None and unit is None:
+        raise UsageError("--html colours the text by a unit: give --unit")
     loaded = checkpoint.load(model, task="lm", device=resolve_device(device))
     if file is not None:
         try:
@@ -66,8 +71,6 @@ def inspect(
     found = find_units(tr, find, top=10) if find else None
     guesses = tr.top(top) if top else [[] for _ in text]
     if html_out is not None:
-        if unit is None:
-            raise UsageError("--html colours the text by a unit: give --unit")
         html_out.write_text(html_page(tr, unit=unit, what=what, layer=layer, top=max(top, 1),
                                       title=f"chargen inspect: {loaded.path.name}"), encoding="utf-8")
         err_console.print(f"wrote {html_out}")
