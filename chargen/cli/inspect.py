@@ -99,6 +99,9 @@ def inspect(
         for rank, row in enumerate(found, 1):
             table.add_row(str(rank), str(row["layer"]), row["what"], str(row["unit"]), f"{row['r']:+.3f}")
         out_console.print(table)
+        best = found[0]
+        err_console.print(f"colour a text by the first: chargen inspect --model {model} --unit {best['unit']} "
+                          f"--layer {best['layer']} --what {best['what']}", highlight=False, markup=False)
         return
     if unit is not None:
         scale = colour_scale(values, what)

@@ -12,7 +12,7 @@ from chargen.cli.ui import err_console
 
 @app.command(rich_help_panel="Train and generate")
 def serve(
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="A model to load (repeat for several): run directory or a name under checkpoints/.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="A model to load (repeat for several): run directory or a name under checkpoints/ (default: grimm and surnames).")] = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind; the default answers only this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port (0 picks a free one).")] = 8000,
     max_length: Annotated[int, typer.Option("--max-length", help="Most characters generated per request.")] = 2000,
