@@ -247,3 +247,35 @@ def plot_time_gate(out: Path, *, period: float, shift: float, r_on: float, leak:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def plot_gate_saturation(saturation: dict, text: str, out: Path, title: str = "") -> Path:
+    """Heat map over a passage: per layer and sigmoid gate, the fraction of units left- (< 0.1) and right-saturated (> 0.9).
+
+    ``saturation`` maps a gate name to an ``(L, 2, T)`` array (as ``chargen.inspect.Trace.saturation``).
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    rows, labels = [], []
+    for gate, values in saturation.items():
+        arr = np.asarray(values)
+        for layer in range(arr.shape[0]):
+            for side, name in ((0, "< 0.1"), (1, "> 0.9")):
+                rows.append(arr[layer, side])
+                labels.append(f"layer {layer + 1} {gate} {name}")
+    grid = np.stack(rows) if rows else np.zeros((1, len(text)))
+    width = min(24.0, max(6.0, 0.12 * len(text) + 2.5))
+    fig, ax = plt.subplots(figsize=(width, 0.32 * len(rows) + 1.6), dpi=110)
+    image = ax.imshow(grid, aspect="auto", cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    if len(text) <= 160:  # a label per character stays readable only on a short passage
+        ax.set_xticks(range(len(text)), ["↵" if ch == "\n" else ch for ch in text], fontsize=7, family="monospace")
+    else:
+        ax.set_xlabel("character position")
+    ax.set_title(title or "gate saturation (fraction of units)")
+    fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
