@@ -22,7 +22,7 @@ from chargen.cli import app
 from chargen.inspect import score_text, trace
 from chargen.sample import generate
 from chargen.serve import Limits, Service, make_server
-from chargen.tasks.names import classify_names
+from chargen.tasks.classify import classify_names
 
 LIMITS = Limits(max_length=400, max_text=300, max_names=5, max_body=4096)
 

@@ -23,7 +23,7 @@ from chargen.checkpoint import Loaded
 from chargen.errors import ChargenError
 from chargen.inspect import WHATS, activation_colour, colour_scale, score_text, trace
 from chargen.sample import generate
-from chargen.tasks.names import classify_names
+from chargen.tasks.classify import classify_names
 
 STATIC = {  # the page's files, served from package data; nothing else on disk is reachable
     "/": ("index.html", "text/html; charset=utf-8"),
