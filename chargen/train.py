@@ -24,6 +24,7 @@ from chargen import checkpoint, distributed
 from chargen.errors import ChargenError, CheckpointError, RunInterrupted, TrainingError, UsageError
 from chargen.models import ModelConfig, build_model
 from chargen.plots import plot_loss
+from chargen.schema import RUN_FIELDS
 from chargen.runtime import rank, resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state
 from chargen.tasks.base import Task
 from chargen.tracking import append_jsonl, truncate_after
@@ -529,7 +530,7 @@ def _to_cpu(obj: Any) -> Any:
 
 def resume_settings(run_dir: Path) -> tuple[str, dict[str, Any], ModelConfig, TrainConfig]:
     """Task name, task options, model and train configs recorded in a run directory."""
-    config = checkpoint.load_config(run_dir)
+    config = checkpoint.load_config(run_dir, (*RUN_FIELDS, "task", "task_config", "train"))
     if not (run_dir / checkpoint.TRAINER).exists():
         raise UsageError(f"{run_dir}: has no trainer state (trainer.pt), so it cannot be resumed")
     try:

@@ -34,10 +34,11 @@ def sample(
     from chargen import checkpoint
     from chargen.errors import UsageError
     from chargen.runtime import resolve_device
-    from chargen.sample import check_sampling, generate
+    from chargen.sample import check_sampling, check_seed, generate, nth_seed
 
     temperature = 0.0 if greedy else temp
     check_sampling(temperature, top_k, length)
+    check_seed(seed)
     if n < 1:
         raise UsageError(f"-n must be at least 1, got {n}")
     loaded = checkpoint.load(model, task=("lm", "generate"), device=resolve_device(device))
@@ -50,11 +51,11 @@ def sample(
     if lang or start:
         raise UsageError("--lang and --start are for name generators; this is a text model (use --prime)")
     loaded.vocab.encode(prime, what="the prime")  # fail before anything reaches stdout
-    chunk = int(loaded.config["task_config"]["options"].get("seq_len", 30))
+    chunk = int((loaded.config.get("task_config") or {}).get("options", {}).get("seq_len", 30))
     for i in range(n):
         sys.stdout.write(prime)
         for piece in generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
-                              top_k=top_k, seed=None if seed is None else seed + i, chunk_size=chunk):
+                              top_k=top_k, seed=nth_seed(seed, i), chunk_size=chunk):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n" if i == n - 1 else "\n\n")
