@@ -113,6 +113,11 @@ def _roll_forward(directory: Path) -> None:
         stray.unlink(missing_ok=True)
 
 
+def is_temp_file(name: str) -> bool:
+    """Whether ``name`` is one of the temporary files a save writes."""
+    return _TEMP_RE.fullmatch(name) is not None
+
+
 def _temp_files(directory: Path) -> list[Path]:
     """This module's temporary files in ``directory`` (never another program's ``.*.tmp``)."""
     return [p for p in directory.glob(".*.tmp") if _TEMP_RE.fullmatch(p.name)]

@@ -10,6 +10,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from chargen import __version__
+from chargen.cli.output import guarded_stdout
 from chargen.errors import ChargenError, RunInterrupted
 
 try:  # typer >= 0.29 carries its own copy of click
@@ -27,7 +28,8 @@ class ChargenGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with guarded_stdout():
+                return super().invoke(ctx)
         except ChargenError as e:
             if os.environ.get("CHARGEN_DEBUG"):
                 raise
@@ -59,7 +61,10 @@ def _error_line(label: str, message: str) -> None:
     from chargen.cli.ui import err_console
 
     where = f"[rank {_rank()}] " if _rank() else ""  # under torchrun every rank may speak
-    err_console.print(f"[bold red]{where}{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    try:
+        err_console.print(f"[bold red]{where}{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    except OSError:
+        pass  # stderr is gone too (a closed terminal): the exit code still tells
 
 
 app = typer.Typer(

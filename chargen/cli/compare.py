@@ -11,7 +11,9 @@ import typer
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import LazyBar, download_progress, err_console, parse_duration, table_console, timestamped_dir
+from chargen.cli.output import OutputError
+from chargen.cli.ui import (LazyBar, download_progress, err_console, make_out_dir, parse_duration, table_console,
+                            timestamped_dir)
 from chargen.errors import UsageError
 
 CELLS_HELP = "Comma-separated cells (rnn, lstm, momentum-rnn, momentum-lstm, phased-lstm)."
@@ -149,6 +151,8 @@ def compare(
     _, _, option_defaults = task_defaults(task)
     with download_progress(quiet) as fetch:
         build_task(task, seed=seed_list[0], progress=fetch, **{**option_defaults, **task_options})
+    if not (out_dir / RESULTS_JSON).exists():  # run_compare names an existing comparison itself
+        make_out_dir(out_dir)
     grid = GridProgress("compare", len(names) * len(seed_list), quiet)
     with grid:
         result = run_compare(task, names, seed_list, task_options=task_options, model=model, train=train,
@@ -228,11 +232,14 @@ def gradients(
     def report(done: int, total: int, cell: str) -> None:
         bar.update(completed=done, status=cell)
 
+    out_dir = make_out_dir(out or timestamped_dir("gradients"))
     with bar:
         result = gradient_flow(names, length=length, hidden_size=hidden, num_layers=layers, embed_dim=embed,
                                batch=batch, seeds=seed_list, text=text, cell_options=cell_options, progress=report)
-    out_dir = out or timestamped_dir("gradients")
-    json_path, png = save_gradients(result, out_dir)
+    try:
+        json_path, png = save_gradients(result, out_dir)
+    except OSError as e:
+        raise OutputError(f"cannot write the results in {out_dir}: {e.strerror or e}") from None
     if as_json:
         payload = {"results": str(json_path), "figure": str(png),
                    "summary": {c: result.curves[c].summary() for c in result.cells}}

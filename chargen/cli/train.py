@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from chargen.cli.app import app
+from chargen.errors import UsageError
 from chargen.cli.ui import download_progress, err_console, parse_duration, sample_panel, timestamped_dir
 
 MODEL = "Model"
@@ -105,6 +106,7 @@ def default_run_dir(name: str) -> Path:
 
 @app.command(rich_help_panel="Train and generate")
 def train(
+    ctx: typer.Context,
     corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="Registered corpus name (see [b]chargen corpora[/]) or a UTF-8 text file. Default: [b]grimm[/] for lm, [b]names[/] for classify and generate.", show_default=False, rich_help_panel=DATA)] = None,
     task: Annotated[str, typer.Option(help="What to learn: [b]lm[/] (next character), [b]classify[/] or [b]generate[/] (surnames), [b]palindrome[/].", rich_help_panel=DATA)] = "lm",
     seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Characters per truncated-BPTT chunk (LM).", rich_help_panel=DATA)] = None,
@@ -148,10 +150,11 @@ def train(
     from chargen.models import ModelConfig
     from chargen.runtime import is_main_process
     from chargen.tasks import build_task
-    from chargen.train import TrainConfig, fit, resume_settings
+    from chargen.train import TrainConfig, check_new_run_dir, fit, resume_settings
 
     budget = {"steps": steps, "time_limit": parse_duration(time_limit) if time_limit else None}
     if resume is not None:
+        _refuse_ignored_options(ctx)
         task_name, task_options, model_cfg, train_cfg = resume_settings(resume)
         if steps is not None or time_limit is not None:
             train_cfg = TrainConfig(**{**train_cfg.__dict__, **budget})
@@ -185,6 +188,7 @@ def train(
             "balance_power": balance_power, "char_dropout": char_dropout,
         })
         run_dir = out or default_run_dir(task_options.get("corpus") or task_name)
+        check_new_run_dir(run_dir)  # before the corpus is fetched: a refusal should not wait for a download
     model_cfg.check()
 
     callbacks = TrainProgress(quiet)
@@ -198,6 +202,23 @@ def train(
     if is_main_process():  # under torchrun, rank 0 speaks for every rank
         err_console.print(f"[bold green]done[/] step {result.step:,} in {result.elapsed:.0f}s  {metrics}", highlight=False)
         err_console.print(f"saved to [bold]{result.run_dir}[/]", highlight=False)
+
+
+RESUME_OPTIONS = {"resume", "steps", "time_limit", "quiet"}  # what --resume takes; the run fixes the rest
+
+
+def _refuse_ignored_options(ctx: typer.Context) -> None:
+    """``--resume`` continues the run as recorded: an option it would ignore is refused, named."""
+    def given_by_user(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    given = [p for p in ctx.command.params if p.name not in RESUME_OPTIONS and given_by_user(p.name or "")]
+    if given:
+        flags = ", ".join(p.opts[0] for p in given)
+        raise UsageError(f"--resume continues the run with its recorded settings; it takes only --steps, --time "
+                         f"and --quiet, so {flags} would be ignored: leave {'it' if len(given) == 1 else 'them'} out "
+                         "(or start a new run with --out)")
 
 
 def _merge(defaults: dict[str, Any], given: dict[str, Any], allowed: set[str] | None = None) -> dict[str, Any]:

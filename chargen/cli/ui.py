@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -42,7 +43,25 @@ def parse_duration(text: str) -> float:
         seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
     if seconds <= 0:
         raise UsageError(f"--time must be positive, got {text!r}")
+    if not seconds <= MAX_DURATION:  # a 330-digit number parses to inf
+        raise UsageError(f"--time must be at most {MAX_DURATION // 86400:,} days, got {text[:40]!r}")
     return seconds
+
+
+MAX_DURATION = 366 * 86400
+
+
+def make_out_dir(path: Path) -> Path:
+    """Create an output folder up front, so a bad --out is one line before any work, not a traceback after."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out: {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out: cannot create {path}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--out: cannot write in {path}: permission denied or read-only")
+    return path
 
 
 @contextmanager
