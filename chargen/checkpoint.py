@@ -97,6 +97,9 @@ def _roll_forward(directory: Path) -> None:
     """Finish a journalled save (renames are idempotent), then drop stray temporary files."""
     journal = directory / JOURNAL
     if journal.exists() or journal.is_symlink():
+        if not is_plain_file(journal):
+            raise CheckpointError(f"{journal}: refused: a save journal is a regular file, this is not; "
+                                  f"nothing was renamed (delete {journal} if you trust this directory)")
         try:
             pending = json.loads(read_regular(journal, MiB).decode("utf-8"))
         except (OSError, ValueError, RecursionError):
@@ -269,7 +272,8 @@ def load(
     from chargen.models import ModelConfig, build_model
 
     run_dir = resolve(name_or_path)
-    config = load_config(run_dir, RUN_FIELDS)
+    # A command names the task it needs, and then reads the task's settings too.
+    config = load_config(run_dir, (*RUN_FIELDS, "task", "task_config") if task else RUN_FIELDS)
     kind = config.get("task")
     wanted = (task,) if isinstance(task, str) else task
     if wanted and kind not in wanted:
@@ -378,7 +382,8 @@ class RunLock:
         try:
             if _read_lock(self.path) == stale:
                 self.path.unlink(missing_ok=True)
-                who = f"pid {stale['pid']}" if "pid" in stale else "an unfinished lock"
+                pid = stale.get("pid")
+                who = f"pid {pid}" if isinstance(pid, int) else "an unfinished or unreadable lock"
                 self.note = f"took over a stale lock on {self.path.parent} ({who} is no longer running)"
         finally:
             guard.unlink(missing_ok=True)
@@ -399,7 +404,8 @@ def _read_lock(path: Path) -> dict[str, Any] | None:
         return None
     except (IsADirectoryError, OSError) as e:
         if path.is_dir() or not path.is_file() and path.exists():
-            raise RunLocked(f"{path}: {describe(e)}, not a chargen lock file; remove it if no run is using "
+            what = "a directory" if path.is_dir() else "not a regular file"
+            raise RunLocked(f"{path} is {what}, not a chargen lock file; remove it if no run is using "
                             f"{path.parent}") from None
         return {}
     except (ValueError, RecursionError):

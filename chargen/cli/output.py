@@ -46,7 +46,7 @@ class GuardedStdout:
         except BrokenPipeError:
             raise
         except OSError as e:
-            raise _failed(e) from None
+            raise _failed(e, self._stream) from None
 
     def flush(self) -> None:
         try:
@@ -54,14 +54,15 @@ class GuardedStdout:
         except BrokenPipeError:
             raise
         except OSError as e:
-            raise _failed(e) from None
+            raise _failed(e, self._stream) from None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
 
-def _failed(e: OSError) -> OutputError:
-    _discard_pending_output()
+def _failed(e: OSError, stream: Any) -> OutputError:
+    if stream is sys.__stdout__:
+        _discard_pending_output()
     reason = e.strerror or str(e)
     return OutputError(f"cannot write the output to stdout: {reason}")
 

@@ -67,7 +67,7 @@ def make_out_dir(path: Path) -> Path:
 @contextmanager
 def download_progress(quiet: bool = False) -> Iterator[Any]:
     """A ``ProgressFn`` for corpus downloads that draws a transfer bar on stderr."""
-    with Progress(
+    progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
@@ -76,15 +76,21 @@ def download_progress(quiet: bool = False) -> Iterator[Any]:
         console=err_console,
         transient=True,
         disable=quiet,
-    ) as progress:
-        tasks: dict[str, Any] = {}
+    )
+    tasks: dict[str, Any] = {}
 
-        def update(description: str, done: int, total: int | None) -> None:
-            if description not in tasks:
-                tasks[description] = progress.add_task(description, total=total)
-            progress.update(tasks[description], completed=done, total=total)
+    def update(description: str, done: int, total: int | None) -> None:
+        if not tasks:
+            progress.start()  # only once there is something to draw: no blank lines otherwise
+        if description not in tasks:
+            tasks[description] = progress.add_task(description, total=total)
+        progress.update(tasks[description], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            progress.stop()
 
 
 def grid_progress(description: str, total: int, quiet: bool = False) -> Progress:
