@@ -22,7 +22,7 @@ def sample_next(
     logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
 ) -> Tensor:
     """Next ids from ``logits (N, V)``: argmax at temperature 0, else softmax(logits / T) over the top k."""
-    if temperature == 0:
+    if temperature < torch.finfo(logits.dtype).tiny:  # 0, or so small it underflows in the logits' dtype
         return logits.argmax(dim=-1)
     # Shift before dividing: a tiny (even subnormal) temperature then sends every logit but the
     # largest to -inf instead of overflowing to inf - inf = NaN, which is greedy decoding, as it should be.

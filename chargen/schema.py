@@ -142,7 +142,8 @@ def parameter_estimate(model: dict[str, Any]) -> int:
     conditions, cond_dim = int(model.get("num_conditions", 0)), int(model.get("condition_dim", 0))
     outputs = max(vocab, int(model.get("num_classes", 0)))
     first_input = embed + (cond_dim if conditions else 0)
-    recurrent = 4 * hidden * (first_input + hidden + 2) + (layers - 1) * 4 * hidden * (2 * hidden + 2)
+    # +3 per gate row: two biases, and a momentum cell's extra input channel or a phased cell's time gate
+    recurrent = 4 * hidden * (first_input + hidden + 3) + (layers - 1) * 4 * hidden * (2 * hidden + 3)
     return vocab * embed + conditions * cond_dim + recurrent + (hidden + 1) * outputs
 
 
