@@ -272,14 +272,15 @@ def load(
     from chargen.models import ModelConfig, build_model
 
     run_dir = resolve(name_or_path)
-    # A command names the task it needs, and then reads the task's settings too.
-    config = load_config(run_dir, (*RUN_FIELDS, "task", "task_config") if task else RUN_FIELDS)
+    config = load_config(run_dir, RUN_FIELDS)
     kind = config.get("task")
     wanted = (task,) if isinstance(task, str) else task
     if wanted and kind not in wanted:
         raise CheckpointError(
             f"{run_dir}: this is a {kind!r} model; this command needs a {' or '.join(map(repr, wanted))} model"
         )
+    if wanted and not isinstance(config.get("task_config"), dict):  # a command then reads the task's settings
+        raise CheckpointError(f"{run_dir / CONFIG}: task_config is missing")
     try:
         vocab = Vocab.from_json(config["vocab"])
         model_cfg = ModelConfig.from_dict(config["model"])

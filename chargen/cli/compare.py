@@ -12,7 +12,7 @@ from rich.table import Table
 
 from chargen.cli.app import app
 from chargen.cli.output import OutputError
-from chargen.cli.ui import (LazyBar, download_progress, err_console, make_out_dir, parse_duration, table_console,
+from chargen.cli.ui import (LazyBar, download_progress, err_console, check_out_dir, parse_duration, table_console,
                             timestamped_dir)
 from chargen.errors import UsageError
 
@@ -151,8 +151,7 @@ def compare(
     _, _, option_defaults = task_defaults(task)
     with download_progress(quiet) as fetch:
         build_task(task, seed=seed_list[0], progress=fetch, **{**option_defaults, **task_options})
-    if not (out_dir / RESULTS_JSON).exists():  # run_compare names an existing comparison itself
-        make_out_dir(out_dir)
+    check_out_dir(out_dir)
     grid = GridProgress("compare", len(names) * len(seed_list), quiet)
     with grid:
         result = run_compare(task, names, seed_list, task_options=task_options, model=model, train=train,
@@ -232,7 +231,7 @@ def gradients(
     def report(done: int, total: int, cell: str) -> None:
         bar.update(completed=done, status=cell)
 
-    out_dir = make_out_dir(out or timestamped_dir("gradients"))
+    out_dir = check_out_dir(out or timestamped_dir("gradients"))
     with bar:
         result = gradient_flow(names, length=length, hidden_size=hidden, num_layers=layers, embed_dim=embed,
                                batch=batch, seeds=seed_list, text=text, cell_options=cell_options, progress=report)

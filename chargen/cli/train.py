@@ -57,6 +57,7 @@ class TrainProgress:
         self.by_time = False
         self.unit = "chars"
         self.last_eval = ""
+        self.last_step: tuple[int, dict[str, float]] | None = None
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.unit = info["unit"]
@@ -74,12 +75,20 @@ class TrainProgress:
         )
 
     def on_step(self, step: int, m: dict[str, float]) -> None:
+        self.last_step = (step, m)
+        self._show()
+
+    def _show(self) -> None:
+        if self.last_step is None:
+            return
+        step, m = self.last_step
         status = f"step {step:,}  loss {m['loss']:.3f}  {self.last_eval}{m['rate']:,.0f} {self.unit}/s"
         done = m["elapsed"] if self.by_time else step
         self.progress.update(self.task, completed=done, status=status)
 
     def on_eval(self, step: int, m: dict[str, float]) -> None:
         self.last_eval = f"val {m['val_loss']:.3f}  "
+        self._show()  # the bar's final line shows the final evaluation, not the one before
         extra = "  ".join(f"{k} {v:.4g}" for k, v in m.items() if k != "val_loss")
         self.progress.console.print(f"[green]step {step:,}[/]  val_loss {m['val_loss']:.4f}  {extra}", highlight=False)
 

@@ -28,6 +28,9 @@ from chargen.paths import checkpoints_dir
 
 # Generated text and --json go to stdout; everything for the human (progress, logs, errors) here.
 err_console = Console(stderr=True)
+if not err_console.is_terminal:
+    # A log file or pipe has no width: do not cut progress and messages with "…" at 80 columns.
+    err_console.width = max(err_console.width, 240)
 out_console = Console(highlight=False, soft_wrap=True)
 
 
@@ -51,16 +54,33 @@ def parse_duration(text: str) -> float:
 MAX_DURATION = 366 * 86400
 
 
-def make_out_dir(path: Path) -> Path:
-    """Create an output folder up front, so a bad --out is one line before any work, not a traceback after."""
+def check_out_dir(path: Path) -> Path:
+    """Refuse an output folder that cannot be made or written, before any work (and without creating it),
+    so a bad --out is one line up front, not a traceback after the runs."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out: {path} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--out: cannot create {path}: {existing} is a file, not a folder")
+    created: list[Path] = []
+    try:  # the only sure test is to try: make the missing folders, then remove them again
+        for folder in reversed([path, *path.parents]):
+            if not folder.exists():
+                folder.mkdir()
+                created.append(folder)
+        probe = path / f".chargen-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
     except OSError as e:
         raise UsageError(f"--out: cannot create {path}: {e.strerror or e}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"--out: cannot write in {path}: permission denied or read-only")
+    finally:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
     return path
 
 
