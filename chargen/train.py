@@ -25,7 +25,8 @@ from chargen.errors import ChargenError, CheckpointError, RunInterrupted, Traini
 from chargen.models import ModelConfig, build_model
 from chargen.plots import plot_loss
 from chargen.schema import RUN_FIELDS, check_model_options
-from chargen.runtime import rank, resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state
+from chargen.runtime import (rank, resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state,
+                             use_threads)
 from chargen.tasks.base import Task
 from chargen.tracking import append_jsonl, truncate_after
 
@@ -55,6 +56,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     deterministic: bool = False
+    threads: int | None = None  # torch CPU threads; None: runtime.choose_threads (1 for small models)
 
     def __post_init__(self) -> None:
         if self.steps is None and self.time_limit is None:
@@ -75,6 +77,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise UsageError(f"{name} must be a finite number, got {value}")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"threads must be at least 1, got {self.threads}")
         if not 0 <= self.seed <= MAX_TRAIN_SEED:
             raise UsageError(f"seed must be between 0 and {MAX_TRAIN_SEED:,} (2**62), got {self.seed}")
         for name in ("eval_every", "sample_every", "log_every"):
@@ -214,7 +218,11 @@ def fit(
         if group is not None:
             device = group.device
             run_dir = Path(group.broadcast(str(run_dir)))  # rank 0's: a default name holds a timestamp
-        return _Training(task, model_cfg, cfg, Path(run_dir), callbacks, group, device, resume, command).run()
+        threads = torch.get_num_threads()
+        try:
+            return _Training(task, model_cfg, cfg, Path(run_dir), callbacks, group, device, resume, command).run()
+        finally:
+            torch.set_num_threads(threads)  # the caller's setting comes back
 
 
 class _Training:
@@ -251,6 +259,8 @@ class _Training:
             raise TrainingError(f"cannot build the model on {device}: {detail}; try a smaller hidden_size "
                                 "or num_layers") from None
         seed_everything(cfg.seed + rank())
+        if device.type == "cpu":
+            use_threads(cfg.threads, sum(p.numel() for p in self.module.parameters()), self.world)
         self.optimizer = make_optimizer(cfg.optimizer, self.module.parameters(), cfg.lr, cfg.weight_decay)
         self.sample_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.run_state = Run(run_dir, 0, 0.0)

@@ -233,3 +233,31 @@ def test_sighup_saves_like_sigterm_and_releases_the_lock(tmp_path: Path, tale: P
     step = json.loads((run / checkpoint.CONFIG).read_text())["step"]
     assert step >= 10 and f"stopped by SIGHUP at step {step:,}" in err
     assert not (run / checkpoint.LOCK).exists() and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- threads on purpose
+
+
+def test_threads_are_chosen_on_purpose(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chargen import runtime
+
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert runtime.choose_threads(parameters=100_000) == 1  # small models and generation: one
+    assert runtime.choose_threads(parameters=10_000_000) == 8
+    assert runtime.choose_threads(parameters=10_000_000, processes=3) == 2  # processes x threads <= cores
+    assert runtime.choose_threads(3, parameters=100_000) == 3  # what the user asks for
+    with pytest.raises(UsageError, match="threads must be at least 1"):
+        runtime.choose_threads(0)
+
+
+def test_training_sets_its_threads_and_gives_the_callers_back(tmp_path: Path, tale: Path) -> None:
+    seen: list[int] = []
+
+    class Watch(Callbacks):
+        def on_start(self, info: dict) -> None:
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    task = build_task("lm", seed=0, corpus=str(tale), seq_len=8, batch_size=4)
+    fit(task, TINY, TrainConfig(steps=1, eval_every=1, device="cpu"), tmp_path / "run", Watch())
+    assert seen == [1] and torch.get_num_threads() == before

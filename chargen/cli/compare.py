@@ -108,6 +108,7 @@ def compare(
     threshold: Annotated[Optional[float], typer.Option(help="Validation loss for 'steps to threshold' (default: the worst cell's mean final loss).", rich_help_panel=OUTPUT)] = None,
     held_out: Annotated[bool, typer.Option("--held-out/--no-held-out", help="Also evaluate each model on the task's held-out set (classify: test split).", rich_help_panel=OUTPUT)] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=BUDGET)] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads per run (the runs go one after another). Default: 1 for models under 2M parameters, else the cores.", rich_help_panel=BUDGET)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json, compare.png and the runs' logs (default: checkpoints/compare-<task>-<time>).", rich_help_panel=OUTPUT)] = None,
     keep_weights: Annotated[bool, typer.Option("--keep-weights", help="Keep every run's checkpoint under OUT/runs/ (default: logs only).", rich_help_panel=OUTPUT)] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.", rich_help_panel=OUTPUT)] = False,
@@ -134,7 +135,7 @@ def compare(
         train["steps"] = steps
     if time_limit is not None:
         train["time_limit"] = parse_duration(time_limit)
-    for key, value in (("lr", lr), ("eval_every", eval_every)):
+    for key, value in (("lr", lr), ("eval_every", eval_every), ("threads", threads)):
         if value is not None:
             train[key] = value
     model: dict[str, Any] = {k: v for k, v in {"hidden_size": hidden, "num_layers": layers, "embed_dim": embed}.items()

@@ -23,6 +23,7 @@ def sample(
     lang: Annotated[Optional[str], typer.Option(help="Name generators: the language to generate names in.")] = None,
     start: Annotated[Optional[str], typer.Option(help="Name generators: the first letter(s) of each name.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models, and on a busy machine).")] = 1,
 ) -> None:
     """Generate text from a trained model, streamed to stdout as it is written.
 
@@ -33,7 +34,7 @@ def sample(
     """
     from chargen import checkpoint
     from chargen.errors import UsageError
-    from chargen.runtime import resolve_device
+    from chargen.runtime import resolve_device, use_threads
     from chargen.sample import check_sampling, check_seed, generate, nth_seed
 
     temperature = 0.0 if greedy else temp
@@ -41,6 +42,7 @@ def sample(
     check_seed(seed)
     if n < 1:
         raise UsageError(f"-n must be at least 1, got {n}")
+    use_threads(threads)
     loaded = checkpoint.load(model, task=("lm", "generate"), device=resolve_device(device))
     if loaded.config["task"] == "generate":
         from chargen.tasks.names import sample_names

@@ -143,6 +143,7 @@ def train(
     sample_every: Annotated[Optional[int], typer.Option(help="Steps between logged samples.", rich_help_panel=OPTIM)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for weights, data order and samples.", rich_help_panel=RUN)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=RUN)] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads. Default: 1 for models under 2M parameters (more threads only spin), else the cores.", rich_help_panel=RUN)] = None,
     deterministic: Annotated[bool, typer.Option(help="Bitwise-repeatable kernels (for exact resume tests).", rich_help_panel=RUN)] = False,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: checkpoints/<corpus>-<time>).", rich_help_panel=RUN)] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory exactly where it stopped; --steps/--time may extend it.", rich_help_panel=RUN)] = None,
@@ -167,6 +168,8 @@ def train(
         task_name, task_options, model_cfg, train_cfg = resume_settings(resume)
         if steps is not None or time_limit is not None:
             train_cfg = TrainConfig(**{**train_cfg.__dict__, **budget})
+        if threads is not None:
+            train_cfg = TrainConfig(**{**train_cfg.__dict__, "threads": threads})
         run_dir = resume
     else:
         task_name = task
@@ -186,7 +189,7 @@ def train(
         settings = _merge(train_defaults, {
             "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
             "eval_every": eval_every, "sample_every": sample_every, "seed": seed,
-            "device": device, "deterministic": deterministic,
+            "device": device, "deterministic": deterministic, "threads": threads,
         }, allowed={f.name for f in fields(TrainConfig)})
         if steps is not None or time_limit is not None:
             settings.update(budget)  # a budget the user gives replaces the task's, both parts
@@ -213,7 +216,7 @@ def train(
         err_console.print(f"saved to [bold]{result.run_dir}[/]", highlight=False)
 
 
-RESUME_OPTIONS = {"resume", "steps", "time_limit", "quiet"}  # what --resume takes; the run fixes the rest
+RESUME_OPTIONS = {"resume", "steps", "time_limit", "quiet", "threads"}  # what --resume takes; the run fixes the rest
 
 
 def _refuse_ignored_options(ctx: typer.Context) -> None:
@@ -225,8 +228,8 @@ def _refuse_ignored_options(ctx: typer.Context) -> None:
     given = [p for p in ctx.command.params if p.name not in RESUME_OPTIONS and given_by_user(p.name or "")]
     if given:
         flags = ", ".join(p.opts[0] for p in given)
-        raise UsageError(f"--resume continues the run with its recorded settings; it takes only --steps, --time "
-                         f"and --quiet, so {flags} would be ignored: leave {'it' if len(given) == 1 else 'them'} out "
+        raise UsageError(f"--resume continues the run with its recorded settings; it takes only --steps, --time, "
+                         f"--threads and --quiet, so {flags} would be ignored: leave {'it' if len(given) == 1 else 'them'} out "
                          "(or start a new run with --out)")
 
 
