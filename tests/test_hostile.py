@@ -261,3 +261,51 @@ def test_training_sets_its_threads_and_gives_the_callers_back(tmp_path: Path, ta
     task = build_task("lm", seed=0, corpus=str(tale), seq_len=8, batch_size=4)
     fit(task, TINY, TrainConfig(steps=1, eval_every=1, device="cpu"), tmp_path / "run", Watch())
     assert seen == [1] and torch.get_num_threads() == before
+
+
+# --------------------------------------------------------------------------- help a new user can read
+
+
+def _commands() -> list[list[str]]:
+    from chargen.cli.app import app as root
+
+    words = [[c.name or c.callback.__name__.replace("_", "-")] for c in root.registered_commands if c.callback]
+    for group in root.registered_groups:
+        words += [[group.name, c.name or c.callback.__name__.replace("_", "-")]
+                  for c in group.typer_instance.registered_commands if c.callback]
+    return words
+
+
+def test_help_at_80_columns_cuts_nothing_and_shows_no_bool_type() -> None:
+    for words in _commands():
+        result = runner.invoke(app, [*words, "--help"], env={"COLUMNS": "80"})
+        assert result.exit_code == 0, words
+        assert "…" not in result.stdout and "<bool>" not in result.stdout, (words, result.stdout)
+
+
+def test_train_help_shows_each_tasks_defaults() -> None:
+    from chargen.cli.train import HELP_DEFAULTS
+    from chargen.tasks import task_defaults, task_names
+    from chargen.tasks.lm import LMConfig
+    from chargen.tasks.names import ClassifyConfig, GenerateConfig
+    from chargen.tasks.palindrome import PalindromeConfig
+
+    configs = {"lm": LMConfig, "classify": ClassifyConfig, "generate": GenerateConfig, "palindrome": PalindromeConfig}
+
+    def per_task(values: dict[str, object]) -> str:
+        groups: dict[str, list[str]] = {}
+        for task, value in values.items():
+            groups.setdefault("off" if isinstance(value, int) and value >= 10**9 else str(value), []).append(task)
+        return next(iter(groups)) if len(groups) == 1 else "; ".join(f"{v} ({', '.join(t)})" for v, t in groups.items())
+
+    model = {"cell": "cell", "layers": "num_layers", "hidden": "hidden_size", "embed": "embed_dim", "dropout": "dropout"}
+    train = {k: k for k in ("steps", "lr", "optimizer", "clip", "eval_every", "sample_every", "seed")}
+    expected = {k: per_task({t: task_defaults(t)[0].get(f, ModelConfig.__dataclass_fields__[f].default)
+                             for t in task_names()}) for k, f in model.items()}
+    expected |= {k: per_task({t: task_defaults(t)[1].get(f, TrainConfig.__dataclass_fields__[f].default)
+                              for t in task_names()}) for k, f in train.items()}
+    expected["seq_len"] = str(LMConfig.__dataclass_fields__["seq_len"].default)
+    expected["batch_size"] = per_task({t: configs[t].__dataclass_fields__["batch_size"].default for t in task_names()})
+    assert HELP_DEFAULTS == expected
+    shown = " ".join(runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).stdout.split())
+    assert "Hidden units per layer. Default: 256 (classify, generate, lm); 128 (palindrome)." in shown

@@ -19,6 +19,24 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click.exceptions import UsageError as ClickUsageError
 
 
+def _flags_without_a_type(option_class: Any) -> None:
+    """Typer shows ``<bool>`` after every flag (``--quiet <bool>``), as if it took a value: show nothing."""
+    shown = option_class.display_type_rich
+
+    def display_type_rich(self: Any, ctx: Any) -> Any:
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    option_class.display_type_rich = display_type_rich
+
+
+try:
+    from typer.core import TyperOption
+
+    _flags_without_a_type(TyperOption)
+except (ImportError, AttributeError):  # pragma: no cover - a typer without the typed help column
+    pass
+
+
 class ChargenGroup(TyperGroup):
     """Runs a command; an expected failure becomes one red line on stderr and its exit code, no traceback.
 

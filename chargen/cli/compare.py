@@ -109,7 +109,7 @@ def compare(
     held_out: Annotated[bool, typer.Option("--held-out/--no-held-out", help="Also evaluate each model on the task's held-out set (classify: test split).", rich_help_panel=OUTPUT)] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=BUDGET)] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads per run (the runs go one after another). Default: 1 for models under 2M parameters, else the cores.", rich_help_panel=BUDGET)] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json, compare.png and the runs' logs (default: checkpoints/compare-<task>-<time>).", rich_help_panel=OUTPUT)] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json, compare.png and the runs' logs (default: a new folder compare-TASK-TIME under checkpoints/).", rich_help_panel=OUTPUT)] = None,
     keep_weights: Annotated[bool, typer.Option("--keep-weights", help="Keep every run's checkpoint under OUT/runs/ (default: logs only).", rich_help_panel=OUTPUT)] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.", rich_help_panel=OUTPUT)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=OUTPUT)] = False,

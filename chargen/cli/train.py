@@ -38,6 +38,26 @@ class Batching(str, Enum):
     windows = "windows"
 
 
+# What each task uses when an option is not given (the tasks' defaults, which the CLI does not import
+# at start-up: that would load torch for --help). tests/test_hostile.py checks them against the tasks.
+HELP_DEFAULTS = {
+    "cell": "lstm",
+    "layers": "2 (classify, generate, lm); 1 (palindrome)",
+    "hidden": "256 (classify, generate, lm); 128 (palindrome)",
+    "embed": "32 (classify, generate); 64 (lm); 10 (palindrome)",
+    "dropout": "0.3 (classify, generate); 0.1 (lm); 0.0 (palindrome)",
+    "steps": "4000 (classify, generate, lm); 10000 (palindrome)",
+    "lr": "0.002 (classify, generate); 0.003 (lm); 0.001 (palindrome)",
+    "optimizer": "adam (classify, generate, lm); rmsprop (palindrome)",
+    "clip": "5.0 (classify, generate, lm); 10.0 (palindrome)",
+    "eval_every": "500 (classify, generate, lm); 50 (palindrome)",
+    "sample_every": "off (classify); 500 (generate, lm); 50 (palindrome)",
+    "seed": "1337",
+    "seq_len": "30",
+    "batch_size": "64 (classify, generate, lm); 128 (palindrome)",
+}
+
+
 class TrainProgress:
     """Training callbacks drawn with rich: one live bar, sample panels and eval lines above it."""
 
@@ -118,34 +138,34 @@ def train(
     ctx: typer.Context,
     corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="Registered corpus name (see [b]chargen corpora[/]) or a UTF-8 text file. Default: [b]grimm[/] for lm, [b]names[/] for classify and generate.", show_default=False, rich_help_panel=DATA)] = None,
     task: Annotated[str, typer.Option(help="What to learn: [b]lm[/] (next character), [b]classify[/] or [b]generate[/] (surnames), [b]palindrome[/].", rich_help_panel=DATA)] = "lm",
-    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Characters per truncated-BPTT chunk (LM).", rich_help_panel=DATA)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Sequences per batch (LM: contiguous streams).", rich_help_panel=DATA)] = None,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help=f"Characters per truncated-BPTT chunk (LM). Default: {HELP_DEFAULTS['seq_len']}.", rich_help_panel=DATA)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help=f"Sequences per batch (LM: contiguous streams). Default: {HELP_DEFAULTS['batch_size']}.", rich_help_panel=DATA)] = None,
     batching: Annotated[Optional[Batching], typer.Option(help="LM batches: contiguous [b]streams[/] with carried state, or random [b]windows[/].", rich_help_panel=DATA)] = None,
     length: Annotated[Optional[int], typer.Option("--length", help="Palindrome task: palindrome length T.", rich_help_panel=DATA)] = None,
     balance: Annotated[Optional[str], typer.Option(help="Classifier: class imbalance handling ([b]adjusted[/] logits, [b]weighted[/] loss, balanced [b]sampler[/], or [b]none[/]).", rich_help_panel=DATA)] = None,
     balance_power: Annotated[Optional[float], typer.Option("--balance-power", help="Classifier: how far to balance, in [0, 1]: logits + power * log prior ([b]adjusted[/]), or weight ~ count^-power.", rich_help_panel=DATA)] = None,
     char_dropout: Annotated[Optional[float], typer.Option("--char-dropout", help="Classifier: chance that a training character is blanked out (augmentation; 0 = off).", rich_help_panel=DATA)] = None,
-    cell: Annotated[Optional[str], typer.Option(help="Recurrent cell: rnn, lstm, momentum-rnn, momentum-lstm, phased-lstm.", rich_help_panel=MODEL)] = None,
+    cell: Annotated[Optional[str], typer.Option(help=f"Recurrent cell: rnn, lstm, momentum-rnn, momentum-lstm, phased-lstm. Default: {HELP_DEFAULTS['cell']}.", rich_help_panel=MODEL)] = None,
     engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels) or [b]loop[/] (step-by-step reference).", rich_help_panel=MODEL)] = None,
-    layers: Annotated[Optional[int], typer.Option(help="Stacked recurrent layers.", rich_help_panel=MODEL)] = None,
-    hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
-    embed: Annotated[Optional[int], typer.Option(help="Character embedding size.", rich_help_panel=MODEL)] = None,
-    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers.", rich_help_panel=MODEL)] = None,
+    layers: Annotated[Optional[int], typer.Option(help=f"Stacked recurrent layers. Default: {HELP_DEFAULTS['layers']}.", rich_help_panel=MODEL)] = None,
+    hidden: Annotated[Optional[int], typer.Option(help=f"Hidden units per layer. Default: {HELP_DEFAULTS['hidden']}.", rich_help_panel=MODEL)] = None,
+    embed: Annotated[Optional[int], typer.Option(help=f"Character embedding size. Default: {HELP_DEFAULTS['embed']}.", rich_help_panel=MODEL)] = None,
+    dropout: Annotated[Optional[float], typer.Option(help=f"Dropout between layers. Default: {HELP_DEFAULTS['dropout']}.", rich_help_panel=MODEL)] = None,
     mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum coefficient mu.", rich_help_panel=MODEL)] = None,
     step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s.", rich_help_panel=MODEL)] = None,
     learn_momentum: Annotated[bool, typer.Option("--learn-momentum", help="Momentum cells: learn mu and s.", rich_help_panel=MODEL)] = False,
-    steps: Annotated[Optional[int], typer.Option(help="Optimisation steps (the budget, with or instead of --time).", rich_help_panel=OPTIM)] = None,
+    steps: Annotated[Optional[int], typer.Option(help=f"Optimisation steps (the budget, with or instead of --time). Default: {HELP_DEFAULTS['steps']}.", rich_help_panel=OPTIM)] = None,
     time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it.", rich_help_panel=OPTIM)] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.", rich_help_panel=OPTIM)] = None,
-    optimizer: Annotated[Optional[Optimizer], typer.Option(help="adam, rmsprop or sgd.", rich_help_panel=OPTIM)] = None,
-    clip: Annotated[Optional[float], typer.Option(help="Max gradient norm (0 = off).", rich_help_panel=OPTIM)] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Steps between validation runs (and checkpoints).", rich_help_panel=OPTIM)] = None,
-    sample_every: Annotated[Optional[int], typer.Option(help="Steps between logged samples.", rich_help_panel=OPTIM)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for weights, data order and samples.", rich_help_panel=RUN)] = None,
+    lr: Annotated[Optional[float], typer.Option(help=f"Peak learning rate. Default: {HELP_DEFAULTS['lr']}.", rich_help_panel=OPTIM)] = None,
+    optimizer: Annotated[Optional[Optimizer], typer.Option(help=f"adam, rmsprop or sgd. Default: {HELP_DEFAULTS['optimizer']}.", rich_help_panel=OPTIM)] = None,
+    clip: Annotated[Optional[float], typer.Option(help=f"Max gradient norm (0 = off). Default: {HELP_DEFAULTS['clip']}.", rich_help_panel=OPTIM)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help=f"Steps between validation runs (and checkpoints). Default: {HELP_DEFAULTS['eval_every']}.", rich_help_panel=OPTIM)] = None,
+    sample_every: Annotated[Optional[int], typer.Option(help=f"Steps between logged samples. Default: {HELP_DEFAULTS['sample_every']}.", rich_help_panel=OPTIM)] = None,
+    seed: Annotated[Optional[int], typer.Option(help=f"Seed for weights, data order and samples. Default: {HELP_DEFAULTS['seed']}.", rich_help_panel=RUN)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=RUN)] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads. Default: 1 for models under 2M parameters (more threads only spin), else the cores.", rich_help_panel=RUN)] = None,
-    deterministic: Annotated[bool, typer.Option(help="Bitwise-repeatable kernels (for exact resume tests).", rich_help_panel=RUN)] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: checkpoints/<corpus>-<time>).", rich_help_panel=RUN)] = None,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="Bitwise-repeatable kernels (for exact resume tests).", rich_help_panel=RUN)] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory. Default: a new folder checkpoints/CORPUS-TIME.", rich_help_panel=RUN)] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory exactly where it stopped; --steps/--time may extend it.", rich_help_panel=RUN)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or sample panels.", rich_help_panel=RUN)] = False,
 ) -> None:
