@@ -309,3 +309,12 @@ def test_train_help_shows_each_tasks_defaults() -> None:
     assert HELP_DEFAULTS == expected
     shown = " ".join(runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).stdout.split())
     assert "Hidden units per layer. Default: 256 (classify, generate, lm); 128 (palindrome)." in shown
+
+
+def test_an_error_in_train_is_the_only_thing_on_stderr(tmp_path: Path) -> None:
+    fifo = tmp_path / "text.fifo"
+    os.mkfifo(fifo)
+    result = runner.invoke(app, ["train", "--corpus", str(fifo), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert result.stderr == f"error: cannot read {fifo}: it is a FIFO (named pipe), not a regular file; " \
+                            "save the text to a file first\n"

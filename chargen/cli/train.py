@@ -122,10 +122,11 @@ class TrainProgress:
         self.progress.console.print(f"[yellow]note:[/] {escape(message)}", highlight=False)
 
     def on_end(self, summary: dict[str, Any]) -> None:
-        self.progress.stop()
+        self.close()
 
     def close(self) -> None:
-        self.progress.stop()
+        if self.task is not None:  # stopping a bar never started prints a blank line
+            self.progress.stop()
 
 
 def default_run_dir(name: str) -> Path:
