@@ -208,6 +208,7 @@ def chargen(*args: str, **kwargs: object) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, **kwargs)  # type: ignore[call-overload]
 
 
+@pytest.mark.slow  # a real process: starts torch
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_under_stdout_is_one_line_and_exit_1(tmp_path: Path, tale: Path, one_torch_thread) -> None:
     run = tmp_path / "run"
@@ -219,6 +220,7 @@ def test_a_full_disk_under_stdout_is_one_line_and_exit_1(tmp_path: Path, tale: P
     assert err.strip() == "error: cannot write the output to stdout: No space left on device"
 
 
+@pytest.mark.slow  # a real process: starts torch, trains
 def test_sighup_saves_like_sigterm_and_releases_the_lock(tmp_path: Path, tale: Path) -> None:
     run = tmp_path / "run"
     train = chargen("train", "--corpus", str(tale), "--steps", "100000", "--eval-every", "100000", "--hidden", "8",
