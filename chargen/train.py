@@ -24,9 +24,9 @@ from chargen import checkpoint, distributed
 from chargen.errors import ChargenError, CheckpointError, RunInterrupted, TrainingError, UsageError
 from chargen.models import ModelConfig, build_model
 from chargen.plots import plot_loss
-from chargen.schema import RUN_FIELDS, check_model_options
 from chargen.runtime import (rank, resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state,
                              use_threads)
+from chargen.schema import RUN_FIELDS, check_model_options
 from chargen.tasks.base import Task
 from chargen.tracking import append_jsonl, truncate_after
 
@@ -337,6 +337,7 @@ class _Training:
                 f"resume it with the same number (torchrun --nproc-per-node ... so that WORLD_SIZE={saved_world})"
             )
         weights = checkpoint.load_tensors(self.run_dir / checkpoint.WEIGHTS)
+        checkpoint.check_weights(self.run_dir / checkpoint.WEIGHTS, weights)
         try:
             own = trainer["ranks"][rank()]
             self.module.load_state_dict(weights)
