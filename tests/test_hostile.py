@@ -320,3 +320,13 @@ def test_an_error_in_train_is_the_only_thing_on_stderr(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr == f"error: cannot read {fifo}: it is a FIFO (named pipe), not a regular file; " \
                             "save the text to a file first\n"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["--version"], ["sample", "--help"]])
+def test_help_and_version_into_a_full_disk_are_one_line(args: list[str]) -> None:
+    with open("/dev/full", "w") as full:
+        proc = chargen(*args, stdout=full)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert err == "error: cannot write the output to stdout: No space left on device\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chargen.cli.app import app
+from chargen.cli.output import flush_stdout, output_failed
 from chargen.cli import train, sample, evaluate, corpora  # noqa: E402,F401  (register commands)
 
 for _optional in ("classify", "probe", "compare", "report", "reference"):
@@ -14,7 +15,12 @@ for _optional in ("classify", "probe", "compare", "report", "reference"):
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except OSError as e:
+        output_failed(e)  # --help and --version write to stdout before any command runs
+    finally:
+        flush_stdout()  # what click printed outside a command (--version, --help) into a full disk
 
 
 __all__ = ["app", "main"]

@@ -79,6 +79,38 @@ def _discard_pending_output() -> None:
         pass
 
 
+def output_failed(e: OSError) -> None:
+    """An OSError from writing help or the version (outside any command): one line and exit 1, if it
+    is one a full or closed output gives; anything else is raised again."""
+    if e.errno not in (errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT, errno.EBADF):
+        raise e
+    _discard_pending_output()
+    try:
+        sys.stderr.write(f"error: cannot write the output to stdout: {e.strerror or e}\n")
+    except (OSError, AttributeError):
+        pass
+    raise SystemExit(1) from None
+
+
+def flush_stdout() -> None:
+    """At exit: stdout that cannot take the last of its text is one error line and exit 1, not
+    Python's "Exception ignored" message and exit 120."""
+    stream = sys.stdout
+    if stream is None:
+        return
+    try:
+        stream.flush()
+    except BrokenPipeError:
+        _discard_pending_output()  # the reader left (``| head``): nothing to say
+    except OSError as e:
+        _discard_pending_output()
+        try:
+            sys.stderr.write(f"error: cannot write the output to stdout: {e.strerror or e}\n")
+        except (OSError, AttributeError):
+            pass
+        raise SystemExit(1) from None
+
+
 @contextmanager
 def guarded_stdout() -> Iterator[None]:
     """While a command runs, writes to stdout that fail raise OutputError; the output is flushed at the end."""
