@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from chargen.cells import CELLS, State
 from chargen.core import Recurrent
 from chargen.errors import UsageError
+from chargen.schema import check_model_options
 
 
 @dataclass
@@ -42,6 +43,7 @@ class ModelConfig:
             raise UsageError(f"dropout must be in [0, 1), got {self.dropout}", params="dropout")
         if self.engine == "fused" and not CELLS[self.cell].has_fused:
             raise UsageError(f"cell {self.cell} has no fused kernel; use engine loop", params=("cell", "engine"))
+        check_model_options(self.to_dict())  # types and sizes: nothing absurd reaches the allocator
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -102,7 +102,7 @@ def generate_names(
 def _language_id(languages: list[str], lang: str) -> int:
     lowered = {language.lower(): i for i, language in enumerate(languages)}
     if lang.lower() not in lowered:
-        raise UsageError(f"unknown language {lang!r}; this model knows: {', '.join(languages)}")
+        raise VocabularyError(f"unknown language {lang!r}; this model knows: {', '.join(languages)}")
     return lowered[lang.lower()]
 
 

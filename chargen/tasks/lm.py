@@ -16,7 +16,7 @@ from chargen.data.streams import StreamBatcher, WindowBatcher, as_streams
 from chargen.errors import CorpusError, UsageError
 from chargen.models import CharLM, ModelConfig
 from chargen.runtime import check_batch_size, rank, world_size
-from chargen.sample import generate
+from chargen.sample import generate, nth_seed
 from chargen.tasks.base import register
 from chargen.vocab import Vocab
 
@@ -123,7 +123,9 @@ class LanguageModelTask:
                 self.data.train, self.cfg.batch_size, self.cfg.seq_len, seed, rank(), world_size()
             )
         except ValueError as e:
-            raise CorpusError(f"corpus {self.cfg.corpus!r} is too short for this batch: {e}") from None
+            raise CorpusError(f"corpus {self.cfg.corpus!r} is too short for this batch: {e}; lower batch_size "
+                              f"(now {self.cfg.batch_size}) or seq_len (now {self.cfg.seq_len}), or use a longer "
+                              "text") from None
         self.state: State | None = None
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
@@ -185,11 +187,11 @@ class LanguageModelTask:
             raise UsageError("lang and start are for name generators; this is a text model (use prime)",
                              params=("lang", "start", "prime"))
         loaded.vocab.encode(prime, what="the prime")  # fail before anything is written
-        chunk = int(loaded.config["task_config"]["options"].get("seq_len", 30))
+        chunk = int((loaded.config.get("task_config") or {}).get("options", {}).get("seq_len", 30))
         for i in range(n):
             yield prime
             yield from generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
-                                top_k=top_k, seed=None if seed is None else seed + i, chunk_size=chunk)
+                                top_k=top_k, seed=nth_seed(seed, i), chunk_size=chunk)
             yield "\n" if i == n - 1 else "\n\n"
 
     def state_dict(self) -> dict[str, Any]:
