@@ -13,7 +13,7 @@ from torch import Tensor
 from chargen import checkpoint
 from chargen.data.corpora import ProgressFn
 from chargen.data.names import fold, has_letter, load_names
-from chargen.errors import CheckpointError, UsageError
+from chargen.errors import CheckpointError, UsageError, VocabularyError
 from chargen.models import CharLM, ModelConfig
 from chargen.runtime import check_batch_size
 from chargen.sample import check_sampling, sample_steps
