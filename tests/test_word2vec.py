@@ -177,3 +177,29 @@ def test_a_pickled_object_is_refused(tmp_path):
     torch.save({"input": Evil(), "output": torch.zeros(1)}, tmp_path / "m" / w2v.EMBEDDINGS)
     with pytest.raises(CheckpointError, match="refused|corrupt"):
         w2v.load(tmp_path / "m")
+
+
+def test_cli_trains_saves_and_queries(tmp_path, one_torch_thread):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from chargen.cli import app
+
+    runner = CliRunner()
+    corpus = tmp_path / "toy.txt"
+    corpus.write_text(". ".join(" ".join(s) for s in _toy_sentences()) + ".\n")
+    out = tmp_path / "w2v"
+    result = runner.invoke(app, ["word2vec", "--corpus", str(corpus), "--epochs", "2", "--dim", "8", "--min-count", "1",
+                                 "--sample", "0", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out)
+    found = runner.invoke(app, ["word2vec", "--similar", "cat", "--model", str(out), "--top", "3", "--json"])
+    assert found.exit_code == 0, found.output
+    assert len(_json.loads(found.stdout)) == 3
+    unknown = runner.invoke(app, ["word2vec", "--similar", "zebra", "--model", str(out)])
+    assert unknown.exit_code == 1 and "zebra" in unknown.output and "Traceback" not in unknown.output
+    usage = runner.invoke(app, ["word2vec", "--similar", "cat"])
+    assert usage.exit_code == 2
+    bad = runner.invoke(app, ["word2vec", "--corpus", "no-such-corpus", "--quiet"])
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
