@@ -35,7 +35,7 @@ from torch import Tensor
 
 from chargen.checkpoint import atomic_write, load_tensors, tensor_bytes
 from chargen.data.corpora import load_corpus
-from chargen.errors import CheckpointError, UsageError, VocabularyError
+from chargen.errors import CheckpointError, TrainingError, UsageError, VocabularyError
 
 FORMAT = 1
 EMBEDDINGS, VOCAB = "embeddings.pt", "vocab.json"
@@ -193,7 +193,15 @@ def negative_loss_grads(v_c: Tensor, u_o: Tensor, u_k: Tensor) -> tuple[Tensor, 
 
     Cost O(K d) per pair, whatever the vocabulary size.
     """
-    u = torch.cat([u_o.unsqueeze(1), u_k], 1)  # (B, 1+K, d): the true context first
+    loss, grad_v, grad_u = _negative_core(v_c, torch.cat([u_o.unsqueeze(1), u_k], 1))
+    return loss, grad_v, grad_u[:, 0], grad_u[:, 1:]
+
+
+def _negative_core(v_c: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``negative_loss_grads`` on ``u (B, 1+K, d)``, the true context first: ``(L, dL/dv_c, dL/du)``.
+
+    Training gathers ``u`` in one indexing and scatters ``dL/du`` back with the same index.
+    """
     scores = (u * v_c.unsqueeze(1)).sum(-1)  # (B, 1+K); elementwise beats bmm at these tiny shapes
     sign = torch.ones_like(scores)
     sign[:, 0] = -1.0
@@ -201,8 +209,7 @@ def negative_loss_grads(v_c: Tensor, u_o: Tensor, u_k: Tensor) -> tuple[Tensor, 
     g = torch.sigmoid(scores)  # dL/dscore: s(u_o.v) - 1 for the context, s(u_k.v) for the noise
     g[:, 0] -= 1.0
     grad_v = (g.unsqueeze(2) * u).sum(1)
-    grad_u = g.unsqueeze(2) * v_c.unsqueeze(1)  # (B, 1+K, d)
-    return loss, grad_v, grad_u[:, 0], grad_u[:, 1:]
+    return loss, grad_v, g.unsqueeze(2) * v_c.unsqueeze(1)  # (B, d), (B, 1+K, d)
 
 
 # -- training -----------------------------------------------------------------------------
@@ -296,29 +303,29 @@ def train(
         centres_t = torch.from_numpy(centres[order])
         contexts_t = torch.from_numpy(contexts[order])
         n = len(centres_t)
-        if s.loss == "negative":  # the whole epoch's noise words in one draw
+        if s.loss == "negative":  # the whole epoch's noise words in one draw, beside each true context
             noise_all = torch.searchsorted(cdf, torch.rand(n * s.negatives, generator=gen, dtype=torch.float64))
             noise_all = noise_all.clamp_(max=V - 1).view(n, s.negatives)  # (n, K)
+            targets_all = torch.cat([contexts_t.unsqueeze(1), noise_all], 1)  # (n, 1+K)
         total_loss, seen = 0.0, 0
         window_loss, window_seen = 0.0, 0
         for b, lo in enumerate(range(0, n, s.batch_size)):
             frac = (epoch + lo / max(n, 1)) / s.epochs
             lr = s.lr * max(1e-4, 1.0 - frac)  # word2vec's linear decay
             c = centres_t[lo:lo + s.batch_size]
-            o = contexts_t[lo:lo + s.batch_size]
             v_c = w_in[c]  # (B, d)
             if s.loss == "negative":
-                noise = noise_all[lo:lo + s.batch_size]  # (B, K)
-                loss, g_v, g_o, g_k = negative_loss_grads(v_c, w_out[o], w_out[noise])
-                rows = torch.cat([o.unsqueeze(1), noise], 1).view(-1)
-                w_out.index_add_(0, rows, torch.cat([g_o.unsqueeze(1), g_k], 1).view(-1, d), alpha=-lr)
+                rows = targets_all[lo:lo + s.batch_size].reshape(-1)  # (B*(1+K),)
+                loss, g_v, g_u = _negative_core(v_c, w_out[rows].view(len(c), -1, d))
+                w_out.index_add_(0, rows, g_u.view(-1, d), alpha=-lr)
             else:
+                o = contexts_t[lo:lo + s.batch_size]
                 loss, g_v, g_u = softmax_loss_grads(v_c, o, w_out)
                 w_out.add_(g_u, alpha=-lr)  # dense: every output vector moves
             w_in.index_add_(0, c, g_v, alpha=-lr)
             lv = float(loss)
             if not math.isfinite(lv):
-                raise UsageError(f"the loss diverged at epoch {epoch + 1}; lower lr (now {s.lr})")
+                raise TrainingError(f"the loss diverged at epoch {epoch + 1}; lower lr (now {s.lr})")
             total_loss += lv
             seen += len(c)
             window_loss += lv
