@@ -99,3 +99,38 @@ def test_tutorial_generator_shapes_and_conditioning():
     assert out.shape == (4, 2, 5) and torch.allclose(out.exp().sum(-1), torch.ones(4, 2), atol=1e-6)
     other = model(torch.eye(3)[[1, 1]], torch.randn(4, 2, 5))
     assert not torch.allclose(out, other)
+
+
+def test_optimiser_grid_resumes_and_widens(tmp_path, one_torch_thread):
+    from chargen.experiments.optimisers import OptimiserSettings, best_per_optimiser, run_optimisers
+
+    corpus = tmp_path / "toy.txt"
+    corpus.write_text("abracadabra, the cat sat on the mat. " * 200)
+    small = OptimiserSettings(corpus=str(corpus), chars=4000, hidden_size=8, seq_len=8, batch_size=4, steps=4,
+                              eval_every=2, grid={"sgd": (0.1,), "adam": (0.01,)})
+    first = run_optimisers(small, tmp_path)
+    assert [(r["optimiser"], r["lr"]) for r in first["runs"]] == [("sgd", 0.1), ("adam", 0.01)]
+    assert all(len(r["curve"]) == 3 for r in first["runs"])  # step 0, 2, 4
+    seen = []
+    wider = OptimiserSettings(**{**small.__dict__, "grid": {"sgd": (0.1, 1.0), "adam": (0.01,)}})
+    second = run_optimisers(wider, tmp_path, progress=seen.append)
+    assert [(r["optimiser"], r["lr"]) for r in seen] == [("sgd", 1.0)]  # only the new run trained
+    assert second["runs"][0] == first["runs"][0]
+    assert [r["optimiser"] for r in best_per_optimiser(second)] == ["sgd", "adam"]
+
+
+@pytest.mark.corpus
+def test_tutorial_study_trains_and_scores_on_the_split(tmp_path, corpus_mirror, one_torch_thread):
+    from chargen.reference.tutorial import TutorialSettings, run_tutorial_study
+
+    settings = TutorialSettings(hidden_sizes=(8,), models=("tutorial", "lstm"), steps=3, batch_size=8)
+    doc = run_tutorial_study(settings, tmp_path)
+    keys = {(r["task"], r["model"]) for r in doc["runs"]}
+    assert keys == {("classify", "tutorial"), ("classify", "lstm"), ("generate", "tutorial"), ("generate", "lstm")}
+    for r in doc["runs"]:
+        if r["task"] == "classify":
+            assert 0.0 <= r["test_accuracy"] <= 1.0
+        else:
+            assert 0.0 < r["test_nats_per_char"] < 10.0
+    again = run_tutorial_study(settings, tmp_path, progress=lambda r: pytest.fail("resumed run retrained"))
+    assert again["runs"] == doc["runs"]

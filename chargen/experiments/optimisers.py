@@ -24,10 +24,10 @@ from chargen.data.corpora import load_corpus
 
 RESULTS_JSON = "optimisers.json"
 GRID: dict[str, tuple[float, ...]] = {
-    "sgd": (0.3, 1.0, 3.0, 10.0),
-    "sgd-momentum": (0.03, 0.1, 0.3, 1.0),
+    "sgd": (0.3, 1.0, 3.0, 10.0, 30.0),
+    "sgd-momentum": (0.03, 0.1, 0.3, 1.0, 3.0),
     "rmsprop": (1e-3, 3e-3, 1e-2, 3e-2),
-    "adam": (1e-3, 3e-3, 1e-2, 3e-2),
+    "adam": (1e-3, 3e-3, 1e-2, 3e-2, 0.1),
 }
 
 

@@ -229,7 +229,7 @@ def run_tutorial_study(
     s = settings or TutorialSettings()
     data = data or load_names()
     path = Path(out) / RESULTS_JSON if out is not None else None
-    doc: dict[str, Any] = {"settings": asdict(s), "runs": []}
+    doc: dict[str, Any] = {"settings": json.loads(json.dumps(asdict(s))), "runs": []}  # tuples as JSON lists
     if path is not None and path.exists():
         old = json.loads(path.read_text())
         if old.get("settings") == doc["settings"]:
