@@ -118,6 +118,16 @@ def compare_gensim(seeds: list[int], threads: int, epochs: int) -> dict:
     }
 
 
+def _commit() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["all", "updates", "gensim"], default="all")
@@ -131,7 +141,7 @@ def main() -> None:
     doc = json.loads(args.out.read_text()) if args.out.exists() else {}
     doc["machine"] = {"cpu_count": os.cpu_count(), "threads": args.threads, "load_average": os.getloadavg(),
                       "python": platform.python_version(), "torch": torch.__version__,
-                      "command": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/word2vec.py"}
+                      "command": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/word2vec.py", "commit": _commit()}
     if args.part in ("all", "updates"):
         doc["updates"] = {"batch": 256, "dim": 100, "negatives": 5,
                           "rows": time_updates([int(v) for v in args.vocab_sizes.split(",")])}
