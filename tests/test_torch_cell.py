@@ -16,7 +16,7 @@ def _weighted(tensors):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_three_engines_agree_forward_and_backward(cell: str, dtype: torch.dtype) -> None:
+def test_three_engines_agree_forward_and_backward(cell: str, dtype: torch.dtype, one_torch_thread: None) -> None:
     torch.manual_seed(0)
     core = Recurrent(cell, 3, 5, num_layers=2).to(dtype)
     x = torch.randn(7, 2, 3, dtype=dtype, requires_grad=True)
@@ -69,7 +69,7 @@ def _curve(engine: str, cell: str, steps: int = 15) -> list[float]:
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
-def test_equal_training_curves_from_one_seed(cell: str) -> None:
+def test_equal_training_curves_from_one_seed(cell: str, one_torch_thread: None) -> None:
     curves = {engine: _curve(engine, cell) for engine in ENGINES}
     assert curves["loop"][-1] < curves["loop"][0]
     for engine in ("fused", "torch-cell"):

@@ -126,7 +126,7 @@ def _toy_sentences() -> list[list[str]]:
 
 
 @pytest.mark.parametrize("loss", w2v.LOSSES)
-def test_training_learns_topics_and_round_trips(loss, tmp_path):
+def test_training_learns_topics_and_round_trips(loss, tmp_path, one_torch_thread):
     torch.manual_seed(0)
     settings = w2v.Word2VecSettings(dim=16, window=2, min_count=1, sample=0, loss=loss, epochs=4,
                                     batch_size=128, lr=0.05)
