@@ -322,10 +322,12 @@ def _tutorial_answers(task: str, key: str, runs: dict, sizes: list[int], n: Form
             verdict = "yes" if better(l_[key], t[key]) else "no"
             text = (f"*Would an LSTM help?* At hidden {n.int(h)}: {verdict} — LSTM {fmt(l_[key])} against the "
                     f"tutorial network's {fmt(t[key])}")
-            if r:
-                text += (f"; against the Elman RNN ({fmt(r[key])}) it is "
-                         + ("ahead" if better(l_[key], r[key]) else "not ahead") + ", so part of the gain is the "
-                         "nonlinearity the tutorial's linear update lacks")
+            if r and better(l_[key], r[key]):
+                text += (f"; it is also ahead of the Elman RNN ({fmt(r[key])}): the gain is partly the nonlinearity the "
+                         "tutorial's linear update lacks (the RNN has it) and partly the gates")
+            elif r:
+                text += (f"; but not ahead of the Elman RNN ({fmt(r[key])}): the gain is the nonlinearity the tutorial's "
+                         "linear update lacks, not the gates")
             lines.append(text + ".")
     if len(sizes) > 1:
         small, big = sizes[0], sizes[-1]
