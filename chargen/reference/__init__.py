@@ -5,6 +5,8 @@
   backpropagation through time written out by hand, trained with Adam and truncated BPTT;
 - ``chargen.reference.hand_lstm``: ``chargen.cells.LSTMCell`` with weights set by hand: the course
   exercise's own weights (f, i, o, C_t, h_t per input), and a store/read switch traced step by step;
+- ``chargen.reference.tutorial``: the PyTorch name tutorials' own i2h/i2o networks (linear hidden
+  update) for classifying and generating names, trained beside an Elman RNN and an LSTM;
 - ``chargen.reference.experiment``: the numpy RNN against chargen's LSTM on one reduced text
   (``chargen reference numpy-rnn``), saved as ``reference.json``.
 
