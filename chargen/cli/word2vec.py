@@ -14,7 +14,7 @@ from rich.table import Table
 
 from chargen.cli.app import app
 from chargen.cli.ui import err_console, table_console, timestamped_dir
-from chargen.errors import UsageError
+from chargen.errors import CheckpointError, UsageError
 
 TRAIN, QUERY = "Training", "Query"
 
@@ -76,13 +76,23 @@ def word2vec(
                                     negatives=negatives, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     settings.check()
     target = out or timestamped_dir("word2vec")
-    if not quiet:
-        err_console.print(f"reading {corpus} ...", highlight=False)
+    if (target / w2v.VOCAB).exists():
+        raise UsageError(f"--out: {target} already holds a word2vec model; choose another folder")
     sentences = w2v.load_sentences(corpus)
-    bar = _Bar(quiet)
-    with bar.progress:
-        trained = w2v.train(sentences, settings, progress=bar)
-    w2v.save(trained, target)
+    vocab = w2v.build_vocab(sentences, settings.min_count, settings.max_vocab)
+    try:  # before training, so a bad folder costs nothing
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out: cannot create {target}: {e.strerror or e}") from None
+    if not quiet:
+        err_console.print(f"{corpus}: {sum(map(len, sentences)):,} words in {len(sentences):,} sentences, "
+                          f"{len(vocab):,} distinct words seen at least {min_count} times", highlight=False)
+    with _Bar(quiet) as bar:
+        trained = w2v.train(sentences, settings, progress=bar, vocab=vocab)
+    try:
+        w2v.save(trained, target)
+    except OSError as e:
+        raise CheckpointError(f"{target}: cannot save the model ({e.strerror or e})") from None
     last = trained.history[-1]
     shown = f"{last['bce']:.3f} (mean over the 1+K binary terms; {last['loss']:.3f} per pair)" if "bce" in last \
         else f"{last['loss']:.3f} per pair"
@@ -93,7 +103,7 @@ def word2vec(
 
 
 class _Bar:
-    """``train``'s progress as a rich bar: epoch, loss, pairs per second."""
+    """``train``'s progress as a rich bar (epoch, loss, pairs per second), drawn from the first report on."""
 
     def __init__(self, quiet: bool) -> None:
         self.progress = Progress(
@@ -102,7 +112,18 @@ class _Bar:
             console=err_console, disable=quiet,
         )
         self.task = self.progress.add_task("word2vec", total=1.0, status="")
+        self.started = False
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            self.progress.stop()
 
     def __call__(self, info: dict[str, Any]) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
         status = f"epoch {info['epoch']}/{info['epochs']}  loss {info['loss']:.3f}  {info['pairs_per_s']:,.0f} pairs/s"
         self.progress.update(self.task, completed=info["fraction"], status=status)

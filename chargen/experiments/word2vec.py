@@ -278,12 +278,16 @@ def train(
     *,
     progress: ProgressFn | None = None,
     report_every: int = 50,
+    vocab: WordVocab | None = None,
 ) -> Word2Vec:
     """Skip-gram by minibatch SGD; the loss of each epoch is in ``history`` (``loss`` per pair, and for
-    negative sampling ``bce``: the mean over the 1 + K binary terms, the loss d2l reports)."""
+    negative sampling ``bce``: the mean over the 1 + K binary terms, the loss d2l reports).
+
+    ``vocab``: one already built by ``build_vocab`` from these sentences and settings (else it is built here).
+    """
     s = settings or Word2VecSettings()
     s.check()
-    vocab = build_vocab(sentences, s.min_count, s.max_vocab)
+    vocab = vocab or build_vocab(sentences, s.min_count, s.max_vocab)
     ids, sent = encode(sentences, vocab)
     keep = keep_probabilities(vocab.counts, s.sample)
     rng = np.random.default_rng(s.seed)
