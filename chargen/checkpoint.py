@@ -44,9 +44,10 @@ FORMAT_VERSION = 1
 CONFIG, WEIGHTS, TRAINER = "config.json", "model.pt", "trainer.pt"
 JOURNAL = ".commit"
 LOCK = ".lock"
+EMBEDDINGS, WORDS = "embeddings.pt", "vocab.json"  # a word2vec model folder, saved by the same journal
 # The only files a save writes, so the only names a journal may rename into place.
-SAVED = (CONFIG, WEIGHTS, TRAINER)
-_TEMP_RE = re.compile(r"\.(config\.json|model\.pt|trainer\.pt|\.commit)\.[A-Za-z0-9_]+\.tmp")
+SAVED = (CONFIG, WEIGHTS, TRAINER, EMBEDDINGS, WORDS)
+_TEMP_RE = re.compile(r"\.(" + "|".join(re.escape(n) for n in (*SAVED, JOURNAL)) + r")\.[A-Za-z0-9_]+\.tmp")
 MAX_CONFIG_BYTES = 64 * MiB
 MAX_TENSOR_BYTES = 16 * GiB
 
