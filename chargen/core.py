@@ -41,6 +41,11 @@ class _TorchCellLoop(nn.Module):
 _TORCH_CELLS = (RNNCell, LSTMCell)
 
 
+def has_torch_cell(kind: type[Cell]) -> bool:
+    """Whether the torch-cell engine can run cells of ``kind`` (an ``nn.RNNCell``/``nn.LSTMCell`` twin exists)."""
+    return kind in _TORCH_CELLS
+
+
 def _torch_cell_run(layer: Cell, runners: dict[int, nn.Module], x: Tensor, state: State) -> tuple[Tensor, State]:
     """Run ``layer`` through torch's own cell module, reading the layer's parameters (so gradients reach them)."""
     runner = runners.get(id(layer))
