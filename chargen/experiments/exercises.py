@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chargen.tracking import write_json
 from chargen.cells import LSTMCell
 from chargen.core import ENGINES, Recurrent
 from chargen.data.corpora import load_corpus
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         "observations": lambda: observation_results(args.out.parent / "lm-samples.json"),
     }
     for name in args.only:
-        (args.out / f"{name}.json").write_text(json.dumps(makers[name](), indent=1))
+        write_json(args.out / f"{name}.json", makers[name]())
         print(f"wrote {args.out / f'{name}.json'}")
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chargen.tracking import write_json
 from chargen.core import Recurrent
 from chargen.data.corpora import load_corpus
 
@@ -126,9 +127,8 @@ def run_optimisers(
                 continue
             result = _run(name, lr, data, len(chars), s)
             doc["runs"].append(result)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(doc, indent=1))
+            if path is not None:  # saved after every run, so a stopped study resumes
+                write_json(path, doc)
             if progress is not None:
                 progress(result)
     return doc

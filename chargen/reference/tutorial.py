@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from chargen.tracking import write_json
 from chargen.core import Recurrent
 from chargen.data.names import FOLD_ALPHABET, NamesData, load_names
 
@@ -242,9 +243,8 @@ def run_tutorial_study(
                     continue
                 result = _train_one(task, model, hidden, data, s)
                 doc["runs"].append(result)
-                if path is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(json.dumps(doc, indent=1))
+                if path is not None:  # saved after every run, so a stopped study resumes
+                    write_json(path, doc)
                 if progress is not None:
                     progress(result)
     return doc
