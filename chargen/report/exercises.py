@@ -498,8 +498,10 @@ train faster per step."""
         at_top = [name for name, b in best.items()
                   if len(by_opt[name]) > 1 and b["lr"] == max(r["lr"] for r in by_opt[name])]
         if at_top:
-            text += (f" The best rate of {', '.join(at_top)} is the largest tried (marked), so a wider grid might "
-                     "lower those losses.")
+            names = " and ".join(at_top) if len(at_top) <= 2 else ", ".join(at_top[:-1]) + " and " + at_top[-1]
+            text += (f" The best rate{'s' if len(at_top) > 1 else ''} of {names} "
+                     f"{'are' if len(at_top) > 1 else 'is'} the largest tried (marked), so a wider grid might lower "
+                     f"{'those losses' if len(at_top) > 1 else 'that loss'}.")
         text += " One seed, a small model, a short budget."
     return head + "\n\n" + text
 
@@ -523,7 +525,7 @@ $\tau$ act like a bank of oscillators and pick up rhythms of different lengths.
 so with sparse updates computation falls roughly in proportion to $r_{on}$.
 
 When every step matters equally and
-sequences are short, the gate only hides information and a plain LSTM is as good.
+sequences are short, the gate mostly withholds updates and there is little for it to gain.
 
 **Which parameters can be learned.** The period $\tau$ and the phase shift $s$: yes, by gradient descent, since $k_t$
 is piecewise linear in $(t - s) \bmod \tau$ (the authors learn both, initialising $\tau$ log-uniformly). The open

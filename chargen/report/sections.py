@@ -473,7 +473,7 @@ symbols per update with the state carried (truncated BPTT); epochs: {n.int(len(e
 
 After the last epoch it guesses **{n.pct(rnn.final['val_accuracy'], 2)}** of the next symbols ({n(rnn.final['val_bpc'])}
 bits per symbol). {versus} The held-out slice is the end of the book: the close of the last chapter, the glossary
-and the index, harder to predict than the body of the text."""
+and the index, which need not be as predictable as the body of the text (not measured here)."""
 
 
 def _exercise(builder: Callable[..., str]) -> Section:
