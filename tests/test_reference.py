@@ -1,4 +1,4 @@
-"""chargen.reference: the numpy RNN's hand-written BPTT, the 27-symbol reduction, the hand-weighted LSTM, the CLI."""
+"""chargen.reference: the numpy RNN's hand-written BPTT, the 27-symbol reduction, the CLI."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from chargen.cli.reference import numpy_rnn as numpy_rnn_command
 from chargen.errors import UsageError
 from chargen.models import CharLM, ModelConfig
 from chargen.reference import (
-    DEMO,
     SYMBOLS,
     Adam,
     NumpyRNN,
@@ -26,10 +25,8 @@ from chargen.reference import (
     fit_rnn,
     load_reduced,
     load_results,
-    memory_cell,
     reduce_text,
     run_reference,
-    trace_memory,
 )
 from chargen.reference.numpy_rnn import as_streams
 from chargen.tasks.lm import LanguageModelTask, LMData, evaluate_lm
@@ -214,47 +211,6 @@ def test_torch_evaluation_reads_the_same_positions_as_the_lm_task() -> None:
     streams = torch.from_numpy(as_streams(ids, 4))
     logits, _, _ = model(streams[:-1])
     assert accuracy == pytest.approx((logits.argmax(2) == streams[1:]).double().mean().item())
-
-
-# -- the hand-weighted LSTM ------------------------------------------------------------------------
-
-
-def test_hand_weighted_lstm_stores_on_the_flag_and_shows_on_read() -> None:
-    rows = trace_memory()
-    assert len(rows) == len(DEMO)
-    stored = None
-    for row in rows:
-        assert (row["i"] > 0.9999) == bool(row["store"]) and (row["f"] < 1e-4) == bool(row["store"])
-        assert (row["o"] > 0.9999) == bool(row["read"])
-        if row["store"]:
-            stored = row["bit"]
-        if stored is not None:
-            assert abs(row["c"] - (1 if stored else -1)) < 1e-3  # the bit stays, whatever arrives meanwhile
-        if row["read"]:
-            assert row["output"] == stored and abs(abs(row["h"]) - np.tanh(1.0)) < 1e-3
-        else:
-            assert row["output"] is None and abs(row["h"]) < 1e-4
-    assert [r["output"] for r in rows if r["read"]] == [1, 1, 0]
-
-
-@pytest.mark.parametrize("bit", [0, 1])
-def test_hand_weighted_lstm_remembers_across_1000_opposite_bits(bit: int) -> None:
-    steps = [(bit, 1, 0), *[(1 - bit, 0, 0)] * 1000, (1 - bit, 0, 1)]
-    last = trace_memory(steps)[-1]
-    assert last["output"] == bit and abs(last["c"]) > 0.9
-
-
-def test_hand_weighted_lstm_is_chargens_cell_and_runs_on_the_fused_kernel() -> None:
-    from chargen.cells import LSTMCell
-
-    cell = memory_cell()
-    assert isinstance(cell, LSTMCell)
-    x = torch.tensor(DEMO, dtype=torch.float64).unsqueeze(1)  # (T, 1, 3)
-    out, _ = cell.fused(x, cell.init_state(1, dtype=torch.float64))
-    expected = torch.tensor([r["h"] for r in trace_memory()], dtype=torch.float64)
-    torch.testing.assert_close(out[:, 0, 0], expected, rtol=0, atol=1e-12)
-    with pytest.raises(ValueError, match="must each be 0 or 1"):
-        trace_memory([(2, 0, 0)])
 
 
 # -- the experiment and the CLI --------------------------------------------------------------------

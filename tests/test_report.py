@@ -16,6 +16,7 @@ from chargen.cli import app
 from chargen.errors import UsageError
 from chargen.paths import PROJECT_ROOT
 from chargen.report import EXPERIMENTS, REPORT_MD, RESULTS, Numbers, build_report, untraced_numbers
+from chargen.report import exercises as rx
 
 runner = CliRunner()
 SHIPPED = ("grimm", "surnames", "surnames-gen")
@@ -64,6 +65,37 @@ def test_no_number_in_the_report_was_typed_by_hand(quick_report: Path) -> None:
     assert text == (quick_report / REPORT_MD).read_text(encoding="utf-8")
     assert untraced_numbers(text, numbers.emitted) == []
     assert len(numbers.emitted) > 100
+
+
+def test_the_question_map_is_at_the_top_and_every_anchor_is_a_heading(quick_report: Path) -> None:
+    text = (quick_report / REPORT_MD).read_text(encoding="utf-8")
+    headings = re.findall(r"^## (.+)$", text, re.M)
+    assert headings[0] == "Where each exercise is answered"
+    anchors = {rx._anchor(h) for h in headings}
+    for q in rx.question_map():
+        assert f"](#{q['anchor']})" in text and q["anchor"] in anchors, q
+    for target in re.findall(r"\]\(#([^)]+)\)", text):  # the contents and every other link inside the report
+        assert target in anchors, target
+
+
+# the exercise's own answers for x = [1 0 0], [0 1 0], [1 0 1] from h_0 = 0.05, C_0 = -0.02: f, i, o, C_t, h_t
+HAND_LSTM = {
+    "[1 0 0]": (0.982014, 0.010987, 0.006693, -0.019091, -0.000128),
+    "[0 1 0]": (0.017986, 0.989013, 0.006693, 0.049050, 0.000328),
+    "[1 0 1]": (0.982014, 0.010987, 0.993307, -0.019091, -0.018961),
+}
+
+
+def test_the_report_shows_the_hand_weighted_lstm_exercise_numbers(quick_report: Path) -> None:
+    text = (quick_report / REPORT_MD).read_text(encoding="utf-8")
+    section = text.split("## The hand-weighted LSTM exercise", 1)[1].split("\n## ", 1)[0]
+    for x, expected in HAND_LSTM.items():
+        row = re.search(rf"^\| {re.escape(x)} \|(.+)\|$", section, re.M)
+        assert row, x
+        shown = [float(v) for v in row.group(1).split("|")]
+        assert shown == pytest.approx(expected, abs=6e-5), x  # printed to 4 (gates) and 5 (C, h) decimals
+        assert [float(v) for v in shown[3:]] == pytest.approx(expected[3:], abs=6e-6), x
+    assert "store" not in section and "DEFAULT_GAIN" not in text  # the old invented demo is gone
 
 
 def test_a_rerun_measures_one_experiment_again(quick_report: Path) -> None:

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 
+from chargen.report import Numbers, untraced_numbers
 from chargen.report import exercises as rx
 from chargen.paths import PROJECT_ROOT
 
@@ -42,3 +43,11 @@ def test_question_map_points_at_sections_that_exist():
     theirs = {rx._anchor(t) for t in re.findall(r"## ([^\n\"{]+)", report_src)}
     for q in rx.question_map():
         assert q["anchor"] in own | theirs, q
+
+
+def test_every_number_an_exercise_section_prints_goes_through_the_formatter():
+    assert untraced_numbers(rx.question_map_section(), set()) == []
+    for section in rx.SECTIONS:  # one section at a time, so no other section's numbers can cover for it
+        n = Numbers()
+        text = section(RESULTS, n)
+        assert untraced_numbers(text, n.emitted) == [], section.__name__

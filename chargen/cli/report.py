@@ -47,14 +47,16 @@ class ReportProgress:
 def report(
     out: Annotated[Path, typer.Option(help="Report folder: report.md, figures/ and results/ (the measured JSON).")] = Path("docs/report"),
     quick: Annotated[bool, typer.Option("--quick", help="Small budgets for every missing experiment: checks the pipeline in a minute; the numbers mean nothing.")] = False,
-    rerun: Annotated[Optional[list[str]], typer.Option(help="Measure this experiment again even if its results exist (repeatable): gradients, compare-classify, compare-lm, probe, reference, bptt, lm-samples, surnames, surnames-gen.", show_default=False)] = None,
+    rerun: Annotated[Optional[list[str]], typer.Option(help="Measure this experiment again even if its results exist (repeatable): gradients, compare-classify, compare-lm, probe, reference, bptt, lm-samples, surnames, surnames-gen, hand-lstm, lstm-params, observations.", show_default=False)] = None,
     only: Annotated[Optional[list[str]], typer.Option(help="Run only these experiments (repeatable), e.g. one part per process; the report is written once every result exists.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines or bars.")] = False,
 ) -> None:
     """Write a Markdown report whose every number comes from saved results, running what is missing.
 
     Covers momentum derived and measured, cell comparisons, the palindrome probe, BPTT, the LSTM
-    and phased LSTM, samples and the surname models.
+    and phased LSTM, samples and the surname models, and the course exercises (a map from each
+    question to its section; the slow exercise studies are never run here: a missing one names
+    its command).
 
     Experiments whose results are missing from OUT/results run first (the full ones take hours on a
     laptop CPU; --quick runs tiny ones).

@@ -56,14 +56,20 @@ def lstm_param_results(shapes: tuple[tuple[int, int], ...] = ((3, 1), (80, 256),
     return {"rows": rows}
 
 
+# the shapes engine_results measures (recorded in engines.json as "settings")
+PARITY = {"layers": 2, "inputs": 8, "hidden": 32, "steps": 20, "batch": 4}  # forward/backward differences
+CURVES = {"layers": 1, "hidden": 32, "steps": 20, "batch": 8}  # the short training runs (window, batch)
+
+
 def engine_results(steps: int = 30) -> dict[str, Any]:
     """Largest |difference| to the loop engine, forward and backward (float32 and float64), and short curves."""
-    out: dict[str, Any] = {"engines": list(ENGINES), "parity": [], "curves": {}}
+    out: dict[str, Any] = {"engines": list(ENGINES), "settings": {"parity": PARITY, "curves": CURVES},
+                           "parity": [], "curves": {}}
     for cell in ("rnn", "lstm"):
         for dtype in (torch.float32, torch.float64):
             torch.manual_seed(0)
-            core = Recurrent(cell, 8, 32, num_layers=2).to(dtype)
-            x = torch.randn(20, 4, 8, dtype=dtype, requires_grad=True)
+            core = Recurrent(cell, PARITY["inputs"], PARITY["hidden"], num_layers=PARITY["layers"]).to(dtype)
+            x = torch.randn(PARITY["steps"], PARITY["batch"], PARITY["inputs"], dtype=dtype, requires_grad=True)
             wrt = [x, *core.parameters()]
             res = {}
             for engine in ENGINES:
@@ -89,15 +95,16 @@ def _short_curve(cell: str, engine: str, steps: int) -> list[float]:
     text = "the quick brown fox jumps over the lazy dog and the cat sat on the mat " * 20
     chars = sorted(set(text))
     data = torch.tensor([chars.index(c) for c in text])
-    core = Recurrent(cell, len(chars), 32, num_layers=1, engine=engine)
-    head = nn.Linear(32, len(chars))
+    T, H = CURVES["steps"], CURVES["hidden"]
+    core = Recurrent(cell, len(chars), H, num_layers=CURVES["layers"], engine=engine)
+    head = nn.Linear(H, len(chars))
     opt = torch.optim.Adam([*core.parameters(), *head.parameters()], lr=1e-2)
     gen = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(steps):
-        starts = torch.randint(0, len(data) - 21, (8,), generator=gen)
-        xs = torch.stack([data[i:i + 20] for i in starts]).T
-        ys = torch.stack([data[i + 1:i + 21] for i in starts]).T
+        starts = torch.randint(0, len(data) - T - 1, (CURVES["batch"],), generator=gen)
+        xs = torch.stack([data[i:i + T] for i in starts]).T
+        ys = torch.stack([data[i + 1:i + T + 1] for i in starts]).T
         outputs, _ = core(F.one_hot(xs, len(chars)).float())
         loss = F.cross_entropy(head(outputs).flatten(0, 1), ys.flatten())
         opt.zero_grad()

@@ -24,6 +24,7 @@ from chargen.core import Recurrent
 from chargen.data.corpora import load_corpus
 
 RESULTS_JSON = "optimisers.json"
+MOMENTUM = 0.9  # sgd-momentum's momentum
 GRID: dict[str, tuple[float, ...]] = {
     "sgd": (0.3, 1.0, 3.0, 10.0, 30.0),
     "sgd-momentum": (0.03, 0.1, 0.3, 1.0, 3.0),
@@ -50,7 +51,7 @@ def make_optimiser(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
     if name == "sgd-momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+        return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr)
     if name == "adam":

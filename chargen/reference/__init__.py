@@ -4,7 +4,7 @@
 - ``chargen.reference.numpy_rnn``: a ReLU RNN language model in numpy alone, its forward pass and
   backpropagation through time written out by hand, trained with Adam and truncated BPTT;
 - ``chargen.reference.hand_lstm``: ``chargen.cells.LSTMCell`` with weights set by hand: the course
-  exercise's own weights (f, i, o, C_t, h_t per input), and a store/read switch traced step by step;
+  exercise's own weights (f, i, o, C_t, h_t per input), its answers (b), (c) and the LSTM parameter count;
 - ``chargen.reference.tutorial``: the PyTorch name tutorials' own i2h/i2o networks (linear hidden
   update) for classifying and generating names, trained beside an Elman RNN and an LSTM;
 - ``chargen.reference.experiment``: the numpy RNN against chargen's LSTM on one reduced text
@@ -25,14 +25,11 @@ from chargen.reference.experiment import (
     run_reference,
 )
 from chargen.reference.hand_lstm import (
-    DEMO,
     exercise_answers,
     exercise_cell,
     exercise_step,
     exercise_table,
     lstm_parameter_count,
-    memory_cell,
-    trace_memory,
 )
 from chargen.reference.numpy_rnn import (
     Adam,
@@ -44,7 +41,6 @@ from chargen.reference.numpy_rnn import (
 from chargen.reference.text import REDUCTION_RULE, SYMBOLS, encode, reduce_text
 
 __all__ = [
-    "DEMO",
     "FORMAT",
     "REDUCTION_RULE",
     "RESULTS_JSON",
@@ -64,8 +60,6 @@ __all__ = [
     "load_reduced",
     "load_results",
     "lstm_parameter_count",
-    "memory_cell",
     "reduce_text",
     "run_reference",
-    "trace_memory",
 ]

@@ -1,4 +1,4 @@
-"""The hand-weighted LSTM exercises, run by ``chargen.cells.LSTMCell``: the course's own weights, and a store/read switch.
+"""The hand-weighted LSTM exercises, run by ``chargen.cells.LSTMCell``: the course exercise's own weights.
 
 **The exercise** (one unit, three inputs, ``v_t = [h_{t-1}; x_t]``): ``W_f = [0 8 0 0], b_f = -4``;
 ``W_i = [0 0 9 0], b_i = -4.5``; ``W_o = [0 0 0 10], b_o = -5``; ``W_C = [1 0 0 0], b_C = 0``;
@@ -10,22 +10,6 @@ rows i, f, g, o; the single bias per gate in ``bias_ih``, ``bias_hh = 0``); ``ex
 f, i, o, C_t, h_t for the three inputs asked; ``exercise_answers`` demonstrates (b) ``x = [1 1 0]``
 gives ``C_t ~ C_{t-1} + h_{t-1}`` and (c) ``x = [0.5 0.5 1]`` gives ``h_t ~ (C_{t-1} + h_{t-1}) / 2``
 (tanh(z) ~ z for small z).
-
-**The store/read switch** (``memory_cell``, ``trace_memory``), a second worked example with
-``x_t = (bit, store, read)``:
-
-- input gate ``i = sigmoid(k (2 store - 1))``: open exactly when ``store`` is on;
-- forget gate ``f = sigmoid(k (1 - 2 store))``: keeps the cell unless a new bit is stored over it;
-- candidate ``g = tanh(k (2 bit - 1))``: +1 for a 1, -1 for a 0;
-- output gate ``o = sigmoid(k (2 read - 1))``: shows the cell only when ``read`` is on.
-
-So ``c_t = f c_{t-1} + i g`` holds +-1 from a store step until the next one, whatever bits arrive in
-between, and ``h_t = o tanh(c_t)`` is +-tanh(1) = +-0.76 on a read step and ~0 otherwise.
-
-With the gain ``k = 10`` a closed gate lets through ``sigmoid(-10) = 4.5e-5`` and an open one
-``1 - 4.5e-5``. Between stores ``f = 1 - i``, so ``c`` slides towards the current candidate by that
-fraction per step: against a run of opposite bits ``c_t = -c_0 + 2 c_0 f^t`` (0.91 after 1,000 steps),
-and the stored sign survives about ``ln 2 / 4.5e-5 = 15,000`` of them. A larger gain remembers longer.
 """
 
 from __future__ import annotations
@@ -38,75 +22,6 @@ import torch.nn.functional as F
 
 from chargen.cells import LSTMCell
 
-DEFAULT_GAIN = 10.0
-INPUTS = ("bit", "store", "read")
-
-# (bit, store, read) per step: store a 1, ignore other bits, read it twice; store a 0 over it, read it.
-DEMO: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0),
-    (1, 1, 0),
-    (0, 0, 0),
-    (1, 0, 0),
-    (0, 0, 1),
-    (0, 0, 0),
-    (1, 0, 1),
-    (0, 1, 0),
-    (1, 0, 0),
-    (1, 0, 0),
-    (0, 0, 1),
-)
-
-
-def memory_cell(gain: float = DEFAULT_GAIN) -> Any:
-    """A float64 ``chargen.cells.LSTMCell(3, 1)`` with the weights above (gate rows i, f, g, o; no recurrence)."""
-    cell = LSTMCell(len(INPUTS), 1).double()
-    k = gain
-    #                                bit      store    read
-    weight_ih = torch.tensor([[0.0, 2 * k, 0.0],  # i: open when storing
-                              [0.0, -2 * k, 0.0],  # f: closed (forget) when storing
-                              [2 * k, 0.0, 0.0],  # g: the bit as +-1
-                              [0.0, 0.0, 2 * k]], dtype=torch.float64)  # o: open when reading
-    bias_ih = torch.tensor([-k, k, -k, -k], dtype=torch.float64)
-    with torch.no_grad():
-        cell.weight_ih.copy_(weight_ih)
-        cell.bias_ih.copy_(bias_ih)
-        cell.weight_hh.zero_()  # the switches listen to the inputs only
-        cell.bias_hh.zero_()
-    return cell
-
-
-def trace_memory(
-    steps: Sequence[tuple[int, int, int]] = DEMO, gain: float = DEFAULT_GAIN
-) -> list[dict[str, Any]]:
-    """Run ``memory_cell(gain)`` over ``steps`` of ``(bit, store, read)`` from a zero state.
-
-    One dict per step, for a table: ``t`` (from 1), the inputs ``bit``, ``store``, ``read``, the gates
-    ``i``, ``f``, ``g``, ``o``, the state ``c``, ``h`` (floats) and ``output``: on a read step the bit
-    the unit shows (1 if ``h > 0`` else 0), otherwise None. The states come from the cell's own
-    ``forward``; the gates are its pre-activations through the same nonlinearities.
-    """
-    cell = memory_cell(gain)
-    state = cell.init_state(1, dtype=torch.float64)
-    rows = []
-    with torch.no_grad():
-        for t, (bit, store, read) in enumerate(steps, start=1):
-            if {bit, store, read} - {0, 1}:
-                raise ValueError(f"step {t}: bit, store and read must each be 0 or 1, got {(bit, store, read)}")
-            x = torch.tensor([[bit, store, read]], dtype=torch.float64)  # (1, 3)
-            preact = cell.project(x) + F.linear(state[0], cell.weight_hh, cell.bias_hh)  # (1, 4): i, f, g, o
-            i, f, g, o = preact.chunk(4, dim=1)
-            h, state = cell(x, state)
-            rows.append({
-                "t": t, "bit": bit, "store": store, "read": read,
-                "i": float(torch.sigmoid(i)), "f": float(torch.sigmoid(f)), "g": float(torch.tanh(g)),
-                "o": float(torch.sigmoid(o)), "c": float(state[1]), "h": float(h),
-                "output": (1 if float(h) > 0 else 0) if read else None,
-            })
-    return rows
-
-
-
-# -- the course exercise ---------------------------------------------------------------------------
 EXERCISE_H0, EXERCISE_C0 = 0.05, -0.02
 # one row per gate over v_t = [h_{t-1}; x_1; x_2; x_3], and its single bias
 EXERCISE_WEIGHTS: dict[str, tuple[tuple[float, float, float, float], float]] = {
@@ -126,10 +41,6 @@ def exercise_cell() -> Any:
     ``v_t = [h_{t-1}; x_t]``, so a gate's first weight goes to ``weight_hh`` and the other three to
     ``weight_ih``; the exercise has one bias per gate, put in ``bias_ih`` with ``bias_hh = 0``.
     """
-    import torch
-
-    from chargen.cells import LSTMCell
-
     cell = LSTMCell(3, 1).double()
     rows = [EXERCISE_WEIGHTS[g] for g in ("i", "f", "C", "o")]  # torch's gate order; the candidate is g
     with torch.no_grad():
@@ -144,9 +55,6 @@ def exercise_step(
     x: Sequence[float], h_prev: float = EXERCISE_H0, c_prev: float = EXERCISE_C0
 ) -> dict[str, float]:
     """One step of ``exercise_cell`` from ``(h_prev, c_prev)``: the gates f, i, o, the candidate g, C_t and h_t."""
-    import torch
-    import torch.nn.functional as F
-
     if len(x) != 3:
         raise ValueError(f"x must have 3 entries, got {len(x)}")
     cell = exercise_cell()

@@ -5,7 +5,8 @@ The report lives in one folder::
     report.md      the text: derivations, tables, verdicts and the figures below
     figures/       PNGs drawn from the results (copied from the commands that make them, or drawn here)
     results/       the JSON each experiment wrote: gradients/, compare-classify/, compare-lm/, probe/,
-                   reference/, bptt.json, lm-samples.json, surnames.json, surnames-gen.json
+                   reference/, bptt.json, lm-samples.json, surnames.json, surnames-gen.json, and
+                   exercises/ (the course exercises: the cheap ones made here, the slow ones by their own commands)
 
 ``build_report`` runs each experiment whose results file is missing (or is named in ``rerun``)
 with the budget of the mode -- ``FULL`` for the committed report, ``QUICK`` for CI -- through the
@@ -17,7 +18,8 @@ prove that no number outside equations and code was typed by hand (``untraced_nu
 
 Modules: ``context`` (folder layout, budgets, callbacks, the shared ``Context``), ``numbers`` (number
 tracing), ``runners`` (the experiments at the mode's budget), ``sections`` (the Markdown, each
-section next to the numbers it cites), ``build`` (``build_report``).
+section next to the numbers it cites; ``SECTIONS`` is the order, one line per section), ``exercises`` (the
+course-exercise sections and the question map), ``build`` (``build_report``).
 """
 
 from __future__ import annotations

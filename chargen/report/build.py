@@ -10,7 +10,7 @@ from chargen.errors import UsageError
 from chargen.report.context import FULL, QUICK, REPORT_MD, RESULTS, Context, ReportCallbacks
 from chargen.report.numbers import Numbers
 from chargen.report.runners import EXPERIMENT_NAMES, EXPERIMENTS
-from chargen.report.sections import SECTIONS
+from chargen.report.sections import SECTIONS, contents
 
 def build_report(
     out: Path,
@@ -55,7 +55,8 @@ def build_report(
     if missing:
         ctx.say(f"{REPORT_MD} not written yet: no results for {', '.join(missing)} (outside only)")
         return None, ctx.numbers
-    text = "\n\n".join(section(ctx) for section in SECTIONS).rstrip() + "\n"
+    header, *body = [section(ctx).strip() for section in SECTIONS]
+    text = "\n\n".join([header, contents(body), *body]) + "\n"
     path = out / REPORT_MD
     path.write_text(text, encoding="utf-8")
     ctx.say(f"wrote {path} ({len(ctx.figures)} figures) in {time.perf_counter() - started:.0f}s")

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from chargen import checkpoint
+from chargen.experiments import exercises
 from chargen.experiments.compare import compare, save_results
 from chargen.experiments.gradients import gradient_flow, save_gradients
 from chargen.experiments.probe import ProbeSettings, run_probe
@@ -159,6 +160,23 @@ def _run_evaluation(ctx: Context, model: str, task: str) -> None:
         shutil.copyfile(loaded.path / "confusion.png", ctx.results / f"{model}-confusion.png")
 
 
+EXERCISES = "exercises"  # results/exercises/: the course exercises' JSON (chargen.experiments.exercises)
+
+
+def _run_exercise(ctx: Context, part: str) -> None:
+    """One of the cheap course-exercise results (``python -m chargen.experiments.exercises --only PART``).
+
+    The slow ones (engines, the tutorials' networks, optimisers, word2vec) are never run by the report:
+    their sections name the command that makes them.
+    """
+    makers = {
+        "hand_lstm": exercises.hand_lstm_results,
+        "lstm_params": exercises.lstm_param_results,
+        "observations": lambda: exercises.observation_results(ctx.results / "lm-samples.json"),
+    }
+    write_json(ctx.results / EXERCISES / f"{part}.json", makers[part]())
+
+
 @dataclass(frozen=True)
 class Experiment:
     name: str
@@ -181,5 +199,11 @@ EXPERIMENTS = (
                "the shipped surname classifier on the test split"),
     Experiment("surnames-gen", "surnames-gen.json", lambda c: _run_evaluation(c, "surnames-gen", "generate"),
                "the shipped name generator"),
+    Experiment("hand-lstm", f"{EXERCISES}/hand_lstm.json", lambda c: _run_exercise(c, "hand_lstm"),
+               "the hand-weighted LSTM exercise"),
+    Experiment("lstm-params", f"{EXERCISES}/lstm_params.json", lambda c: _run_exercise(c, "lstm_params"),
+               "LSTM parameter counts"),
+    Experiment("observations", f"{EXERCISES}/observations.json", lambda c: _run_exercise(c, "observations"),
+               "word statistics of the grimm samples (after lm-samples)"),
 )
 EXPERIMENT_NAMES = tuple(e.name for e in EXPERIMENTS)
