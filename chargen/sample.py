@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from chargen.cells import State
 from chargen.errors import UsageError
+from chargen.inference import LeanSampler, make_stepper
 from chargen.models import CharLM
 from chargen.vocab import Vocab
 
@@ -51,62 +51,100 @@ def generate(
     chunk_size: int = 30,
     condition: int | None = None,
     stop: str | None = None,
+    lean: bool = True,
 ) -> Iterator[str]:
     """Yield generated text in chunks of ``chunk_size`` characters (the prime is not repeated).
 
     The prime runs through the network once; after that every character costs one step, with
     the state carried from step to step and chunk to chunk, so the text is the same whatever
     ``chunk_size`` is. Without a prime the first character is drawn uniformly from the
-    vocabulary. ``stop`` (a special token such as ``<eos>``) ends generation early.
+    vocabulary. ``stop`` (a special token such as ``<eos>``) ends generation early. ``lean``
+    steps with ``chargen.inference`` (the same text as the model's own forward, ``lean=False``).
+    """
+    for pieces in generate_streams(model, vocab, n=1, prime=prime, length=length, temperature=temperature,
+                                   top_k=top_k, seed=seed, chunk_size=chunk_size, condition=condition, stop=stop,
+                                   lean=lean):
+        if pieces[0]:
+            yield pieces[0]
+
+
+@torch.no_grad()
+def generate_streams(
+    model: CharLM,
+    vocab: Vocab,
+    *,
+    n: int = 1,
+    prime: str = "",
+    length: int = 500,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+    chunk_size: int = 30,
+    condition: int | None = None,
+    stop: str | None = None,
+    lean: bool = True,
+) -> Iterator[list[str]]:
+    """``n`` samples generated as one batch: yields, chunk by chunk, a list of ``n`` pieces of text.
+
+    RNG contract: stream ``i`` draws only from its own generator, seeded ``seed + i`` (with no
+    seed, a random seed per stream), so stream ``i`` of a batch is the text ``generate`` writes
+    alone with ``seed=seed + i``, whatever ``n`` is (up to float rounding between batch sizes).
+    A stream that draws ``stop`` yields ``""`` from then on; generation ends when all have stopped.
     """
     check_sampling(temperature, top_k, length)
     if chunk_size < 1:
-        raise UsageError(f"chunk size must be positive, got {chunk_size}")
+        raise UsageError(f"chunk_size must be positive, got {chunk_size}")
+    if n < 1:
+        raise UsageError(f"n (number of samples) must be at least 1, got {n}")
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, (1,))))
-    cond = None if condition is None else torch.tensor([condition], device=device)
+    generators = []
+    for i in range(n):
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed + i if seed is not None else int(torch.randint(2**62, (1,))))
+        generators.append(generator)
+    cond = None if condition is None else torch.full((n,), condition, dtype=torch.long, device=device)
     if length == 0:
         return
     if prime:
-        ids = torch.tensor(vocab.encode(prime, what="the prime"), device=device)
+        ids = torch.tensor(vocab.encode(prime, what="the prime"), device=device).view(-1, 1).expand(-1, n)
     else:
-        first = torch.randint(len(vocab.specials), len(vocab), (1,), generator=generator, device=device)
-        ids = first
-        yield vocab.decode(first.tolist())
+        first = [torch.randint(len(vocab.specials), len(vocab), (1,), generator=g, device=device) for g in generators]
+        ids = torch.cat(first).view(1, n)
+        yield [vocab.decode(f.tolist()) for f in first]
         length -= 1
     stop_id = vocab.id(stop) if stop is not None else None
-    logits, _, state = model(ids.view(-1, 1), None, condition=cond)  # (T, 1, V)
-    last = logits[-1]  # (1, V)
+    stepper = make_stepper(model, n, cond, lean=lean)
+    draw = LeanSampler(n, len(vocab), temperature, top_k, generators, device) if lean else _ReferenceDraw(
+        temperature, top_k, generators)
+    last = stepper.prime(ids)  # (N, V)
+    out = torch.empty(max(1, min(chunk_size, length)), n, dtype=torch.long, device=device)
+    rows = out.unbind(0)  # made once: the sampler writes each step's ids into the next row
+    alive = [True] * n
     produced = 0
     while produced < length:
-        chunk, last, state, stopped = _chunk(model, last, state, min(chunk_size, length - produced),
-                                             temperature, top_k, generator, cond, stop_id)
-        produced += len(chunk)
-        if chunk:
-            yield vocab.decode(chunk)
-        if stopped:
+        size = min(chunk_size, length - produced)
+        for row in rows[:size]:
+            last = stepper.step(draw(last, out=row))
+        produced += size
+        pieces = []
+        for i, chunk in enumerate(out[:size].T.tolist()):
+            if not alive[i]:
+                chunk = []
+            elif stop_id is not None and stop_id in chunk:
+                chunk, alive[i] = chunk[: chunk.index(stop_id)], False
+            pieces.append(vocab.decode(chunk))
+        yield pieces
+        if not any(alive):
             return
 
 
-def _chunk(
-    model: CharLM,
-    last: Tensor,
-    state: State,
-    n: int,
-    temperature: float,
-    top_k: int | None,
-    generator: torch.Generator,
-    cond: Tensor | None,
-    stop_id: int | None,
-) -> tuple[list[int], Tensor, State, bool]:
-    """Generate ``n`` ids one step at a time from ``last`` logits and the carried ``state``."""
-    out: list[int] = []
-    for _ in range(n):
-        nxt = sample_next(last, temperature, top_k, generator)  # (1,)
-        if stop_id is not None and int(nxt) == stop_id:
-            return out, last, state, True
-        out.append(int(nxt))
-        logits, _, state = model(nxt.view(1, 1), state, condition=cond)
-        last = logits[-1]
-    return out, last, state, False
+class _ReferenceDraw:
+    """``sample_next`` for each stream with its own generator: what the lean sampler must equal."""
+
+    def __init__(self, temperature: float, top_k: int | None, generators: list[torch.Generator]) -> None:
+        self.temperature, self.top_k, self.generators = temperature, top_k, generators
+
+    def __call__(self, logits: Tensor, out: Tensor) -> Tensor:
+        for i, generator in enumerate(self.generators):
+            out[i] = sample_next(logits[i : i + 1], self.temperature, self.top_k, generator)[0]
+        return out

@@ -24,6 +24,7 @@ from torch import Tensor
 from chargen.data.corpora import ProgressFn
 from chargen.data.names import FOLD_ALPHABET, NamesData, fold, has_letter, load_names
 from chargen.errors import CheckpointError, CorpusError, UsageError, VocabularyError
+from chargen.inference import make_stepper
 from chargen.models import CharLM, ModelConfig, SequenceClassifier
 from chargen.runtime import check_batch_size, rank, world_size
 from chargen.sample import check_sampling, sample_next
@@ -446,11 +447,13 @@ def generate_names(
     """
     device = next(model.parameters()).device
     n = len(conditions)
+    if n == 0:
+        return []
     cond = conditions.to(device)
     prime = [vocab.id(BOS), *vocab.encode(start, what="--start")]
     x = torch.tensor(prime, device=device).view(-1, 1).expand(-1, n)
-    logits, _, state = model(x, None, condition=cond)
-    last = logits[-1]  # (N, V)
+    stepper = make_stepper(model, n, cond)  # the lean path in eval mode (chargen.inference)
+    last = stepper.prime(x)  # (N, V)
     eos = vocab.id(EOS)
     banned = [vocab.id(PAD), vocab.id(BOS)]
     out: list[list[int]] = [[] for _ in range(n)]
@@ -464,8 +467,7 @@ def generate_names(
         done |= nxt == eos
         if bool(done.all()):
             break
-        logits, _, state = model(nxt.view(1, -1), state, condition=cond)
-        last = logits[-1]
+        last = stepper.step(nxt)
     return [start + vocab.decode(ids) for ids in out]
 
 
