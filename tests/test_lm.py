@@ -118,7 +118,7 @@ def test_generation_equals_loop_engine_and_greedy_is_deterministic() -> None:
     assert a == b
 
 
-def test_generation_cost_is_constant_per_character() -> None:
+def test_generation_cost_is_constant_per_character(monkeypatch: pytest.MonkeyPatch) -> None:
     """O(1) per character: each step runs the model on one character, never the whole context."""
     vocab = Vocab.from_text("abcdefghijklmnopqrs ")
     model = tiny_lm(vocab=len(vocab))
@@ -131,12 +131,9 @@ def test_generation_cost_is_constant_per_character() -> None:
     lengths.clear()
     steps: list[int] = []
     step = LeanStepper.step
-    LeanStepper.step = lambda self, ids: (steps.append(ids.numel()), step(self, ids))[1]  # type: ignore[method-assign]
-    try:
-        "".join(generate(model, vocab, prime="abcdef", length=50, seed=0))
-    finally:
-        LeanStepper.step = step  # type: ignore[method-assign]
-        hook.remove()
+    monkeypatch.setattr(LeanStepper, "step", lambda self, ids: (steps.append(ids.numel()), step(self, ids))[1])
+    "".join(generate(model, vocab, prime="abcdef", length=50, seed=0))
+    hook.remove()
     assert lengths == [6] and steps == [1] * 50
 
 

@@ -19,7 +19,7 @@ def sample(
     greedy: Annotated[bool, typer.Option("--greedy", help="Same as --temp 0.")] = False,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample only among the k likeliest characters.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed: the same seed gives the same text.")] = None,
-    n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 1,
+    n: Annotated[int, typer.Option("-n", help="Number of samples, generated as one batch (sample i is the one --seed SEED+i gives alone).")] = 1,
     lang: Annotated[Optional[str], typer.Option(help="Name generators: the language to generate names in.")] = None,
     start: Annotated[Optional[str], typer.Option(help="Name generators: the first letter(s) of each name.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
@@ -34,7 +34,7 @@ def sample(
     from chargen import checkpoint
     from chargen.errors import UsageError
     from chargen.runtime import resolve_device
-    from chargen.sample import check_sampling, generate
+    from chargen.sample import check_sampling, generate_streams
 
     temperature = 0.0 if greedy else temp
     check_sampling(temperature, top_k, length)
@@ -51,10 +51,15 @@ def sample(
         raise UsageError("--lang and --start are for name generators; this is a text model (use --prime)")
     loaded.vocab.encode(prime, what="the prime")  # fail before anything reaches stdout
     chunk = int(loaded.config["task_config"]["options"].get("seq_len", 30))
-    for i in range(n):
-        sys.stdout.write(prime)
-        for piece in generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
-                              top_k=top_k, seed=None if seed is None else seed + i, chunk_size=chunk):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n" if i == n - 1 else "\n\n")
+    # all n samples as one batch: the first streams as it is written, the others follow in order
+    rest: list[list[str]] = [[] for _ in range(n - 1)]
+    sys.stdout.write(prime)
+    for pieces in generate_streams(loaded.model, loaded.vocab, n=n, prime=prime, length=length,
+                                   temperature=temperature, top_k=top_k, seed=seed, chunk_size=chunk):
+        sys.stdout.write(pieces[0])
+        sys.stdout.flush()
+        for kept, piece in zip(rest, pieces[1:]):
+            kept.append(piece)
+    for kept in rest:
+        sys.stdout.write("\n\n" + prime + "".join(kept))
+    sys.stdout.write("\n")
