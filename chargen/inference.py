@@ -365,13 +365,18 @@ class LeanStepper:
 
     def step(self, ids: Tensor) -> Tensor:
         """``ids (N,)`` -> logits ``(N, V)`` (a buffer, overwritten by the next step)."""
+        if torch.is_inference_mode_enabled():  # a generation loop enters it once, not per character
+            return self._step(ids)
         with torch.inference_mode():
-            x = torch.index_select(self.table, 0, ids, out=self.xin)
-            if self.cond_proj is not None:
-                x.add_(self.cond_proj)
-            for layer in self.layers:
-                x = layer.run(x)
-            return torch.addmm(self.head_b, x, self.head_w, out=self.logits)
+            return self._step(ids)
+
+    def _step(self, ids: Tensor) -> Tensor:
+        x = torch.index_select(self.table, 0, ids, out=self.xin)
+        if self.cond_proj is not None:
+            x.add_(self.cond_proj)
+        for layer in self.layers:
+            x = layer.run(x)
+        return torch.addmm(self.head_b, x, self.head_w, out=self.logits)
 
 
 Stepper = LeanStepper | ReferenceStepper
@@ -422,20 +427,27 @@ class LeanSampler:
     def __call__(self, logits: Tensor, out: Tensor | None = None) -> Tensor:
         """``logits (N, V)`` -> ids ``(N,)`` (into ``out`` if given, else a buffer the next call overwrites)."""
         out = self.ids if out is None else out
+        if torch.is_inference_mode_enabled():
+            return self._draw(logits, out)
         with torch.inference_mode():
-            if self.temperature == 0:
-                return torch.argmax(logits, dim=-1, out=out)
-            torch.div(logits, self.temperature, out=self.scaled)
-            if self.top_k is not None:
-                torch.topk(self.scaled, self.top_k, dim=-1, out=(self.top_vals, self.top_idx))
-                torch.lt(self.scaled, self.kth, out=self.mask)
-                self.scaled.masked_fill_(self.mask, float("-inf"))
-            torch.softmax(self.scaled, dim=-1, out=self.probs)
-            # multinomial(p, 1) == argmax(p / q), q ~ Exp(1): the same draws from the same generator
-            if self.generators is None:
-                self.q.exponential_(generator=self.shared)
-            else:
-                for row, generator in zip(self.rows, self.generators):
-                    row.exponential_(generator=generator)
-            torch.div(self.probs, self.q, out=self.q)
-            return torch.argmax(self.q, dim=-1, out=out)
+            return self._draw(logits, out)
+
+    def _draw(self, logits: Tensor, out: Tensor) -> Tensor:
+        if self.temperature == 0:
+            return torch.argmax(logits, dim=-1, out=out)
+        scaled = logits
+        if self.temperature != 1.0 or self.top_k is not None:  # x / 1.0 is x, bit for bit: skip the kernel
+            scaled = torch.div(logits, self.temperature, out=self.scaled)
+        if self.top_k is not None:
+            torch.topk(scaled, self.top_k, dim=-1, out=(self.top_vals, self.top_idx))
+            torch.lt(scaled, self.kth, out=self.mask)
+            scaled.masked_fill_(self.mask, float("-inf"))
+        torch.softmax(scaled, dim=-1, out=self.probs)
+        # multinomial(p, 1) == argmax(p / q), q ~ Exp(1): the same draws from the same generator
+        if self.generators is None:
+            self.q.exponential_(generator=self.shared)
+        else:
+            for row, generator in zip(self.rows, self.generators):
+                row.exponential_(generator=generator)
+        torch.div(self.probs, self.q, out=self.q)
+        return torch.argmax(self.q, dim=-1, out=out)

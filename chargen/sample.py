@@ -68,7 +68,7 @@ def generate(
             yield pieces[0]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_streams(
     model: CharLM,
     vocab: Vocab,

@@ -1,0 +1,207 @@
+"""Generation speed on the shipped grimm model: the lean path, the reference path and a bare nn.LSTM loop, side by side.
+
+    python benchmarks/generate.py [--model grimm --chars 3000 --repeats 5 --threads 1]
+
+One process, one thread (unless ``--threads``), repetitions interleaved across the rows so that
+machine noise hits them alike; ratios use each row's best repetition. Rows:
+
+- ``lean, 1 stream``: ``chargen.sample.generate`` (what ``chargen sample`` runs);
+- ``reference, 1 stream``: the same with ``lean=False`` (the model's own forward per character);
+- ``bare nn.LSTM loop``: ``nn.Embedding -> nn.LSTM -> nn.Linear -> softmax -> multinomial`` per
+  character, the same shape and weights (the issue's yardstick);
+- ``lean, N streams``: ``generate_streams(n=N)``, characters summed over the streams.
+
+Then the distance from the arithmetic limit (FLOPs per character over the measured matrix-multiply
+rate, at batch 1 and at batch N), and ``chargen sample --length L > file`` as a subprocess: wall
+time and peak resident memory at two lengths (memory flat = the same peak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from chargen import checkpoint
+from chargen.inference import LeanStepper
+from chargen.sample import generate, generate_streams
+
+
+def bare_lstm_loop(model: nn.Module, chars: int) -> Callable[[], float]:
+    """The issue's yardstick: a plain torch step loop of the same shape, the model's weights copied in."""
+    cfg = model.cfg
+    embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
+    lstm = nn.LSTM(cfg.embed_dim, cfg.hidden_size, cfg.num_layers)
+    head = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+    with torch.no_grad():
+        embed.weight.copy_(model.encoder.embed.weight)
+        for i, cell in enumerate(model.encoder.core.layers):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(lstm, f"{name}_l{i}").copy_(getattr(cell, name))
+        head.load_state_dict(model.head.state_dict())
+    generator = torch.Generator().manual_seed(0)
+
+    @torch.no_grad()
+    def run() -> float:
+        start = time.perf_counter()
+        idx = torch.zeros(1, 1, dtype=torch.long)
+        state = None
+        for _ in range(chars):
+            out, state = lstm(embed(idx), state)  # (1, 1, H)
+            probs = torch.softmax(head(out[-1]), dim=-1)
+            idx = torch.multinomial(probs, 1, generator=generator).view(1, 1)
+        return time.perf_counter() - start
+
+    return run
+
+
+def timed(fn: Callable[[], object]) -> Callable[[], float]:
+    def run() -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    return run
+
+
+def matmul_rate(rows: int, inner: int, cols: int, repeats: int = 300) -> float:
+    """Best FLOP/s of ``addmm`` on ``(rows, inner) @ (inner, cols)`` (the lean step's layout)."""
+    x, w, b = torch.randn(rows, inner), torch.randn(inner, cols), torch.randn(cols)
+    out = torch.empty(rows, cols)
+    best = float("inf")
+    for _ in range(7):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.addmm(b, x, w, out=out)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return 2 * rows * inner * cols / best
+
+
+def step_matmuls(stepper: LeanStepper, repeats: int = 300) -> float:
+    """Best seconds per step of the lean step's matrix products alone (no element-wise work, no dispatch around them)."""
+    pairs = []
+    x = stepper.layers[0].h
+    for layer in stepper.layers:
+        if not layer.first:
+            pairs.append((x, layer.wih))
+        pairs.append((layer.h, layer.whh))
+        x = layer.h
+    pairs.append((x, stepper.head_w))
+    outs = [torch.empty(a.shape[0], w.shape[1]) for a, w in pairs]
+    best = float("inf")
+    for _ in range(7):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            for (a, w), o in zip(pairs, outs):
+                torch.mm(a, w, out=o)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best
+
+
+def cli_run(model: str, length: int, threads: int) -> tuple[float, float]:
+    """``chargen sample --length L > file`` in a fresh process: wall seconds and peak resident MiB."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "sample.txt"
+        with out.open("w") as stdout:
+            start = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-m", "chargen", "sample", "--model", model, "--length",
+                                     str(length), "--seed", "0"], stdout=stdout, env=env)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - start
+        if status != 0:
+            raise SystemExit(f"chargen sample --length {length} failed with status {status}")
+        written = len(out.read_text(encoding="utf-8"))
+    if written < length:
+        raise SystemExit(f"chargen sample --length {length} wrote only {written} characters")
+    return wall, usage.ru_maxrss / 1024  # Linux: kilobytes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="grimm")
+    parser.add_argument("--chars", type=int, default=3000, help="characters per repetition, one lean stream")
+    parser.add_argument("--slow-chars", type=int, default=300, help="characters per repetition, reference and nn.LSTM")
+    parser.add_argument("--streams", type=int, default=64)
+    parser.add_argument("--stream-chars", type=int, default=300, help="characters per stream per repetition")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cli-lengths", type=int, nargs="*", default=[1000, 100_000],
+                        help="chargen sample --length values to time in a subprocess (none: skip)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    loaded = checkpoint.load(args.model, task="lm")
+    model, vocab = loaded.model, loaded.vocab
+    n = args.streams
+    rows: dict[str, tuple[Callable[[], float], int]] = {
+        "lean, 1 stream": (timed(lambda: "".join(generate(model, vocab, prime="The", length=args.chars, seed=0))),
+                           args.chars),
+        "reference, 1 stream": (timed(lambda: "".join(
+            generate(model, vocab, prime="The", length=args.slow_chars, seed=0, lean=False))), args.slow_chars),
+        "bare nn.LSTM loop": (bare_lstm_loop(model, args.slow_chars), args.slow_chars),
+        f"lean, {n} streams": (timed(lambda: list(generate_streams(
+            model, vocab, n=n, prime="The", length=args.stream_chars, seed=0))), n * args.stream_chars),
+    }
+    for run, _ in rows.values():  # warm-up
+        run()
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(args.repeats):
+        for name, (run, _) in rows.items():
+            times[name].append(run())
+    best = {name: chars / min(times[name]) for name, (_, chars) in rows.items()}
+    median = {name: chars / sorted(times[name])[len(times[name]) // 2] for name, (_, chars) in rows.items()}
+
+    cfg = model.cfg
+    print(f"model {args.model}: {cfg.num_layers} x {cfg.hidden_size} {cfg.cell}, embed {cfg.embed_dim}, "
+          f"vocab {cfg.vocab_size}; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"{args.repeats} interleaved repeats")
+    print(f"{'row':<24}{'best chars/s':>14}{'median':>12}")
+    for name in rows:
+        print(f"{name:<24}{best[name]:>14,.0f}{median[name]:>12,.0f}")
+
+    one, many = best["lean, 1 stream"], best[f"lean, {n} streams"]
+    print("\nratios of best chars/s")
+    for label, ratio, target in (
+        ("lean 1 stream / bare nn.LSTM loop", one / best["bare nn.LSTM loop"], 10.0),
+        ("lean 1 stream / reference 1 stream", one / best["reference, 1 stream"], None),
+        (f"lean {n} streams / lean 1 stream", many / one, 20.0),
+        (f"lean {n} streams / reference 1 stream", many / best["reference, 1 stream"], None),
+    ):
+        verdict = "" if target is None else f"target >= {target:<5} {'ok' if ratio >= target else 'MISSED'}"
+        print(f"{label:<45}{ratio:>8.1f}   {verdict}")
+
+    # the arithmetic: per character, W_hh of every layer, W_ih above the first (the first is a table row), the head
+    hid, layers, vocab_size = cfg.hidden_size, cfg.num_layers, cfg.vocab_size
+    gates = 4 if "lstm" in cfg.cell else 1
+    flops = 2 * (gates * hid * hid * (2 * layers - 1) + vocab_size * hid)
+    gemv = matmul_rate(1, hid, gates * hid)
+    gemm = matmul_rate(n, hid, gates * hid, repeats=30)
+    stepper = LeanStepper(model, 1)
+    products = step_matmuls(stepper)
+    print(f"\narithmetic: {flops / 1e6:.2f} MFLOP per character; addmm (1, {hid}) x ({hid}, {gates * hid}) "
+          f"{gemv / 1e9:.1f} GFLOP/s, ({n}, {hid}) x ({hid}, {gates * hid}) {gemm / 1e9:.1f} GFLOP/s")
+    print(f"  limit at the batch-1 rate: {gemv / flops:>9,.0f} chars/s; lean 1 stream reaches {one / (gemv / flops):.0%}")
+    print(f"  the step's matrix products alone: {products * 1e6:.0f} us = {1 / products:,.0f} chars/s; "
+          f"lean 1 stream reaches {one * products:.0%} (the rest: element-wise kernels, sampling, dispatch)")
+    print(f"  limit at the batch-{n} rate: {gemm / flops:>9,.0f} chars/s; lean {n} streams reach {many / (gemm / flops):.0%}")
+
+    if args.cli_lengths:
+        print("\nchargen sample --length L --seed 0 > file (fresh process, OMP_NUM_THREADS="
+              f"{args.threads})")
+        print(f"{'length':>10}{'wall s':>10}{'peak MiB':>10}")
+        for length in args.cli_lengths:
+            wall, peak = cli_run(args.model, length, args.threads)
+            print(f"{length:>10,}{wall:>10.1f}{peak:>10.0f}")
+
+
+if __name__ == "__main__":
+    main()
