@@ -63,6 +63,77 @@ def bare_lstm_loop(model: nn.Module, chars: int) -> Callable[[], float]:
     return run
 
 
+def lstm_stack_step(table: torch.Tensor, ids: torch.Tensor, xin: torch.Tensor, hs: list[torch.Tensor],
+                    cs: list[torch.Tensor], gates: list[torch.Tensor], tanh_cs: list[torch.Tensor],
+                    wihs: list[torch.Tensor], biases: list[torch.Tensor], whhs: list[torch.Tensor],
+                    head_w: torch.Tensor, head_b: torch.Tensor, logits: torch.Tensor, hidden: int) -> torch.Tensor:
+    """The lean LSTM step as one function over the stepper's buffers, for ``torch.jit.script``."""
+    torch.index_select(table, 0, ids, out=xin)
+    x = xin
+    for i in range(len(hs)):
+        g = gates[i]
+        if i == 0:
+            torch.addmm(x, hs[i], whhs[i], out=g)
+        else:
+            torch.addmm(biases[i], x, wihs[i], out=g)
+            g.addmm_(hs[i], whhs[i])
+        g[:, : 3 * hidden].sigmoid_()
+        g[:, 3 * hidden :].tanh_()
+        cs[i].mul_(g[:, hidden : 2 * hidden]).addcmul_(g[:, :hidden], g[:, 3 * hidden :])
+        torch.tanh(cs[i], out=tanh_cs[i])
+        torch.mul(g[:, 2 * hidden : 3 * hidden], tanh_cs[i], out=hs[i])
+        x = hs[i]
+    return torch.addmm(head_b, x, head_w, out=logits)
+
+
+def torchscript_vs_python(model: nn.Module, repeats: int, steps: int = 1000) -> tuple[float, float, float]:
+    """Seconds to script the lean LSTM step and warm it up, then the best seconds per step of the scripted
+    and the Python step, interleaved."""
+    stepper = LeanStepper(model, 1)
+    stepper.prime(torch.zeros(1, 1, dtype=torch.long))
+    ids = torch.zeros(1, dtype=torch.long)
+    layers = stepper.layers
+    with torch.inference_mode():
+        args = (stepper.table, ids, stepper.xin, [la.h for la in layers], [la.c for la in layers],
+                [la.gates for la in layers], [la.tanh_c for la in layers],
+                [getattr(la, "wih", la.whh) for la in layers], [getattr(la, "bias", stepper.head_b) for la in layers],
+                [la.whh for la in layers], stepper.head_w, stepper.head_b, stepper.logits, model.cfg.hidden_size)
+        start = time.perf_counter()
+        scripted = torch.jit.script(lstm_stack_step)
+        for _ in range(3):  # the profiling executor optimises after its first runs
+            scripted(*args)
+        startup = time.perf_counter() - start
+        best = {"script": float("inf"), "python": float("inf")}
+        for _ in range(repeats):
+            for name, fn in (("script", lambda: scripted(*args)), ("python", lambda: stepper.step(ids))):
+                start = time.perf_counter()
+                for _ in range(steps):
+                    fn()
+                best[name] = min(best[name], (time.perf_counter() - start) / steps)
+    return startup, best["script"], best["python"]
+
+
+def compiled_vs_python(model: nn.Module, repeats: int, steps: int = 1000) -> tuple[float, float, float]:
+    """The same for ``torch.compile`` of the lean step (inductor: minutes of start-up on this machine)."""
+    stepper = LeanStepper(model, 1)
+    stepper.prime(torch.zeros(1, 1, dtype=torch.long))
+    ids = torch.zeros(1, dtype=torch.long)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        compiled = torch.compile(stepper._step)
+        for _ in range(3):
+            compiled(ids)
+        startup = time.perf_counter() - start
+        best = {"compiled": float("inf"), "python": float("inf")}
+        for _ in range(repeats):
+            for name, fn in (("compiled", lambda: compiled(ids)), ("python", lambda: stepper.step(ids))):
+                start = time.perf_counter()
+                for _ in range(steps):
+                    fn()
+                best[name] = min(best[name], (time.perf_counter() - start) / steps)
+    return startup, best["compiled"], best["python"]
+
+
 def timed(fn: Callable[[], object]) -> Callable[[], float]:
     def run() -> float:
         start = time.perf_counter()
@@ -136,6 +207,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cli-lengths", type=int, nargs="*", default=[1000, 100_000],
                         help="chargen sample --length values to time in a subprocess (none: skip)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the lean step (slow start)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -193,6 +265,16 @@ def main() -> None:
     print(f"  the step's matrix products alone: {products * 1e6:.0f} us = {1 / products:,.0f} chars/s; "
           f"lean 1 stream reaches {one * products:.0%} (the rest: element-wise kernels, sampling, dispatch)")
     print(f"  limit at the batch-{n} rate: {gemm / flops:>9,.0f} chars/s; lean {n} streams reach {many / (gemm / flops):.0%}")
+
+    if cfg.cell == "lstm":
+        startup, script, python = torchscript_vs_python(model, args.repeats)
+        print(f"\nTorchScript: scripting the lean LSTM step + warm-up {startup:.2f} s; step {script * 1e6:.0f} us "
+              f"scripted vs {python * 1e6:.0f} us in Python ({python / script:.2f}x)")
+
+    if args.compile:
+        startup, fast, python = compiled_vs_python(model, args.repeats)
+        print(f"torch.compile: compiling the lean step + warm-up {startup:.1f} s; step {fast * 1e6:.0f} us "
+              f"compiled vs {python * 1e6:.0f} us in Python ({python / fast:.2f}x)")
 
     if args.cli_lengths:
         print("\nchargen sample --length L --seed 0 > file (fresh process, OMP_NUM_THREADS="
