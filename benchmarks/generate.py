@@ -274,13 +274,13 @@ def main() -> None:
     flops = 2 * (gates * hid * hid * (2 * layers - 1) + vocab_size * hid)
     gemv = matmul_rate(1, hid, gates * hid)
     gemm = matmul_rate(n, hid, gates * hid, repeats=30)
-    stepper = LeanStepper(model, 1)
-    products = step_matmuls(stepper)
     print(f"\narithmetic: {flops / 1e6:.2f} MFLOP per character; addmm (1, {hid}) x ({hid}, {gates * hid}) "
           f"{gemv / 1e9:.1f} GFLOP/s, ({n}, {hid}) x ({hid}, {gates * hid}) {gemm / 1e9:.1f} GFLOP/s")
     print(f"  limit at the batch-1 rate: {gemv / flops:>9,.0f} chars/s; lean 1 stream reaches {one / (gemv / flops):.0%}")
-    print(f"  the step's matrix products alone: {products * 1e6:.0f} us = {1 / products:,.0f} chars/s; "
-          f"lean 1 stream reaches {one * products:.0%} (the rest: element-wise kernels, sampling, dispatch)")
+    if cfg.cell in ("rnn", "lstm"):  # plain layers: their products are the stepper's wih/whh
+        products = step_matmuls(LeanStepper(model, 1))
+        print(f"  the step's matrix products alone: {products * 1e6:.0f} us = {1 / products:,.0f} chars/s; "
+              f"lean 1 stream reaches {one * products:.0%} (the rest: element-wise kernels, sampling, dispatch)")
     print(f"  limit at the batch-{n} rate: {gemm / flops:>9,.0f} chars/s; lean {n} streams reach {many / (gemm / flops):.0%}")
 
     if cfg.cell == "lstm":

@@ -106,6 +106,7 @@ def _t(weight: Tensor, order: Tensor | None = None, scale: float = 1.0) -> Tenso
 
 
 def _v(vector: Tensor, order: Tensor | None = None, scale: float = 1.0) -> Tensor:
+    """A copy of ``vector (G*H,)`` (or of the rows of a ``(G*H, ...)`` tensor), reordered and scaled."""
     v = vector.detach() if order is None else vector.detach()[order]
     return (v * scale if scale != 1.0 else v).clone()
 
