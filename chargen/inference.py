@@ -171,13 +171,6 @@ class _LSTMLayer(_Layer):
     def export(self) -> State:
         return (self.h.clone(), self.c.clone())
 
-    def preact(self, xin: Tensor) -> None:
-        """``gates = W_ih x + b_ih + W_hh h + b_hh``, reordered."""
-        if self.first:
-            torch.addmm(xin, self.h, self.whh, out=self.gates)
-        else:
-            torch.addmm(self.bias, xin, self.wih, out=self.gates).addmm_(self.h, self.whh)
-
     def update(self) -> Tensor:
         self.sig.sigmoid_()
         self.g.tanh_()
@@ -187,8 +180,17 @@ class _LSTMLayer(_Layer):
         return self.h
 
     def run(self, xin: Tensor) -> Tensor:
-        self.preact(xin)
-        return self.update()
+        # preact and update inlined: this runs once per layer per character
+        gates = self.gates
+        if self.first:
+            torch.addmm(xin, self.h, self.whh, out=gates)
+        else:
+            torch.addmm(self.bias, xin, self.wih, out=gates).addmm_(self.h, self.whh)
+        self.sig.sigmoid_()
+        self.g.tanh_()
+        self.c.mul_(self.f).addcmul_(self.i, self.g)
+        torch.tanh(self.c, out=self.tanh_c)
+        return torch.mul(self.o, self.tanh_c, out=self.h)
 
 
 class _Momentum:
@@ -447,6 +449,8 @@ class LeanSampler:
         # multinomial(p, 1) == argmax(p / q), q ~ Exp(1): the same draws from the same generator
         if self.generators is None:
             self.q.exponential_(generator=self.shared)
+        elif len(self.generators) == 1:  # (1, V) and its one row draw the same numbers
+            self.q.exponential_(generator=self.generators[0])
         else:
             for row, generator in zip(self.rows, self.generators):
                 row.exponential_(generator=generator)

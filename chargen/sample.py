@@ -121,10 +121,11 @@ def generate_streams(
     rows = out.unbind(0)  # made once: the sampler writes each step's ids into the next row
     alive = [True] * n
     produced = 0
+    step = stepper.step  # bound once: the loop below runs once per character
     while produced < length:
         size = min(chunk_size, length - produced)
         for row in rows[:size]:
-            last = stepper.step(draw(last, out=row))
+            last = step(draw(last, out=row))
         produced += size
         pieces = []
         for i, chunk in enumerate(out[:size].T.tolist()):
