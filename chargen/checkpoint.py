@@ -36,12 +36,20 @@ from chargen import __version__
 from chargen.errors import CheckpointError, RunLocked
 from chargen.models import ModelConfig, build_model
 from chargen.paths import checkpoints_dir
+from chargen.safeio import GiB, MiB, describe, is_plain_file, open_regular, read_regular
+from chargen.schema import RUN_FIELDS, SchemaError, check_config
 from chargen.vocab import Vocab
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, TRAINER = "config.json", "model.pt", "trainer.pt"
 JOURNAL = ".commit"
 LOCK = ".lock"
+EMBEDDINGS, WORDS = "embeddings.pt", "vocab.json"  # a word2vec model folder, saved by the same journal
+# The only files a save writes, so the only names a journal may rename into place.
+SAVED = (CONFIG, WEIGHTS, TRAINER, EMBEDDINGS, WORDS)
+_TEMP_RE = re.compile(r"\.(" + "|".join(re.escape(n) for n in (*SAVED, JOURNAL)) + r")\.[A-Za-z0-9_]+\.tmp")
+MAX_CONFIG_BYTES = 64 * MiB
+MAX_TENSOR_BYTES = 16 * GiB
 
 
 def _fsync_dir(path: Path) -> None:
@@ -90,11 +98,15 @@ def atomic_write(directory: Path, files: dict[str, bytes]) -> None:
 def _roll_forward(directory: Path) -> None:
     """Finish a journalled save (renames are idempotent), then drop stray temporary files."""
     journal = directory / JOURNAL
-    if journal.exists():
+    if journal.exists() or journal.is_symlink():
+        if not is_plain_file(journal):
+            raise CheckpointError(f"{journal}: refused: a save journal is a regular file, this is not; "
+                                  f"nothing was renamed (delete {journal} if you trust this directory)")
         try:
-            pending = json.loads(journal.read_text())
-        except (OSError, ValueError):
+            pending = json.loads(read_regular(journal, MiB).decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
             pending = {}  # torn journal: it was never renamed into place, so nothing was committed
+        _check_journal(journal, pending)
         for name, tmp in pending.items():
             try:
                 os.replace(directory / tmp, directory / name)
@@ -102,8 +114,38 @@ def _roll_forward(directory: Path) -> None:
                 pass  # renamed before the crash
         _fsync_dir(directory)
         journal.unlink(missing_ok=True)
-    for stray in directory.glob(".*.tmp"):
+    for stray in _temp_files(directory):
         stray.unlink(missing_ok=True)
+
+
+def is_temp_file(name: str) -> bool:
+    """Whether ``name`` is one of the temporary files a save writes."""
+    return _TEMP_RE.fullmatch(name) is not None
+
+
+def _temp_files(directory: Path) -> list[Path]:
+    """This module's temporary files in ``directory`` (never another program's ``.*.tmp``)."""
+    return [p for p in directory.glob(".*.tmp") if _TEMP_RE.fullmatch(p.name)]
+
+
+def _check_journal(journal: Path, pending: Any) -> None:
+    """A journal may only move this save's own temporary files onto the fixed checkpoint names.
+
+    A run directory can come from anyone; a crafted journal naming ``/home/me/.bashrc`` or
+    ``../x`` would otherwise make any load rename files anywhere the user can write.
+    """
+    if not isinstance(pending, dict):
+        pending = {"?": pending}
+    for name, tmp in pending.items():
+        ok = (name in SAVED and isinstance(tmp, str) and _TEMP_RE.fullmatch(tmp) is not None
+              and tmp.startswith(f".{name}.") and (not (journal.parent / tmp).exists()
+                                                   or is_plain_file(journal.parent / tmp)))
+        if not ok:
+            shown = f"{name!r} -> {tmp!r}" if isinstance(tmp, str) else repr(name)
+            raise CheckpointError(
+                f"{journal}: refused: this save journal names {shown[:120]}, not one of this run's own files "
+                f"({', '.join(SAVED)}); nothing was renamed (delete {journal} if you trust this directory)"
+            )
 
 
 def tensor_bytes(obj: Any) -> bytes:
@@ -149,41 +191,45 @@ def resolve(name_or_path: str | Path) -> Path:
 
 def _recover(run_dir: Path) -> None:
     """Finish a save that a crash interrupted, unless a live run owns the directory (it may be mid-save)."""
-    if not ((run_dir / JOURNAL).exists() or any(run_dir.glob(".*.tmp"))):
+    if not ((run_dir / JOURNAL).exists() or (run_dir / JOURNAL).is_symlink() or _temp_files(run_dir)):
         return
     if os.access(run_dir, os.W_OK) and not RunLock(run_dir).owned_by_another_process():
         _roll_forward(run_dir)
 
 
-def load_config(run_dir: Path) -> dict[str, Any]:
-    """The checkpoint's JSON config, checked for a known format version."""
+def load_config(run_dir: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The checkpoint's JSON config, checked against the schema (``chargen.schema``); the top-level
+    ``required`` fields must be present."""
     _recover(run_dir)
     path = run_dir / CONFIG
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing; {run_dir} is not a chargen run directory") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable or corrupt JSON ({e})") from None
-    if not isinstance(config, dict) or "format_version" not in config:
-        raise CheckpointError(f"{path}: not a chargen config (no format_version)")
-    version = config["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: format version {version} is newer than this chargen understands "
-            f"({FORMAT_VERSION}); upgrade chargen"
-        )
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read it ({describe(e)})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt JSON (nested too deeply)") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable or corrupt JSON ({' '.join(str(e).split())[:200]})") from None
+    try:
+        check_config(config, FORMAT_VERSION, required)
+    except SchemaError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     return config
 
 
 def load_tensors(path: Path) -> Any:
     """``torch.load`` with ``weights_only=True``: tensors and plain containers only, no code runs."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, MAX_TENSOR_BYTES) as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing") from None
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot read it ({e.strerror or e})") from None
+        raise CheckpointError(f"{path}: cannot read it ({describe(e)})") from None
+    except (MemoryError, RecursionError) as e:
+        raise CheckpointError(f"{path}: cannot load it ({type(e).__name__}); corrupt or crafted") from None
     except pickle.UnpicklingError as e:
         # weights_only names the callable a pickle asks for ("GLOBAL posix.system"); anything
         # else it cannot read is damage, not an attack.
@@ -226,22 +272,25 @@ def load(
 ) -> Loaded:
     """Rebuild a model from a run directory; ``task`` refuses checkpoints of another task."""
     run_dir = resolve(name_or_path)
-    config = load_config(run_dir)
+    config = load_config(run_dir, RUN_FIELDS)
     kind = config.get("task")
     wanted = (task,) if isinstance(task, str) else task
     if wanted and kind not in wanted:
         raise CheckpointError(
             f"{run_dir}: this is a {kind!r} model; this command needs a {' or '.join(map(repr, wanted))} model"
         )
+    if wanted and not isinstance(config.get("task_config"), dict):  # a command then reads the task's settings
+        raise CheckpointError(f"{run_dir / CONFIG}: task_config is missing")
     try:
         vocab = Vocab.from_json(config["vocab"])
         model_cfg = ModelConfig.from_dict(config["model"])
         model = build(config) if build else build_model(model_cfg)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{run_dir / CONFIG}: cannot rebuild the model ({e})") from None
+    except (RuntimeError, MemoryError) as e:
+        raise CheckpointError(f"{run_dir / CONFIG}: cannot build this model here ({_detail(e)})") from None
     weights = load_tensors(run_dir / WEIGHTS)
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise CheckpointError(f"{run_dir / WEIGHTS}: not a flat dict of tensors")
+    check_weights(run_dir / WEIGHTS, weights)
     if model_cfg.vocab_size != len(vocab):
         raise CheckpointError(
             f"{run_dir / CONFIG}: vocabulary has {len(vocab)} tokens but the model was built for "
@@ -254,6 +303,20 @@ def load(
         raise CheckpointError(f"{run_dir / WEIGHTS}: weights do not fit the config ({detail})") from None
     model.to(device).eval()
     return Loaded(run_dir, config, model, vocab)
+
+
+def check_weights(path: Path, weights: Any) -> None:
+    """A flat dict of named, finite floating-point tensors, as ``save`` writes them."""
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: not a flat dict of tensors")
+    for name, tensor in weights.items():
+        if not isinstance(name, str):
+            raise CheckpointError(f"{path}: weight names must be strings, found {name!r}")
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"{path}: weight {name!r} is {tensor.dtype}; chargen saves floating-point weights "
+                                  "(converting would change them)")
+        if not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: weight {name!r} holds NaN or infinite values; the checkpoint is damaged")
 
 
 class RunLock:
@@ -320,7 +383,8 @@ class RunLock:
         try:
             if _read_lock(self.path) == stale:
                 self.path.unlink(missing_ok=True)
-                who = f"pid {stale['pid']}" if "pid" in stale else "an unfinished lock"
+                pid = stale.get("pid")
+                who = f"pid {pid}" if isinstance(pid, int) else "an unfinished or unreadable lock"
                 self.note = f"took over a stale lock on {self.path.parent} ({who} is no longer running)"
         finally:
             guard.unlink(missing_ok=True)
@@ -336,10 +400,16 @@ class RunLock:
 def _read_lock(path: Path) -> dict[str, Any] | None:
     """The lock's owner; ``{}`` for a lock whose owner died before writing it; None when there is no lock."""
     try:
-        owner = json.loads(path.read_text(encoding="utf-8"))
+        owner = json.loads(read_regular(path, MiB).decode("utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (IsADirectoryError, OSError) as e:
+        if path.is_dir() or not path.is_file() and path.exists():
+            what = "a directory" if path.is_dir() else "not a regular file"
+            raise RunLocked(f"{path} is {what}, not a chargen lock file; remove it if no run is using "
+                            f"{path.parent}") from None
+        return {}
+    except (ValueError, RecursionError):
         return {}
     return owner if isinstance(owner, dict) else {}
 
@@ -349,8 +419,11 @@ def _alive(owner: dict[str, Any]) -> bool:
         return False
     if owner.get("host") != socket.gethostname():
         return True  # cannot see another machine's processes
+    pid = owner["pid"]
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
+        return False  # not a pid chargen wrote: an unfinished or damaged lock, as good as stale
     try:
-        os.kill(int(owner["pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

@@ -1,4 +1,4 @@
-"""The recurrent core: a stack of layers of one registered cell kind, run by the loop or fused engine."""
+"""The recurrent core: a stack of layers of one registered cell kind, run by the loop, torch-cell or fused engine."""
 
 from __future__ import annotations
 
@@ -7,10 +7,52 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
-from chargen.cells import Cell, State, get_cell
+from chargen.cells import Cell, LSTMCell, RNNCell, State, get_cell
 
-ENGINES = ("fused", "loop")
+ENGINES = ("fused", "loop", "torch-cell")
+
+
+class _TorchCellLoop(nn.Module):
+    """The tutorials' "RNNCell rewrite": a Python loop over ``nn.RNNCell``/``nn.LSTMCell``, one call per step."""
+
+    def __init__(self, kind: type[Cell], input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.kind = kind
+        self.cell = (nn.LSTMCell if kind is LSTMCell else nn.RNNCell)(input_size, hidden_size)
+
+    def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        outputs = []
+        if self.kind is LSTMCell:
+            h, c = state
+            for x_t in x.unbind(0):
+                h, c = self.cell(x_t, (h, c))
+                outputs.append(h)
+            return torch.stack(outputs), (h, c)
+        (h,) = state
+        for x_t in x.unbind(0):
+            h = self.cell(x_t, h)
+            outputs.append(h)
+        return torch.stack(outputs), (h,)
+
+
+# only the plain cells have an nn.*Cell twin; subclasses (momentum, phased) change the update
+_TORCH_CELLS = (RNNCell, LSTMCell)
+
+
+def has_torch_cell(kind: type[Cell]) -> bool:
+    """Whether the torch-cell engine can run cells of ``kind`` (an ``nn.RNNCell``/``nn.LSTMCell`` twin exists)."""
+    return kind in _TORCH_CELLS
+
+
+def _torch_cell_run(layer: Cell, runners: dict[int, nn.Module], x: Tensor, state: State) -> tuple[Tensor, State]:
+    """Run ``layer`` through torch's own cell module, reading the layer's parameters (so gradients reach them)."""
+    runner = runners.get(id(layer))
+    if runner is None:
+        runner = runners[id(layer)] = _TorchCellLoop(type(layer), layer.input_size, layer.hidden_size)
+    params = {f"cell.{name}": p for name, p in layer.named_parameters()}
+    return functional_call(runner, params, (x, state))
 
 
 class Recurrent(nn.Module):
@@ -20,9 +62,10 @@ class Recurrent(nn.Module):
     with one tensor per state name of the cell, each ``(num_layers, N, size)`` — the same
     layout as ``nn.LSTM``'s ``(h, c)`` — so it can be carried from one call to the next.
 
-    Both engines read the same parameters, so ``engine`` may be switched on a trained model:
-    ``loop`` steps the from-scratch cell (the readable reference); ``fused`` runs the layer on
-    torch's kernels.
+    Every engine reads the same parameters, so ``engine`` may be switched on a trained model:
+    ``loop`` steps the from-scratch cell (the readable reference); ``torch-cell`` loops torch's
+    ``nn.RNNCell``/``nn.LSTMCell`` (the tutorials' rewrite; rnn and lstm only); ``fused`` runs the
+    layer on torch's kernels.
     """
 
     def __init__(
@@ -50,6 +93,7 @@ class Recurrent(nn.Module):
             cell_cls(input_size if i == 0 else hidden_size, hidden_size, **cell_options)
             for i in range(num_layers)
         )
+        self._torch_cells: dict[int, nn.Module] = {}  # built on first use; not submodules, so no extra parameters
         self.engine = engine
 
     @property
@@ -62,6 +106,8 @@ class Recurrent(nn.Module):
             raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         if engine == "fused" and not self.layers[0].has_fused:
             raise ValueError(f"cell {self.cell!r} has no fused kernel; use engine='loop'")
+        if engine == "torch-cell" and type(self.layers[0]) not in _TORCH_CELLS:
+            raise ValueError(f"engine 'torch-cell' runs the rnn and lstm cells only, not {self.cell!r}")
         self._engine = engine
 
     @property
@@ -93,8 +139,12 @@ class Recurrent(nn.Module):
         for i, layer in enumerate(self.layers):
             if i > 0 and self.dropout > 0.0:
                 x = F.dropout(x, self.dropout, self.training)
-            run = layer.fused if self.engine == "fused" else layer.loop
-            x, layer_state = run(x, tuple(s[i] for s in state))
+            layer_state_in = tuple(s[i] for s in state)
+            if self.engine == "torch-cell":
+                x, layer_state = _torch_cell_run(layer, self._torch_cells, x, layer_state_in)
+            else:
+                run = layer.fused if self.engine == "fused" else layer.loop
+                x, layer_state = run(x, layer_state_in)
             new_state.append(layer_state)
         return x, tuple(torch.stack(parts) for parts in zip(*new_state))
 

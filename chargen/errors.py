@@ -1,4 +1,10 @@
-"""Expected failures: every error a user can cause is a ChargenError with a one-line message."""
+"""Expected failures: every error a user can cause is a ChargenError with a one-line message.
+
+One rule for exit codes: 2 when the command line is wrong by itself, whatever any file holds (an
+option out of range, an unknown choice, options that contradict each other); 1 when the command
+is well formed but what it reads does not fit (a missing or damaged model, a corpus too short,
+text or a language the model does not know); 128 + N when signal N stopped it.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +46,7 @@ class CheckpointError(ChargenError):
 
 
 class VocabularyError(ChargenError):
-    """Text with characters the model's vocabulary does not contain."""
+    """Input the model does not know: characters outside its vocabulary, a language it was not trained on."""
 
 
 class TrainingError(ChargenError):

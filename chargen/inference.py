@@ -417,6 +417,7 @@ class LeanSampler:
             raise ValueError(f"one generator per stream: expected {batch}, got {len(self.generators)}")
         with torch.inference_mode():
             self.scaled = torch.empty(batch, vocab_size, device=device)
+            self.peak = torch.empty(batch, 1, device=device)
             self.probs = torch.empty(batch, vocab_size, device=device)
             self.q = torch.empty(batch, vocab_size, device=device)
             self.rows = list(self.q.unbind(0))
@@ -436,11 +437,16 @@ class LeanSampler:
             return self._draw(logits, out)
 
     def _draw(self, logits: Tensor, out: Tensor) -> Tensor:
-        if self.temperature == 0:
+        if self.temperature < torch.finfo(logits.dtype).tiny:  # 0, or so small it underflows: greedy
             return torch.argmax(logits, dim=-1, out=out)
         scaled = logits
-        if self.temperature != 1.0 or self.top_k is not None:  # x / 1.0 is x, bit for bit: skip the kernel
-            scaled = torch.div(logits, self.temperature, out=self.scaled)
+        if self.temperature != 1.0 or self.top_k is not None:
+            # (x - max) / T as sample_next computes it; softmax alone shifts by the max the same way,
+            # and x / 1.0 is x, bit for bit: at temperature 1 without top-k both kernels are skipped
+            torch.amax(logits, dim=-1, keepdim=True, out=self.peak)
+            scaled = torch.sub(logits, self.peak, out=self.scaled)
+            if self.temperature != 1.0:
+                scaled.div_(self.temperature)
         if self.top_k is not None:
             torch.topk(scaled, self.top_k, dim=-1, out=(self.top_vals, self.top_idx))
             torch.lt(scaled, self.kth, out=self.mask)

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from chargen.cells import CELLS, State
-from chargen.core import Recurrent
+from chargen.core import ENGINES, Recurrent, has_torch_cell
 from chargen.errors import UsageError
+from chargen.schema import check_model_options
 
 
 @dataclass
@@ -40,8 +41,14 @@ class ModelConfig:
                 raise UsageError(f"{name} must be positive, got {getattr(self, name)}", params=name)
         if not 0 <= self.dropout < 1:
             raise UsageError(f"dropout must be in [0, 1), got {self.dropout}", params="dropout")
+        if self.engine not in ENGINES:
+            raise UsageError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}", params="engine")
         if self.engine == "fused" and not CELLS[self.cell].has_fused:
             raise UsageError(f"cell {self.cell} has no fused kernel; use engine loop", params=("cell", "engine"))
+        if self.engine == "torch-cell" and not has_torch_cell(CELLS[self.cell]):
+            raise UsageError(f"engine torch-cell loops nn.RNNCell/nn.LSTMCell, which cell {self.cell} has no twin of; "
+                             "use the loop engine", params=("engine", "cell"))
+        check_model_options(self.to_dict())  # types and sizes: nothing absurd reaches the allocator
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

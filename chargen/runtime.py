@@ -94,6 +94,31 @@ def check_batch_size(batch_size: int) -> None:
                          params="batch_size")
 
 
+SMALL_MODEL = 2_000_000  # parameters: below this, one thread beats several (per-op overhead dominates)
+
+
+def choose_threads(threads: int | None = None, parameters: int | None = None, processes: int = 1) -> int:
+    """Torch CPU threads on purpose, not "every core": ``threads`` when given; else one for small models
+    and generation (a second thread mostly spins, and on a busy machine costs several times the time);
+    else this process's share of the cores, so that processes x threads <= cores."""
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"threads must be at least 1, got {threads}")
+        return threads
+    if parameters is not None and parameters < SMALL_MODEL:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, processes))
+
+
+def use_threads(threads: int | None = None, parameters: int | None = None, processes: int = 1) -> int:
+    """Set torch's intra-op threads by ``choose_threads`` and return the number."""
+    chosen = choose_threads(threads, parameters, processes)
+    if torch.get_num_threads() != chosen:
+        torch.set_num_threads(chosen)
+    return chosen
+
+
 def local_rank() -> int:
     """This process's index on its own machine: the GPU it drives under torchrun."""
     return int(os.environ.get("LOCAL_RANK", "0"))

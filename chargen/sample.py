@@ -8,6 +8,7 @@ generator (``chargen.tasks.generate``) all run on it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -19,15 +20,19 @@ from chargen.models import CharLM
 from chargen.vocab import Vocab
 
 MAX_LENGTH = 10_000_000  # streamed, so memory stays flat; the bound only stops typos like 1e12
+START_CONTEXT = "\n"  # what an unprimed sample continues: the start of a new line
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; sample i of a batch uses seed + i (mod 2**63)
 
 
 def sample_next(
     logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
 ) -> Tensor:
     """Next ids from ``logits (N, V)``: argmax at temperature 0, else softmax(logits / T) over the top k."""
-    if temperature == 0:
+    if temperature < torch.finfo(logits.dtype).tiny:  # 0, or so small it underflows in the logits' dtype
         return logits.argmax(dim=-1)
-    logits = logits / temperature
+    # Shift before dividing: a tiny (even subnormal) temperature then sends every logit but the
+    # largest to -inf instead of overflowing to inf - inf = NaN, which is greedy decoding, as it should be.
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -36,12 +41,25 @@ def sample_next(
 
 
 def check_sampling(temperature: float, top_k: int | None, length: int) -> None:
+    if not math.isfinite(temperature):
+        raise UsageError(f"temperature must be a finite number (0 = greedy), got {temperature}", params="temperature")
     if temperature < 0:
         raise UsageError(f"temperature must be 0 (greedy) or positive, got {temperature}", params="temperature")
     if top_k is not None and top_k < 1:
         raise UsageError(f"top_k must be at least 1, got {top_k}", params="top_k")
     if not 0 <= length <= MAX_LENGTH:
         raise UsageError(f"length must be between 0 and {MAX_LENGTH:,}, got {length}", params="length")
+
+
+def check_seed(seed: int | None) -> None:
+    """Seeds are integers in [0, 2**63 - 1], what every torch generator accepts."""
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"seed must be between 0 and {MAX_SEED:,} (2**63 - 1), got {seed}", params="seed")
+
+
+def nth_seed(seed: int | None, i: int) -> int | None:
+    """The seed of the i-th sample of a batch seeded with ``seed``: consecutive, wrapping within range."""
+    return None if seed is None else (seed + i) % (MAX_SEED + 1)
 
 
 @torch.no_grad()
@@ -63,9 +81,11 @@ def generate(
 
     The prime runs through the network once; after that every character costs one step, with
     the state carried from step to step and chunk to chunk, so the text is the same whatever
-    ``chunk_size`` is. Without a prime the first character is drawn uniformly from the
-    vocabulary. ``stop`` (a special token such as ``<eos>``) ends generation early. ``lean``
-    steps with ``chargen.inference`` (the same text as the model's own forward, ``lean=False``).
+    ``chunk_size`` is. Without a prime, generation starts as after a line break (the newline is
+    fed to the network but not yielded), so greedy decoding is deterministic and the text starts
+    as a paragraph would; a vocabulary without a newline gets a first character drawn uniformly.
+    ``stop`` (a special token such as ``<eos>``) ends generation early. ``lean`` steps with
+    ``chargen.inference`` (the same text as the model's own forward, ``lean=False``).
     """
     for pieces in generate_streams(model, vocab, n=1, prime=prime, length=length, temperature=temperature,
                                    top_k=top_k, seed=seed, chunk_size=chunk_size, condition=condition, stop=stop,
@@ -92,12 +112,14 @@ def generate_streams(
 ) -> Iterator[list[str]]:
     """``n`` samples generated as one batch: yields, chunk by chunk, a list of ``n`` pieces of text.
 
-    RNG contract: stream ``i`` draws only from its own generator, seeded ``seed + i`` (with no
-    seed, a random seed per stream), so stream ``i`` of a batch is the text ``generate`` writes
-    alone with ``seed=seed + i``, whatever ``n`` is (up to float rounding between batch sizes).
+    RNG contract: stream ``i`` draws only from its own generator, seeded ``nth_seed(seed, i)``
+    (``seed + i``, wrapping within range; with no seed, a random seed per stream), so stream ``i``
+    of a batch is the text ``generate`` writes alone with that seed, whatever ``n`` is (up to float
+    rounding between batch sizes).
     A stream that draws ``stop`` yields ``""`` from then on; generation ends when all have stopped.
     """
     check_sampling(temperature, top_k, length)
+    check_seed(seed)
     if chunk_size < 1:
         raise UsageError(f"chunk_size must be positive, got {chunk_size}", params="chunk_size")
     if n < 1:
@@ -106,13 +128,15 @@ def generate_streams(
     generators = []
     for i in range(n):
         generator = torch.Generator(device=device)
-        generator.manual_seed(seed + i if seed is not None else int(torch.randint(2**62, (1,))))
+        generator.manual_seed(nth_seed(seed, i) if seed is not None else int(torch.randint(2**62, (1,))))
         generators.append(generator)
     cond = None if condition is None else torch.full((n,), condition, dtype=torch.long, device=device)
     if length == 0:
         return
     if prime:
         ids = torch.tensor(vocab.encode(prime, what="the prime"), device=device).view(-1, 1).expand(-1, n)
+    elif START_CONTEXT in vocab:
+        ids = torch.tensor([vocab.id(START_CONTEXT)], device=device).view(1, 1).expand(1, n)
     else:
         first = [torch.randint(len(vocab.specials), len(vocab), (1,), generator=g, device=device) for g in generators]
         ids = torch.cat(first).view(1, n)

@@ -28,13 +28,16 @@ from chargen import checkpoint, distributed
 from chargen.errors import ChargenError, CheckpointError, RunInterrupted, TrainingError, UsageError
 from chargen.models import ModelConfig, build_model
 from chargen.plots import plot_loss
-from chargen.runtime import rank, resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state
+from chargen.runtime import (rank, resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state,
+                             use_threads)
+from chargen.schema import RUN_FIELDS, check_model_options
 from chargen.tasks.base import Task
 from chargen.tracking import append_jsonl, truncate_after
 
 T = TypeVar("T")
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
+MAX_TRAIN_SEED = 2**62  # seed + rank and seed + 1 seed torch generators, which take at most 64 bits
 SCHEDULES = ("cosine", "constant")
 
 
@@ -57,6 +60,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     deterministic: bool = False
+    threads: int | None = None  # torch CPU threads; None: runtime.choose_threads (1 for small models)
 
     def __post_init__(self) -> None:
         if self.steps is None and self.time_limit is None:
@@ -73,8 +77,16 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise UsageError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
                              params="schedule")
-        if self.clip < 0:
+        if not self.clip >= 0:  # NaN too
             raise UsageError(f"clip must be 0 (off) or positive, got {self.clip}", params="clip")
+        for name in ("lr", "time_limit", "min_lr_ratio", "weight_decay"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"{name} must be a finite number, got {value}", params=name)
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"threads must be at least 1, got {self.threads}", params="threads")
+        if not 0 <= self.seed <= MAX_TRAIN_SEED:
+            raise UsageError(f"seed must be between 0 and {MAX_TRAIN_SEED:,} (2**62), got {self.seed}", params="seed")
         for name in ("eval_every", "sample_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be positive, got {getattr(self, name)}", params=name)
@@ -155,7 +167,8 @@ class StopSignals:
     previous ones come back on exit, so code around the loop keeps its own behaviour.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    # SIGHUP: the terminal closed (an ssh connection dropped); save like SIGTERM rather than die.
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
 
     def __init__(self, announce: bool = True) -> None:
         self.announce = announce
@@ -182,8 +195,11 @@ class StopSignals:
         if self.announce:
             again = "press Ctrl-C again" if signum == signal.SIGINT else "send it again"
             # os.write, not print: the handler may have interrupted a print to the same stream
-            os.write(2, f"\n{_signal_name(signum)}: saving a checkpoint after this step "
-                        f"({again} to abort without saving)\n".encode())
+            try:
+                os.write(2, f"\n{_signal_name(signum)}: saving a checkpoint after this step "
+                            f"({again} to abort without saving)\n".encode())
+            except OSError:
+                pass  # the terminal is gone (SIGHUP): saving matters, the message does not
 
 
 def _signal_name(signum: int) -> str:
@@ -212,7 +228,11 @@ def fit(
         if group is not None:
             device = group.device
             run_dir = Path(group.broadcast(str(run_dir)))  # rank 0's: a default name holds a timestamp
-        return _Training(task, model_cfg, cfg, Path(run_dir), callbacks, group, device, resume, command).run()
+        threads = torch.get_num_threads()
+        try:
+            return _Training(task, model_cfg, cfg, Path(run_dir), callbacks, group, device, resume, command).run()
+        finally:
+            torch.set_num_threads(threads)  # the caller's setting comes back
 
 
 class _Training:
@@ -234,15 +254,23 @@ class _Training:
         self.main = group is None or group.rank == 0
         self.cb = (callbacks or Callbacks()) if self.main else Callbacks()  # rank 0 alone reports
         self.world = group.world_size if group else 1
-        if not resume and (run_dir / checkpoint.CONFIG).exists():
-            raise UsageError(f"{run_dir} already holds a trained model; resume it with resume or pick another run_dir",
-                             params=("resume", "run_dir"))
+        if not resume:
+            check_new_run_dir(run_dir)
+        self.found: set[str] = set()  # names in the run directory before this run (never deleted by it)
         # The same initial weights on every rank (DDP would broadcast rank 0's anyway); then the
         # generators behind dropout and any random batches differ per rank.
         seed_everything(cfg.seed)
         self.model_cfg = task.model_config(model_cfg)
-        self.module = build_model(self.model_cfg).to(device)
+        check_model_options(self.model_cfg.to_dict())
+        try:
+            self.module = build_model(self.model_cfg).to(device)
+        except (RuntimeError, MemoryError) as e:  # the allocator's "can't allocate memory", CUDA out of memory
+            detail = " ".join(str(e).split())[:160] or type(e).__name__
+            raise TrainingError(f"cannot build the model on {device}: {detail}; try a smaller hidden_size "
+                                "or num_layers") from None
         seed_everything(cfg.seed + rank())
+        if device.type == "cpu":
+            use_threads(cfg.threads, sum(p.numel() for p in self.module.parameters()), self.world)
         self.optimizer = make_optimizer(cfg.optimizer, self.module.parameters(), cfg.lr, cfg.weight_decay)
         self.sample_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.run_state = Run(run_dir, 0, 0.0)
@@ -286,6 +314,7 @@ class _Training:
     def _claim(self, stack: ExitStack) -> None:
         """Rank 0: create the run directory and lock it for this run (released when the run ends)."""
         created = not self.run_dir.exists()
+        self.found = set() if created else {p.name for p in self.run_dir.iterdir()}
         lock = checkpoint.RunLock(self.run_dir)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -301,17 +330,25 @@ class _Training:
 
     def _restore(self) -> None:
         """Every rank: weights, optimiser, schedule position, its own RNG and data position."""
+        recorded = checkpoint.load_config(self.run_dir)
+        check_same_data(self.run_dir, recorded.get("task_config") or {}, self.config["task_config"])
+        self.config["commands"] = [*_commands(recorded), self.config["command"]]
+        self.config["command"] = recorded.get("command", self.config["command"])
         path = self.run_dir / checkpoint.TRAINER
         trainer = checkpoint.load_tensors(path)
         if not isinstance(trainer, dict):
             raise CheckpointError(f"{path}: not a chargen trainer state")
-        saved_world = int(trainer.get("world_size", 1))
+        try:
+            saved_world = int(trainer.get("world_size", 1))
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path}: world_size {trainer.get('world_size')!r} is not a number") from None
         if saved_world != self.world:
             raise UsageError(
                 f"{self.run_dir} was trained by {saved_world} process(es) and this launch has {self.world}; "
                 f"resume it with the same number (torchrun --nproc-per-node ... so that WORLD_SIZE={saved_world})"
             )
         weights = checkpoint.load_tensors(self.run_dir / checkpoint.WEIGHTS)
+        checkpoint.check_weights(self.run_dir / checkpoint.WEIGHTS, weights)
         try:
             own = trainer["ranks"][rank()]
             self.module.load_state_dict(weights)
@@ -323,6 +360,9 @@ class _Training:
             run.step, run.elapsed = int(trainer["step"]), float(trainer["elapsed"])
             run.best_val_loss, run.metrics = float(trainer["best_val_loss"]), dict(trainer["metrics"])
             run.saved_step = run.step
+            total = self.budget.total_steps()
+            to = f" to step {total:,}" if total else f" for {self.cfg.time_limit:g}s in all"
+            self.cb.on_note(f"resuming {self.run_dir} from step {run.step:,}{to}")
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
             detail = " ".join(str(e).split())[:200]
             raise CheckpointError(f"{path}: does not fit this run ({type(e).__name__}: {detail})") from None
@@ -351,7 +391,8 @@ class _Training:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         else:
             for name in ("metrics.jsonl", "samples.jsonl"):
-                (self.run_dir / name).unlink(missing_ok=True)
+                if name not in self.found:  # never a file that was there before this run
+                    (self.run_dir / name).unlink(missing_ok=True)
 
     # -- collective steps ------------------------------------------------------------------------
 
@@ -484,7 +525,7 @@ class _Training:
         if self.group is None:
             return loss, items, signum, elapsed
         total_loss, items, sigint, sigterm, total_elapsed = self.group.sum(
-            [loss, items, float(signum == signal.SIGINT), float(signum == signal.SIGTERM), elapsed]
+            [loss, items, float(signum == signal.SIGINT), float(signum not in (0, signal.SIGINT)), elapsed]
         )
         agreed = signal.SIGTERM if sigterm else signal.SIGINT if sigint else 0
         return total_loss / self.world, items, int(agreed), total_elapsed / self.world
@@ -542,9 +583,55 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
+def _commands(config: dict[str, Any]) -> list[str]:
+    """The commands that made a run so far, oldest first (runs before ``commands`` kept only the last)."""
+    commands = config.get("commands")
+    if isinstance(commands, list) and all(isinstance(c, str) for c in commands):
+        return commands
+    return [config["command"]] if isinstance(config.get("command"), str) else []
+
+
+DATA_DIGESTS = ("corpus_sha256", "data_sha256")  # what tasks record about the text they trained on
+
+
+def check_same_data(run_dir: Path, recorded: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse to resume on data other than the run's: same corpus name, different bytes."""
+    for key in DATA_DIGESTS:
+        if key in recorded and key in current and recorded[key] != current[key]:
+            options = recorded.get("options") or {}
+            name = options.get("corpus") if isinstance(options, dict) else None
+            raise CheckpointError(
+                f"corpus {name!r} has changed since {run_dir} was trained on it (sha256 {str(current[key])[:12]}... "
+                f"now, {str(recorded[key])[:12]}... recorded); resuming would train on other text: restore the "
+                "original file, or start a new run"
+            )
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A new run may only go into a new or empty folder, or one a killed chargen run left before its
+    first checkpoint: never a folder of the user's own files, which the run would overwrite."""
+    if (run_dir / checkpoint.CONFIG).exists():
+        raise UsageError(f"{run_dir} already holds a trained model; resume it with resume or pick another run_dir",
+                         params=("resume", "run_dir"))
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"run_dir {run_dir} exists and is not a folder; give a new or empty folder", params="run_dir")
+    if not run_dir.is_dir():
+        return
+    try:
+        names = {p.name for p in run_dir.iterdir()}
+    except OSError as e:
+        raise UsageError(f"cannot read the run directory {run_dir}: {e.strerror or e}") from None
+    leftovers = {checkpoint.LOCK, "metrics.jsonl", "samples.jsonl", "loss.png", checkpoint.JOURNAL}
+    ours = checkpoint.LOCK in names and all(n in leftovers or checkpoint.is_temp_file(n) for n in names)
+    if names and not ours:
+        shown = ", ".join(sorted(names)[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise UsageError(f"run_dir {run_dir} is a folder with other files in it ({shown}) and not a chargen run; "
+                         "a new run needs a new or empty folder, so that nothing in it is overwritten")
+
+
 def resume_settings(run_dir: Path) -> tuple[str, dict[str, Any], ModelConfig, TrainConfig]:
     """Task name, task options, model and train configs recorded in a run directory."""
-    config = checkpoint.load_config(run_dir)
+    config = checkpoint.load_config(run_dir, (*RUN_FIELDS, "task", "task_config", "train"))
     if not (run_dir / checkpoint.TRAINER).exists():
         raise UsageError(f"{run_dir}: has no trainer state (trainer.pt), so it cannot be resumed")
     try:

@@ -49,3 +49,11 @@ def one_torch_thread() -> Iterator[None]:
     yield
     torch.set_num_threads(threads)
 
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A test that asks for the mirror needs data: mark it `corpus`, so that `-m "not corpus"`
+    # (a clone without ../shared/corpora, see .ci/run) leaves it out without a list to maintain.
+    for item in items:
+        if "corpus_mirror" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.corpus)

@@ -46,6 +46,8 @@ LAYERS: dict[str, int] = {
     "chargen.errors": 0,
     "chargen.vocab": 0,
     "chargen.paths": 0,
+    "chargen.safeio": 0,  # bounded, non-blocking reads of regular files
+    "chargen.schema": 0,  # what a loaded config.json may hold
     "chargen": 0,
 }
 

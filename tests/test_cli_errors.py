@@ -18,9 +18,10 @@ import torch
 from typer.testing import CliRunner
 
 from chargen import checkpoint
-from chargen.cli import app
+from chargen.cli import app, output
 from chargen.data import corpora
 from chargen.models import ModelConfig, build_model
+from chargen.paths import PROJECT_ROOT
 from chargen.tasks import build_task
 from chargen.train import TrainConfig, fit
 
@@ -87,6 +88,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mirror = root / "mirror"
     mirror.mkdir()
     (mirror / "grimm.txt").write_text("not the Brothers Grimm\n")
+    build_hostile(root)
     return root
 
 
@@ -147,6 +149,8 @@ CASES = [
     # train: the model and the schedule
     Case("unknown cell", [*TRAIN, "--cell", "no-such-cell"], 2, "unknown cell 'no-such-cell'"),
     Case("unknown engine", [*TRAIN, "--engine", "warp"], 2, "Invalid value for '--engine'"),
+    Case("torch-cell engine for a momentum cell", [*TRAIN, "--cell", "momentum-rnn", "--engine", "torch-cell"], 2,
+         "--engine torch-cell loops nn.RNNCell/nn.LSTMCell, which --cell momentum-rnn has no twin of"),
     Case("unknown task", [*TRAIN, "--task", "translate"], 2, "unknown task 'translate'"),
     Case("zero hidden units", [*TRAIN, "--hidden", "0"], 2, "--hidden must be positive"),
     Case("negative hidden units", [*TRAIN, "--hidden", "-8"], 2, "--hidden must be positive"),
@@ -301,9 +305,345 @@ CASES = [
     Case("export: a classifier", ["export", "--model", "{world}/models/clf", "--out", "{tmp}/m"], 1,
          "this is a 'classify' model"),
     Case("export: output under a file", ["export", "--model", LM, "--out", "{world}/afile/m.pt"], 2, "out: cannot write"),
+    # word2vec
+    Case("word2vec: unknown corpus", ["word2vec", "--corpus", "atlantis", "--out", "{tmp}/w2v"], 1, "unknown corpus 'atlantis'"),
+    Case("word2vec: unknown loss", ["word2vec", "--loss", "hierarchical", "--out", "{tmp}/w2v"], 2, "Invalid value for '--loss'"),
+    Case("word2vec: zero negatives", ["word2vec", "--negatives", "0", "--out", "{tmp}/w2v"], 2, "negatives must be at least 1"),
+    Case("word2vec: min count above every word", ["word2vec", "--corpus", "{world}/texts/tale.txt", "--min-count", "10000",
+                                                  "--out", "{tmp}/w2v"], 2, "min_count=10000 leaves 0 word(s)"),
+    Case("word2vec: output under a file", ["word2vec", "--corpus", "{world}/texts/tale.txt", "--min-count", "1",
+                                           "--out", "{world}/afile/w2v"], 2, "--out: cannot create"),
+    Case("word2vec: similar without a model", ["word2vec", "--similar", "king"], 2, "--similar and --model go together"),
+    Case("word2vec: no such model", ["word2vec", "--similar", "king", "--model", "{tmp}/nothing"], 1,
+         "no such word2vec model folder"),
+    Case("word2vec: a language model is not a word2vec model", ["word2vec", "--similar", "king", "--model",
+                                                                "{world}/models/lm"], 1, "vocab.json: missing"),
     # anything
     Case("unknown command", ["translate"], 2, "No such command 'translate'"),
     Case("unknown option", ["corpora", "--colour"], 2, "No such option"),
+]
+
+# ---------------------------------------------------------------------------------------------
+# Issue 15: crafted run directories, special files, absurd sizes, non-finite numbers, a failing
+# stdout, options --resume would ignore. Each row names the failure it covers (F1...F15).
+
+ATTACK = "attacker text\n"
+
+
+def build_hostile(root: Path) -> None:
+    """Crafted copies of the tiny LM and classifier for the HOSTILE rows (made once per module)."""
+    models = root / "models"
+    lm, clf = models / "lm", models / "clf"
+    (root / "victim.txt").write_text("precious\n")
+    (root / "secret.txt").write_text("secret\n")
+
+    def copy(name: str, source: Path = lm) -> Path:
+        shutil.copytree(source, models / name)
+        return models / name
+
+    def journal(name: str, content: str, source: Path = lm) -> None:
+        run = copy(name, source)
+        (run / "payload").write_text(ATTACK)
+        (run / checkpoint.JOURNAL).write_text(content)
+
+    # F1: save journals that name files outside the run's fixed set
+    journal("j-abs", json.dumps({str(root / "victim.txt"): "payload"}))
+    journal("j-abs-clf", json.dumps({str(root / "victim.txt"): "payload"}), clf)
+    journal("j-dotdot", json.dumps({"../../victim.txt": "payload"}))
+    journal("j-steal", json.dumps({"stolen.txt": str(root / "secret.txt")}))
+    journal("j-own-file", json.dumps({checkpoint.WEIGHTS: checkpoint.CONFIG}))
+    journal("j-list", json.dumps([["model.pt", "payload"]]))
+    run = copy("j-symlink")
+    (run / ".model.pt.abcd1234.tmp").symlink_to(root / "victim.txt")
+    (run / checkpoint.JOURNAL).write_text(json.dumps({checkpoint.WEIGHTS: ".model.pt.abcd1234.tmp"}))
+    run = copy("j-fifo")
+    os.mkfifo(run / checkpoint.JOURNAL)
+
+    # F2: folders of the user's own files
+    mine = root / "mine"
+    mine.mkdir()
+    (mine / "model.pt").write_text("MY MODEL\n")
+    (mine / "metrics.jsonl").write_text('{"my": "log"}\n')
+    (root / "mine-log").mkdir()
+    (root / "mine-log" / "metrics.jsonl").write_text('{"my": "log"}\n')
+
+    # F3: the corpus changed since training
+    edit_config(copy("changed"), lambda c: {**c, "task_config": {**c["task_config"], "corpus_sha256": "0" * 64}})
+
+    # F4, F15: weights that are not finite floats; F6: weight names that are not strings
+    weights = checkpoint.load_tensors(lm / checkpoint.WEIGHTS)
+    for name, change in (("w-nan", lambda t: t.fill_(float("nan"))), ("w-inf", lambda t: t.fill_(float("inf"))),
+                         ("w-int", lambda t: t.long())):
+        torch.save({k: change(v.clone()) for k, v in weights.items()}, copy(name) / checkpoint.WEIGHTS)
+    torch.save({1: next(iter(weights.values()))}, copy("w-key") / checkpoint.WEIGHTS)
+
+    # F6, F7, F14, F15: config.json values of the wrong type or size
+    def model(**change: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        return lambda c: {**c, "model": {**c["model"], **change}}
+
+    def vocab(chars: Callable[[list[str]], Any], specials: Any = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        return lambda c: {**c, "vocab": {"chars": chars(c["vocab"]["chars"]),
+                                         "specials": c["vocab"]["specials"] if specials is None else specials}}
+
+    edits: dict[str, Callable[[dict[str, Any]], Any]] = {
+        "c-format-str": lambda c: {**c, "format_version": "1"},
+        "c-format-bool": lambda c: {**c, "format_version": True},
+        "c-format-zero": lambda c: {**c, "format_version": 0},
+        "c-empty": lambda c: {},
+        "c-task-number": lambda c: {**c, "task": 5},
+        "c-no-task-config": lambda c: {k: v for k, v in c.items() if k != "task_config"},
+        "c-no-train": lambda c: {k: v for k, v in c.items() if k != "train"},
+        "c-seq-len": lambda c: {**c, "task_config": {**c["task_config"], "options": {
+            **c["task_config"]["options"], "seq_len": "abc"}}},
+        "c-step": lambda c: {**c, "step": -1},
+        "c-model-null": lambda c: {**c, "model": None},
+        "c-model-list": lambda c: {**c, "model": [1, 2]},
+        "c-hidden-float": model(hidden_size=32.0),
+        "c-hidden-str": model(hidden_size="256"),
+        "c-hidden-nan": model(hidden_size=float("nan")),
+        "c-hidden-huge": model(hidden_size=10**6),
+        "c-layers-huge": model(num_layers=10**9),
+        "c-embed-huge": model(embed_dim=10**7),
+        "c-params-huge": model(hidden_size=16_384, num_layers=200),
+        "c-dropout": model(dropout=2),
+        "c-cell-options-list": model(cell_options=[1, 2]),
+        "c-cell-options-str": model(cell_options={"mu": "fast"}),
+        "c-model-unknown": model(colour="red"),
+        "c-vocab-ints": vocab(lambda chars: list(range(len(chars)))),
+        "c-vocab-long": vocab(lambda chars: [ch * 3 for ch in chars]),
+        "c-vocab-null": vocab(lambda chars: None),
+        "c-vocab-twice": vocab(lambda chars: [chars[0]] * len(chars)),
+        "c-vocab-specials": vocab(lambda chars: chars[:-1], [1]),
+    }
+    for name, change in edits.items():
+        edit_config(copy(name), change)
+    edit_config(copy("c-languages", clf), lambda c: {**c, "task_config": {**c["task_config"], "languages": "AB"}})
+    (copy("c-recursion") / checkpoint.CONFIG).write_text("[" * 100_000 + "]" * 100_000)
+
+    # F8, F9: special files where a run directory's files belong
+    for name, file, make in (
+        ("s-config-zero", checkpoint.CONFIG, lambda p: p.symlink_to("/dev/zero")),
+        ("s-config-fifo", checkpoint.CONFIG, os.mkfifo),
+        ("s-config-dir", checkpoint.CONFIG, lambda p: p.mkdir()),
+        ("s-weights-zero", checkpoint.WEIGHTS, lambda p: p.symlink_to("/dev/zero")),
+        ("s-weights-fifo", checkpoint.WEIGHTS, os.mkfifo),
+        ("s-weights-dir", checkpoint.WEIGHTS, lambda p: p.mkdir()),
+        ("s-trainer-fifo", checkpoint.TRAINER, os.mkfifo),
+        ("s-lock-dir", checkpoint.LOCK, lambda p: p.mkdir()),
+        ("s-lock-fifo", checkpoint.LOCK, os.mkfifo),
+    ):
+        run = copy(name)
+        (run / file).unlink(missing_ok=True)
+        make(run / file)
+    os.mkfifo(root / "texts" / "corpus.fifo")
+
+    # F10: a trainer state with a world size that is not a number
+    trainer = checkpoint.load_tensors(lm / checkpoint.TRAINER)
+    torch.save({**trainer, "world_size": "abc"}, copy("t-world") / checkpoint.TRAINER)
+
+
+def stdout_fails(error: int) -> Callable[[pytest.MonkeyPatch], None]:
+    """The command's stdout fails on every write with ``error`` (ENOSPC: ``> /dev/full``)."""
+
+    def patch(monkeypatch: pytest.MonkeyPatch) -> None:
+        class Failing(io.StringIO):
+            def write(self, text: str) -> int:
+                raise OSError(error, os.strerror(error))
+
+        wrap = output.GuardedStdout.__init__
+        monkeypatch.setattr(output.GuardedStdout, "__init__", lambda self, stream: wrap(self, Failing()))
+
+    return patch
+
+
+def stdout_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``>&-``: Python starts with ``sys.stdout = None``."""
+    wrap = output.GuardedStdout.__init__
+    monkeypatch.setattr(output.GuardedStdout, "__init__", lambda self, stream: wrap(self, output._Closed()))
+
+
+M = "{world}/models/"
+SHIPPED_GEN = str(PROJECT_ROOT / "checkpoints" / "surnames-gen")
+RESUME = ["train", "--resume", M + "lm", "--steps", "3", "--quiet"]
+JOURNAL = "this save journal names"
+FULL = stdout_fails(errno.ENOSPC)
+
+HOSTILE = [
+    # F1: a journal renames only the run's own files
+    Case("F1 sample: journal names an absolute path", ["sample", "--model", M + "j-abs", "--length", "5"], 1, JOURNAL),
+    Case("F1 evaluate: journal names an absolute path", ["evaluate", "--model", M + "j-abs"], 1, JOURNAL),
+    Case("F1 resume: journal names an absolute path", ["train", "--resume", M + "j-abs", "--steps", "3"], 1, JOURNAL),
+    Case("F1 classify: journal names an absolute path", ["classify", "--model", M + "j-abs-clf", "Hinton"], 1,
+         JOURNAL),
+    Case("F1 sample: journal climbs out with ..", ["sample", "--model", M + "j-dotdot", "--length", "5"], 1, JOURNAL),
+    Case("F1 sample: journal moves a file in from outside", ["sample", "--model", M + "j-steal"], 1, JOURNAL),
+    Case("F1 sample: journal renames one checkpoint file onto another", ["sample", "--model", M + "j-own-file"], 1,
+         JOURNAL),
+    Case("F1 sample: journal that is a list", ["sample", "--model", M + "j-list"], 1, JOURNAL),
+    Case("F1 sample: journal's temporary file is a symlink", ["sample", "--model", M + "j-symlink"], 1, JOURNAL),
+    Case("F1 sample: journal is a FIFO", ["sample", "--model", M + "j-fifo"], 1, "a save journal is a regular file"),
+    # F2: --out never takes over a folder of the user's files
+    Case("F2 train: --out holds the user's model.pt", [*TRAIN, "--out", "{world}/mine"], 2,
+         "is a folder with other files in it (metrics.jsonl, model.pt)"),
+    Case("F2 train: --out holds the user's metrics.jsonl", [*TRAIN, "--lr", "10", "--out", "{world}/mine-log"], 2,
+         "and not a chargen run"),
+    Case("F2 train: --out is a file", [*TRAIN, "--out", "{world}/afile"], 2, "exists and is not a folder"),
+    Case("F2 train: --out checked before the corpus is fetched", ["train", "--corpus", "grimm", "--out", LM], 2,
+         "already holds a trained model", env=OFFLINE_EMPTY),
+    # F3: resume on the same text only
+    Case("F3 resume: the corpus changed", ["train", "--resume", M + "changed", "--steps", "3", "--quiet"], 1,
+         "has changed since"),
+    Case("F3 evaluate: the corpus changed", ["evaluate", "--model", M + "changed"], 1,
+         "is not the text this model was trained on"),
+    # F4: non-finite sampling
+    Case("F4 sample: --temp nan", ["sample", "--model", LM, "--temp", "nan"], 2, "must be a finite number"),
+    Case("F4 sample: --temp inf", ["sample", "--model", LM, "--temp", "inf"], 2, "must be a finite number"),
+    Case("F4 sample: --temp -inf", ["sample", "--model", LM, "--temp", "-inf"], 2, "must be a finite number"),
+    Case("F4 sample: names model --temp nan", ["sample", "--model", SHIPPED_GEN, "--lang", "German", "--temp", "nan"],
+         2, "must be a finite number"),
+    Case("F4 sample: NaN weights", ["sample", "--model", M + "w-nan"], 1, "holds NaN or infinite values"),
+    Case("F4 sample: infinite weights", ["sample", "--model", M + "w-inf"], 1, "holds NaN or infinite values"),
+    Case("F4 evaluate: NaN weights", ["evaluate", "--model", M + "w-nan"], 1, "holds NaN or infinite values"),
+    # F5: seeds are 64-bit
+    Case("F5 sample: seed past 64 bits", ["sample", "--model", LM, "--seed", "99999999999999999999999"], 2,
+         "seed must be between 0 and"),
+    Case("F5 sample: seed 2**64-1 with -n 2", ["sample", "--model", LM, "--seed", str(2**64 - 1), "-n", "2"], 2,
+         "seed must be between 0 and"),
+    Case("F5 sample: negative seed", ["sample", "--model", LM, "--seed", "-1"], 2, "seed must be between 0 and"),
+    Case("F5 train: seed past 64 bits", [*TRAIN, "--seed", str(2**64)], 2, "seed must be between 0 and"),
+    Case("F5 train: negative seed", [*TRAIN, "--seed", "-3"], 2, "seed must be between 0 and"),
+    # F6, F14: one schema for config.json
+    Case("F6 sample: config nested 100,000 deep", ["sample", "--model", M + "c-recursion"], 1, "nested too deeply"),
+    Case("F6 sample: no task_config", ["sample", "--model", M + "c-no-task-config"], 1, "task_config is missing"),
+    Case("F6 evaluate: no task_config", ["evaluate", "--model", M + "c-no-task-config"], 1, "task_config is missing"),
+    Case("F6 resume: no train settings", ["train", "--resume", M + "c-no-train"], 1, "train is missing"),
+    Case("F6 sample: seq_len not a number", ["sample", "--model", M + "c-seq-len"], 1,
+         "task_config.options.seq_len must be an integer"),
+    Case("F6 sample: vocabulary of numbers", ["sample", "--model", M + "c-vocab-ints"], 1,
+         "vocab.chars[0] must be a one-character string"),
+    Case("F6 sample: no vocabulary list", ["sample", "--model", M + "c-vocab-null"], 1, "vocab.chars must be a list"),
+    Case("F6 sample: a token listed twice", ["sample", "--model", M + "c-vocab-twice"], 1, "listed twice"),
+    Case("F6 sample: specials that are numbers", ["sample", "--model", M + "c-vocab-specials"], 1,
+         "vocab.specials must be a list of non-empty strings"),
+    Case("F6 sample: weight names that are numbers", ["sample", "--model", M + "w-key"], 1,
+         "weight names must be strings"),
+    Case("F6 classify: languages not a list", ["classify", "--model", M + "c-languages", "Hinton"], 1,
+         "task_config.languages must be a list of strings"),
+    Case("F14 sample: format_version a string", ["sample", "--model", M + "c-format-str"], 1,
+         "format_version must be a positive integer, got '1'"),
+    Case("F14 sample: format_version true", ["sample", "--model", M + "c-format-bool"], 1,
+         "format_version must be a positive integer"),
+    Case("F14 sample: format_version 0", ["sample", "--model", M + "c-format-zero"], 1,
+         "format_version must be a positive integer"),
+    Case("F14 sample: an empty config", ["sample", "--model", M + "c-empty"], 1, "no format_version"),
+    Case("F14 sample: task a number", ["sample", "--model", M + "c-task-number"], 1, "task must be a string"),
+    Case("F14 sample: negative step", ["sample", "--model", M + "c-step"], 1, "step must be an integer"),
+    Case("F14 sample: model null", ["sample", "--model", M + "c-model-null"], 1, "model must be an object"),
+    Case("F14 sample: model a list", ["sample", "--model", M + "c-model-list"], 1, "model must be an object"),
+    Case("F14 sample: hidden_size 32.0", ["sample", "--model", M + "c-hidden-float"], 1,
+         "model.hidden_size must be an integer from 1 to 16,384, got 32.0"),
+    Case("F14 sample: hidden_size '256'", ["sample", "--model", M + "c-hidden-str"], 1,
+         "model.hidden_size must be an integer"),
+    Case("F14 sample: hidden_size NaN", ["sample", "--model", M + "c-hidden-nan"], 1,
+         "model.hidden_size must be an integer"),
+    Case("F14 sample: dropout 2", ["sample", "--model", M + "c-dropout"], 1, "model.dropout must be a number in [0, 1)"),
+    Case("F14 sample: cell_options a list", ["sample", "--model", M + "c-cell-options-list"], 1,
+         "model.cell_options must be an object"),
+    Case("F14 sample: cell option a string", ["sample", "--model", M + "c-cell-options-str"], 1,
+         "model.cell_options.mu must be a finite number"),
+    Case("F14 sample: unknown model setting", ["sample", "--model", M + "c-model-unknown"], 1,
+         "unknown model settings: colour"),
+    Case("F14 train: --clip nan", [*TRAIN, "--clip", "nan"], 2, "--clip must be 0 (off) or positive"),
+    Case("F14 train: --lr inf", [*TRAIN, "--lr", "inf"], 2, "lr must be a finite number"),
+    Case("F14 train: --lr nan", [*TRAIN, "--lr", "nan"], 2, "--lr must be positive"),
+    Case("F14 train: --dropout nan", [*TRAIN, "--dropout", "nan"], 2, "--dropout must be in [0, 1)"),
+    Case("F14 train: --mu nan", [*TRAIN, "--cell", "momentum-rnn", "--mu", "nan"], 2,
+         "cell_options.mu must be a finite number"),
+    Case("F14 resume: .lock is a directory", ["train", "--resume", M + "s-lock-dir", "--steps", "3"], 1,
+         "is a directory, not a chargen lock file"),
+    Case("F14 resume: .lock is a FIFO", ["train", "--resume", M + "s-lock-fifo", "--steps", "3"], 1,
+         "not a chargen lock file"),
+    # F7: absurd sizes stop before the allocator
+    Case("F7 sample: hidden_size 10**6", ["sample", "--model", M + "c-hidden-huge"], 1,
+         "model.hidden_size must be an integer from 1 to 16,384"),
+    Case("F7 sample: num_layers 10**9", ["sample", "--model", M + "c-layers-huge"], 1,
+         "model.num_layers must be an integer from 1 to 256"),
+    Case("F7 sample: embed_dim 10**7", ["sample", "--model", M + "c-embed-huge"], 1, "model.embed_dim must be"),
+    Case("F7 sample: 54 billion parameters", ["sample", "--model", M + "c-params-huge"], 1,
+         "the most chargen builds is"),
+    Case("F7 train: --hidden 100000", [*TRAIN, "--hidden", "100000"], 2, "hidden_size must be an integer from 1"),
+    Case("F7 train: --layers 100000", [*TRAIN, "--layers", "100000"], 2, "num_layers must be an integer from 1"),
+    Case("F7 train: --embed 10**6", [*TRAIN, "--embed", str(10**6)], 2, "embed_dim must be an integer from 1"),
+    Case("F7 train: --hidden 16384 --layers 200", [*TRAIN, "--hidden", "16384", "--layers", "200"], 2,
+         "the most chargen builds is"),
+    Case("F7 train: palindrome --length 10**6", ["train", "--task", "palindrome", "--length", str(10**6), "--steps",
+                                                 "2", "--out", "{tmp}/p"], 2, "length must be at most 100,000"),
+    Case("F7 train: palindrome batch of 10**6", ["train", "--task", "palindrome", "--length", "1000", "--batch-size",
+                                                 str(10**6), "--steps", "2", "--out", "{tmp}/p"], 2,
+         "batch_size x length"),
+    # F8, F9: special files are refused at once, never read to the end or waited on
+    Case("F8 train: --corpus /dev/zero", ["train", "--corpus", "/dev/zero", "--steps", "1"], 1,
+         "is a character device, not a regular file"),
+    Case("F8 train: --corpus /dev/null", ["train", "--corpus", "/dev/null", "--steps", "1"], 1,
+         "is a character device"),
+    Case("F9 train: --corpus a FIFO", ["train", "--corpus", "{world}/texts/corpus.fifo", "--steps", "1"], 1,
+         "is a FIFO (named pipe), not a regular file"),
+    Case("F8 sample: config.json is /dev/zero", ["sample", "--model", M + "s-config-zero"], 1,
+         "config.json: cannot read it (is a character device"),
+    Case("F9 sample: config.json is a FIFO", ["sample", "--model", M + "s-config-fifo"], 1, "is a FIFO"),
+    Case("F8 sample: config.json is a directory", ["sample", "--model", M + "s-config-dir"], 1, "is a directory"),
+    Case("F8 sample: model.pt is /dev/zero", ["sample", "--model", M + "s-weights-zero"], 1,
+         "model.pt: cannot read it (is a character device"),
+    Case("F9 sample: model.pt is a FIFO", ["sample", "--model", M + "s-weights-fifo"], 1,
+         "model.pt: cannot read it (is a FIFO"),
+    Case("F9 evaluate: model.pt is a FIFO", ["evaluate", "--model", M + "s-weights-fifo"], 1, "is a FIFO"),
+    Case("F9 classify: model.pt is /dev/zero", ["classify", "--model", M + "s-weights-zero", "Hinton"], 1,
+         "needs a 'classify' model"),
+    Case("F8 sample: model.pt is a directory", ["sample", "--model", M + "s-weights-dir"], 1, "is a directory"),
+    Case("F9 resume: trainer.pt is a FIFO", ["train", "--resume", M + "s-trainer-fifo", "--steps", "3"], 1,
+         "trainer.pt: cannot read it (is a FIFO"),
+    # F10
+    Case("F10 resume: world_size not a number", ["train", "--resume", M + "t-world", "--steps", "3"], 1,
+         "world_size 'abc' is not a number"),
+    # F11: an unusable --out is one line before any work
+    Case("F11 gradients: --out is a file", ["gradients", "--cells", "rnn", "--length", "5", "--seeds", "1",
+                                            "--hidden", "4", "--out", "{world}/afile"], 2, "is a file, not a folder"),
+    Case("F11 gradients: --out cannot be created", ["gradients", "--cells", "rnn", "--length", "5", "--seeds", "1",
+                                                    "--hidden", "4", "--out", "/proc/chargen-g"], 2,
+         "--out: cannot create"),
+    Case("F11 compare: --out is a file", ["compare", "--task", "palindrome", "--length", "5", "--cells", "rnn",
+                                          "--seeds", "1", "--steps", "2", "--out", "{world}/afile"], 2,
+         "is a file, not a folder"),
+    Case("F11 probe: --out is a file", ["probe", "--lengths", "5", "--seeds", "1", "--out", "{world}/afile"], 2,
+         "--out: cannot create"),
+    # F12: a failing stdout is one line and exit 1 in every command that writes it
+    Case("F12 sample: stdout full", ["sample", "--model", LM, "--length", "20"], 1, "No space left on device",
+         patch=FULL),
+    Case("F12 sample: stdout closed", ["sample", "--model", LM, "--length", "20"], 1, "stdout is closed",
+         patch=stdout_closed),
+    Case("F12 sample: stdout I/O error", ["sample", "--model", LM, "--length", "20"], 1, "Input/output error",
+         patch=stdout_fails(errno.EIO)),
+    Case("F12 classify: stdout full", ["classify", "--model", M + "clf", "--json", "Smith"], 1,
+         "No space left on device", patch=FULL),
+    Case("F12 classify: stdout closed", ["classify", "--model", M + "clf", "Smith"], 1, "stdout is closed",
+         patch=stdout_closed),
+    Case("F12 corpora: stdout full", ["corpora", "--json"], 1, "No space left on device", patch=FULL),
+    Case("F12 corpora: stdout closed", ["corpora"], 1, "stdout is closed", patch=stdout_closed),
+    Case("F12 evaluate: stdout full", ["evaluate", "--model", LM, "--json"], 1, "No space left on device",
+         patch=FULL),
+    # F13: --resume refuses the options it would ignore, naming them
+    *[Case(f"F13 resume with {flag}", [*RESUME, flag, value], 2, f"so {flag} would be ignored")
+      for flag, value in (("--hidden", "64"), ("--cell", "rnn"), ("--lr", "0.5"), ("--corpus", "grimm"),
+                          ("--out", "{tmp}/elsewhere"), ("--seed", "3"), ("--task", "palindrome"),
+                          ("--batch-size", "8"), ("--device", "cpu"), ("--layers", "3"))],
+    Case("F13 resume with several", [*RESUME, "--hidden", "64", "--deterministic"], 2,
+         "so --hidden, --deterministic would be ignored"),
+    # F15: accepted silently before
+    Case("F15 sample: tokens of three characters", ["sample", "--model", M + "c-vocab-long"], 1,
+         "vocab.chars[0] must be a one-character string"),
+    Case("F15 sample: int64 weights", ["sample", "--model", M + "w-int"], 1, "is torch.int64"),
+    Case("F15 train: --time of 330 digits", [*TRAIN, "--time", "1" + "0" * 330], 2, "--time must be at most"),
+    Case("F15 train: --time inf", [*TRAIN, "--time", "inf"], 2, "--time: cannot read 'inf'"),
 ]
 
 
@@ -325,13 +665,13 @@ def _command_paths(typer_app: Any, prefix: tuple[str, ...] = ()) -> set[tuple[st
 def _as_covered(path: tuple[str, ...]) -> str:
     """A command's first word once a case runs it by all its words, else all its words (which no
     case's first argument can match, so the coverage test names the command that lacks a case)."""
-    return path[0] if any(tuple(c.args[: len(path)]) == path for c in CASES) else " ".join(path)
+    return path[0] if any(tuple(c.args[: len(path)]) == path for c in CASES + HOSTILE) else " ".join(path)
 
 
 COMMANDS = {_as_covered(path) for path in _command_paths(app)}
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES + HOSTILE])
 def test_bad_input_is_one_line_and_changes_nothing(
     case: Case, world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -357,4 +697,9 @@ def test_bad_input_is_one_line_and_changes_nothing(
 
 
 def test_the_table_covers_every_command() -> None:
-    assert COMMANDS - {c.args[0] for c in CASES} == set()
+    assert COMMANDS - {c.args[0] for c in CASES + HOSTILE} == set()
+
+
+def test_the_table_holds_every_hostile_case_of_issue_15() -> None:
+    ids = [c.id for c in CASES + HOSTILE]
+    assert len(ids) == len(set(ids)) and len(ids) >= 150

@@ -291,7 +291,7 @@ def test_sample_cli_for_a_generator(toy_generator: Path) -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == 4 and all(line.startswith("Mc") for line in lines)
     bad = runner.invoke(app, ["sample", "--model", str(toy_generator), "--lang", "Klingon"])
-    assert bad.exit_code == 2 and "unknown language 'Klingon'" in bad.stderr and "Scottish" in bad.stderr
+    assert bad.exit_code == 1 and "unknown language 'Klingon'" in bad.stderr and "Scottish" in bad.stderr
 
 
 # --------------------------------------------------------------------------- real data

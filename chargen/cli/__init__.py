@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from chargen.cli.app import app
+from chargen.cli.output import flush_stdout, output_failed
 # Each command module registers its commands on ``app`` when imported; this order is the help's order.
 from chargen.cli import train, sample, evaluate, corpora  # noqa: E402,F401
-from chargen.cli import classify, probe, compare, report, reference, inspect, serve, export  # noqa: E402,F401
+from chargen.cli import classify, probe, compare, report, reference, inspect, serve, export, word2vec  # noqa: E402,F401
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except OSError as e:
+        output_failed(e)  # --help and --version write to stdout before any command runs
+    finally:
+        flush_stdout()  # what click printed outside a command (--version, --help) into a full disk
 
 
 __all__ = ["app", "main"]

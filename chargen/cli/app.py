@@ -11,12 +11,31 @@ from typer.core import TyperGroup
 
 from chargen import __version__
 from chargen.cli.flags import cli_message
+from chargen.cli.output import guarded_stdout
 from chargen.errors import ChargenError, RunInterrupted
 
 try:  # typer >= 0.29 carries its own copy of click
     from typer._click.exceptions import UsageError as ClickUsageError
 except ImportError:  # pragma: no cover - older typer on top of click
     from click.exceptions import UsageError as ClickUsageError
+
+
+def _flags_without_a_type(option_class: Any) -> None:
+    """Typer shows ``<bool>`` after every flag (``--quiet <bool>``), as if it took a value: show nothing."""
+    shown = option_class.display_type_rich
+
+    def display_type_rich(self: Any, ctx: Any) -> Any:
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    option_class.display_type_rich = display_type_rich
+
+
+try:
+    from typer.core import TyperOption
+
+    _flags_without_a_type(TyperOption)
+except (ImportError, AttributeError):  # pragma: no cover - a typer without the typed help column
+    pass
 
 
 class ChargenGroup(TyperGroup):
@@ -28,7 +47,8 @@ class ChargenGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with guarded_stdout():
+                return super().invoke(ctx)
         except ChargenError as e:
             if os.environ.get("CHARGEN_DEBUG"):
                 raise
@@ -60,7 +80,10 @@ def _error_line(label: str, message: str) -> None:
     from chargen.cli.ui import err_console
 
     where = f"[rank {_rank()}] " if _rank() else ""  # under torchrun every rank may speak
-    err_console.print(f"[bold red]{where}{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    try:
+        err_console.print(f"[bold red]{where}{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    except OSError:
+        pass  # stderr is gone too (a closed terminal): the exit code still tells
 
 
 app = typer.Typer(

@@ -11,7 +11,9 @@ import typer
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import CELLS_HELP, LazyBar, download_progress, err_console, parse_duration, table_console, timestamped_dir
+from chargen.cli.output import OutputError
+from chargen.cli.ui import (CELLS_HELP, LazyBar, check_out_dir, download_progress, err_console, parse_duration,
+                            table_console, timestamped_dir)
 from chargen.errors import UsageError
 
 MODEL = "Model"
@@ -104,7 +106,8 @@ def compare(
     threshold: Annotated[Optional[float], typer.Option(help="Validation loss for 'steps to threshold' (default: the worst cell's mean final loss).", rich_help_panel=OUTPUT)] = None,
     held_out: Annotated[bool, typer.Option("--held-out/--no-held-out", help="Also evaluate each model on the task's held-out set (classify: test split).", rich_help_panel=OUTPUT)] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=BUDGET)] = "auto",
-    out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json, compare.png and the runs' logs (default: checkpoints/compare-<task>-<time>).", rich_help_panel=OUTPUT)] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads per run (the runs go one after another). Default: 1 for models under 2M parameters, else the cores.", rich_help_panel=BUDGET)] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json, compare.png and the runs' logs (default: a new folder compare-TASK-TIME under checkpoints/).", rich_help_panel=OUTPUT)] = None,
     keep_weights: Annotated[bool, typer.Option("--keep-weights", help="Keep every run's checkpoint under OUT/runs/ (default: logs only).", rich_help_panel=OUTPUT)] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.", rich_help_panel=OUTPUT)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=OUTPUT)] = False,
@@ -131,7 +134,7 @@ def compare(
         train["steps"] = steps
     if time_limit is not None:
         train["time_limit"] = parse_duration(time_limit)
-    for key, value in (("lr", lr), ("eval_every", eval_every)):
+    for key, value in (("lr", lr), ("eval_every", eval_every), ("threads", threads)):
         if value is not None:
             train[key] = value
     model: dict[str, Any] = {k: v for k, v in {"hidden_size": hidden, "num_layers": layers, "embed_dim": embed}.items()
@@ -147,6 +150,7 @@ def compare(
     # cached is fetched here with its own bar (rich draws one live display at a time).
     with download_progress(quiet) as fetch:
         build_task(task, seed=seed_list[0], progress=fetch, **resolve_options(task, task_options))
+    check_out_dir(out_dir)
     grid = GridProgress("compare", len(names) * len(seed_list), quiet)
     with grid:
         result = run_compare(task, names, seed_list, task_options=task_options, model=model, train=train,
@@ -227,11 +231,14 @@ def gradients(
     def report(done: int, total: int, cell: str) -> None:
         bar.update(completed=done, status=cell)
 
+    out_dir = check_out_dir(out or timestamped_dir("gradients"))
     with bar:
         result = gradient_flow(names, length=length, hidden_size=hidden, num_layers=layers, embed_dim=embed,
                                batch=batch, seeds=seed_list, text=text, cell_options=cell_options, progress=report)
-    out_dir = out or timestamped_dir("gradients")
-    json_path, png = save_gradients(result, out_dir)
+    try:
+        json_path, png = save_gradients(result, out_dir)
+    except OSError as e:
+        raise OutputError(f"cannot write the results in {out_dir}: {e.strerror or e}") from None
     if as_json:
         payload = {"results": str(json_path), "figure": str(png),
                    "summary": {c: result.curves[c].summary() for c in result.cells}}

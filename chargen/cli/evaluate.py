@@ -18,12 +18,14 @@ def evaluate(
     model: Annotated[str, typer.Option("--model", "-m", help="Run directory, or a name under checkpoints/.")] = "grimm",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models, and on a busy machine).")] = 1,
 ) -> None:
     """Recompute the held-out metrics of a trained model, so a recorded number can be checked."""
     from chargen import checkpoint
-    from chargen.runtime import resolve_device
+    from chargen.runtime import resolve_device, use_threads
     from chargen.tasks import evaluate_saved
 
+    use_threads(threads)
     dev = resolve_device(device)
     loaded = checkpoint.load(model, device=dev)
     with download_progress(as_json) as progress:

@@ -23,6 +23,7 @@ def sample(
     lang: Annotated[Optional[str], typer.Option(help="Name generators: the language to generate names in.")] = None,
     start: Annotated[Optional[str], typer.Option(help="Name generators: the first letter(s) of each name.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models, and on a busy machine).")] = 1,
 ) -> None:
     """Generate text from a trained model, streamed to stdout as it is written.
 
@@ -32,10 +33,13 @@ def sample(
       chargen sample --model surnames-gen --lang Russian -n 10
     """
     from chargen import checkpoint
-    from chargen.runtime import resolve_device
+    from chargen.runtime import resolve_device, use_threads
+    from chargen.sample import check_seed
     from chargen.tasks import sample_saved
 
     temperature = 0.0 if greedy else temp
+    check_seed(seed)
+    use_threads(threads)
     loaded = checkpoint.load(model, task=("lm", "generate"), device=resolve_device(device))
     for piece in sample_saved(loaded, prime=prime, length=length, n=n, temperature=temperature, top_k=top_k,
                               seed=seed, lang=lang, start=start):

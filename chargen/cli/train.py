@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from chargen.cli.app import app
+from chargen.errors import UsageError
 from chargen.cli.ui import download_progress, err_console, parse_duration, sample_panel, timestamped_dir
 
 MODEL = "Model"
@@ -23,6 +24,7 @@ RUN = "Run"
 class Engine(str, Enum):
     fused = "fused"
     loop = "loop"
+    torch_cell = "torch-cell"
 
 
 class Optimizer(str, Enum):
@@ -34,6 +36,26 @@ class Optimizer(str, Enum):
 class Batching(str, Enum):
     streams = "streams"
     windows = "windows"
+
+
+# What each task uses when an option is not given (the tasks' defaults, which the CLI does not import
+# at start-up: that would load torch for --help). tests/test_hostile.py checks them against the tasks.
+HELP_DEFAULTS = {
+    "cell": "lstm",
+    "layers": "2 (classify, generate, lm); 1 (palindrome)",
+    "hidden": "256 (classify, generate, lm); 128 (palindrome)",
+    "embed": "32 (classify, generate); 64 (lm); 10 (palindrome)",
+    "dropout": "0.3 (classify, generate); 0.1 (lm); 0.0 (palindrome)",
+    "steps": "4000 (classify, generate, lm); 10000 (palindrome)",
+    "lr": "0.002 (classify, generate); 0.003 (lm); 0.001 (palindrome)",
+    "optimizer": "adam (classify, generate, lm); rmsprop (palindrome)",
+    "clip": "5.0 (classify, generate, lm); 10.0 (palindrome)",
+    "eval_every": "500 (classify, generate, lm); 50 (palindrome)",
+    "sample_every": "off (classify); 500 (generate, lm); 50 (palindrome)",
+    "seed": "1337",
+    "seq_len": "30",
+    "batch_size": "64 (classify, generate, lm); 128 (palindrome)",
+}
 
 
 class TrainProgress:
@@ -55,6 +77,7 @@ class TrainProgress:
         self.by_time = False
         self.unit = "chars"
         self.last_eval = ""
+        self.last_step: tuple[int, dict[str, float]] | None = None
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.unit = info["unit"]
@@ -72,12 +95,20 @@ class TrainProgress:
         )
 
     def on_step(self, step: int, m: dict[str, float]) -> None:
+        self.last_step = (step, m)
+        self._show()
+
+    def _show(self) -> None:
+        if self.last_step is None:
+            return
+        step, m = self.last_step
         status = f"step {step:,}  loss {m['loss']:.3f}  {self.last_eval}{m['rate']:,.0f} {self.unit}/s"
         done = m["elapsed"] if self.by_time else step
         self.progress.update(self.task, completed=done, status=status)
 
     def on_eval(self, step: int, m: dict[str, float]) -> None:
         self.last_eval = f"val {m['val_loss']:.3f}  "
+        self._show()  # the bar's final line shows the final evaluation, not the one before
         extra = "  ".join(f"{k} {v:.4g}" for k, v in m.items() if k != "val_loss")
         self.progress.console.print(f"[green]step {step:,}[/]  val_loss {m['val_loss']:.4f}  {extra}", highlight=False)
 
@@ -91,10 +122,11 @@ class TrainProgress:
         self.progress.console.print(f"[yellow]note:[/] {escape(message)}", highlight=False)
 
     def on_end(self, summary: dict[str, Any]) -> None:
-        self.progress.stop()
+        self.close()
 
     def close(self) -> None:
-        self.progress.stop()
+        if self.task is not None:  # stopping a bar never started prints a blank line
+            self.progress.stop()
 
 
 def default_run_dir(name: str) -> Path:
@@ -104,35 +136,37 @@ def default_run_dir(name: str) -> Path:
 
 @app.command(rich_help_panel="Train and generate")
 def train(
+    ctx: typer.Context,
     corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="Registered corpus name (see [b]chargen corpora[/]) or a UTF-8 text file. Default: [b]grimm[/] for lm, [b]names[/] for classify and generate.", show_default=False, rich_help_panel=DATA)] = None,
     task: Annotated[str, typer.Option(help="What to learn: [b]lm[/] (next character), [b]classify[/] or [b]generate[/] (surnames), [b]palindrome[/].", rich_help_panel=DATA)] = "lm",
-    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Characters per truncated-BPTT chunk (LM).", rich_help_panel=DATA)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Sequences per batch (LM: contiguous streams).", rich_help_panel=DATA)] = None,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help=f"Characters per truncated-BPTT chunk (LM). Default: {HELP_DEFAULTS['seq_len']}.", rich_help_panel=DATA)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help=f"Sequences per batch (LM: contiguous streams). Default: {HELP_DEFAULTS['batch_size']}.", rich_help_panel=DATA)] = None,
     batching: Annotated[Optional[Batching], typer.Option(help="LM batches: contiguous [b]streams[/] with carried state, or random [b]windows[/].", rich_help_panel=DATA)] = None,
     length: Annotated[Optional[int], typer.Option("--length", help="Palindrome task: palindrome length T.", rich_help_panel=DATA)] = None,
     balance: Annotated[Optional[str], typer.Option(help="Classifier: class imbalance handling ([b]adjusted[/] logits, [b]weighted[/] loss, balanced [b]sampler[/], or [b]none[/]).", rich_help_panel=DATA)] = None,
     balance_power: Annotated[Optional[float], typer.Option("--balance-power", help="Classifier: how far to balance, in [0, 1]: logits + power * log prior ([b]adjusted[/]), or weight ~ count^-power.", rich_help_panel=DATA)] = None,
     char_dropout: Annotated[Optional[float], typer.Option("--char-dropout", help="Classifier: chance that a training character is blanked out (augmentation; 0 = off).", rich_help_panel=DATA)] = None,
-    cell: Annotated[Optional[str], typer.Option(help="Recurrent cell from the registry (default: the task's; a wrong name lists the registered ones).", rich_help_panel=MODEL)] = None,
-    engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels) or [b]loop[/] (step-by-step reference).", rich_help_panel=MODEL)] = None,
-    layers: Annotated[Optional[int], typer.Option(help="Stacked recurrent layers.", rich_help_panel=MODEL)] = None,
-    hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
-    embed: Annotated[Optional[int], typer.Option(help="Character embedding size.", rich_help_panel=MODEL)] = None,
-    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers.", rich_help_panel=MODEL)] = None,
+    cell: Annotated[Optional[str], typer.Option(help=f"Recurrent cell from the registry (a wrong name lists the registered ones). Default: {HELP_DEFAULTS['cell']}.", rich_help_panel=MODEL)] = None,
+    engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels), [b]loop[/] (step-by-step reference) or [b]torch-cell[/] (a loop over nn.RNNCell/nn.LSTMCell; rnn and lstm).", rich_help_panel=MODEL)] = None,
+    layers: Annotated[Optional[int], typer.Option(help=f"Stacked recurrent layers. Default: {HELP_DEFAULTS['layers']}.", rich_help_panel=MODEL)] = None,
+    hidden: Annotated[Optional[int], typer.Option(help=f"Hidden units per layer. Default: {HELP_DEFAULTS['hidden']}.", rich_help_panel=MODEL)] = None,
+    embed: Annotated[Optional[int], typer.Option(help=f"Character embedding size. Default: {HELP_DEFAULTS['embed']}.", rich_help_panel=MODEL)] = None,
+    dropout: Annotated[Optional[float], typer.Option(help=f"Dropout between layers. Default: {HELP_DEFAULTS['dropout']}.", rich_help_panel=MODEL)] = None,
     mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum coefficient mu.", rich_help_panel=MODEL)] = None,
     step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s.", rich_help_panel=MODEL)] = None,
     learn_momentum: Annotated[bool, typer.Option("--learn-momentum", help="Momentum cells: learn mu and s.", rich_help_panel=MODEL)] = False,
-    steps: Annotated[Optional[int], typer.Option(help="Optimisation steps (the budget, with or instead of --time).", rich_help_panel=OPTIM)] = None,
+    steps: Annotated[Optional[int], typer.Option(help=f"Optimisation steps (the budget, with or instead of --time). Default: {HELP_DEFAULTS['steps']}.", rich_help_panel=OPTIM)] = None,
     time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it.", rich_help_panel=OPTIM)] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.", rich_help_panel=OPTIM)] = None,
-    optimizer: Annotated[Optional[Optimizer], typer.Option(help="adam, rmsprop or sgd.", rich_help_panel=OPTIM)] = None,
-    clip: Annotated[Optional[float], typer.Option(help="Max gradient norm (0 = off).", rich_help_panel=OPTIM)] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Steps between validation runs (and checkpoints).", rich_help_panel=OPTIM)] = None,
-    sample_every: Annotated[Optional[int], typer.Option(help="Steps between logged samples.", rich_help_panel=OPTIM)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for weights, data order and samples.", rich_help_panel=RUN)] = None,
+    lr: Annotated[Optional[float], typer.Option(help=f"Peak learning rate. Default: {HELP_DEFAULTS['lr']}.", rich_help_panel=OPTIM)] = None,
+    optimizer: Annotated[Optional[Optimizer], typer.Option(help=f"adam, rmsprop or sgd. Default: {HELP_DEFAULTS['optimizer']}.", rich_help_panel=OPTIM)] = None,
+    clip: Annotated[Optional[float], typer.Option(help=f"Max gradient norm (0 = off). Default: {HELP_DEFAULTS['clip']}.", rich_help_panel=OPTIM)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help=f"Steps between validation runs (and checkpoints). Default: {HELP_DEFAULTS['eval_every']}.", rich_help_panel=OPTIM)] = None,
+    sample_every: Annotated[Optional[int], typer.Option(help=f"Steps between logged samples. Default: {HELP_DEFAULTS['sample_every']}.", rich_help_panel=OPTIM)] = None,
+    seed: Annotated[Optional[int], typer.Option(help=f"Seed for weights, data order and samples. Default: {HELP_DEFAULTS['seed']}.", rich_help_panel=RUN)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=RUN)] = "auto",
-    deterministic: Annotated[bool, typer.Option(help="Bitwise-repeatable kernels (for exact resume tests).", rich_help_panel=RUN)] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: checkpoints/<corpus>-<time>).", rich_help_panel=RUN)] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads. Default: 1 for models under 2M parameters (more threads only spin), else the cores.", rich_help_panel=RUN)] = None,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="Bitwise-repeatable kernels (for exact resume tests).", rich_help_panel=RUN)] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory. Default: a new folder checkpoints/CORPUS-TIME.", rich_help_panel=RUN)] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory exactly where it stopped; --steps/--time may extend it.", rich_help_panel=RUN)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or sample panels.", rich_help_panel=RUN)] = False,
 ) -> None:
@@ -146,13 +180,16 @@ def train(
     from chargen.runtime import is_main_process
     from chargen.tasks import build_task
     from chargen.tasks.resolve import resolve
-    from chargen.train import TrainConfig, fit, resume_settings
+    from chargen.train import TrainConfig, check_new_run_dir, fit, resume_settings
 
     budget = {"steps": steps, "time_limit": parse_duration(time_limit) if time_limit else None}
     if resume is not None:
+        _refuse_ignored_options(ctx)
         task_name, task_options, model_cfg, train_cfg = resume_settings(resume)
         if steps is not None or time_limit is not None:
             train_cfg = TrainConfig(**{**train_cfg.__dict__, **budget})
+        if threads is not None:
+            train_cfg = TrainConfig(**{**train_cfg.__dict__, "threads": threads})
         run_dir = resume
         model_cfg.check()
     else:
@@ -166,13 +203,14 @@ def train(
                    "hidden_size": hidden, "embed_dim": embed, "dropout": dropout, "cell_options": cell_options or None},
             train={**budget, "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
                    "eval_every": eval_every, "sample_every": sample_every, "seed": seed, "device": device,
-                   "deterministic": deterministic},
+                   "deterministic": deterministic, "threads": threads},
             options={"corpus": corpus, "seq_len": seq_len, "batch_size": batch_size,
                      "batching": batching.value if batching else None, "length": length, "balance": balance,
                      "balance_power": balance_power, "char_dropout": char_dropout},
         )
         model_cfg, train_cfg, task_options = resolved.model, resolved.train, resolved.options
         run_dir = out or default_run_dir(task_options.get("corpus") or task_name)
+        check_new_run_dir(run_dir)  # before the corpus is fetched: a refusal should not wait for a download
 
     callbacks = TrainProgress(quiet)
     try:
@@ -185,3 +223,21 @@ def train(
     if is_main_process():  # under torchrun, rank 0 speaks for every rank
         err_console.print(f"[bold green]done[/] step {result.step:,} in {result.elapsed:.0f}s  {metrics}", highlight=False)
         err_console.print(f"saved to [bold]{result.run_dir}[/]", highlight=False)
+
+
+RESUME_OPTIONS = {"resume", "steps", "time_limit", "quiet", "threads"}  # what --resume takes; the run fixes the rest
+
+
+def _refuse_ignored_options(ctx: typer.Context) -> None:
+    """``--resume`` continues the run as recorded: an option it would ignore is refused, named."""
+    def given_by_user(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    given = [p for p in ctx.command.params if p.name not in RESUME_OPTIONS and given_by_user(p.name or "")]
+    if given:
+        flags = ", ".join(p.opts[0] for p in given)
+        raise UsageError(f"--resume continues the run with its recorded settings; it takes only --steps, --time, "
+                         f"--threads and --quiet, so {flags} would be ignored: leave {'it' if len(given) == 1 else 'them'} out "
+                         "(or start a new run with --out)")
+

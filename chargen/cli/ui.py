@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -32,6 +33,9 @@ CELLS_HELP = ("Comma-separated registered cells (default: each base cell beside 
 
 # Generated text and --json go to stdout; everything for the human (progress, logs, errors) here.
 err_console = Console(stderr=True)
+if not err_console.is_terminal:
+    # A log file or pipe has no width: do not cut progress and messages with "…" at 80 columns.
+    err_console.width = max(err_console.width, 240)
 out_console = Console(highlight=False, soft_wrap=True)
 
 
@@ -47,13 +51,48 @@ def parse_duration(text: str) -> float:
         seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
     if seconds <= 0:
         raise UsageError(f"--time must be positive, got {text!r}")
+    if not seconds <= MAX_DURATION:  # a 330-digit number parses to inf
+        raise UsageError(f"--time must be at most {MAX_DURATION // 86400:,} days, got {text[:40]!r}")
     return seconds
+
+
+MAX_DURATION = 366 * 86400
+
+
+def check_out_dir(path: Path) -> Path:
+    """Refuse an output folder that cannot be made or written, before any work (and without creating it),
+    so a bad --out is one line up front, not a traceback after the runs."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out: {path} is a file, not a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--out: cannot create {path}: {existing} is a file, not a folder")
+    created: list[Path] = []
+    try:  # the only sure test is to try: make the missing folders, then remove them again
+        for folder in reversed([path, *path.parents]):
+            if not folder.exists():
+                folder.mkdir()
+                created.append(folder)
+        probe = path / f".chargen-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out: cannot create {path}: {e.strerror or e}") from None
+    finally:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+    return path
 
 
 @contextmanager
 def download_progress(quiet: bool = False) -> Iterator[Any]:
     """A ``ProgressFn`` for corpus downloads that draws a transfer bar on stderr."""
-    with Progress(
+    progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
@@ -62,15 +101,21 @@ def download_progress(quiet: bool = False) -> Iterator[Any]:
         console=err_console,
         transient=True,
         disable=quiet,
-    ) as progress:
-        tasks: dict[str, Any] = {}
+    )
+    tasks: dict[str, Any] = {}
 
-        def update(description: str, done: int, total: int | None) -> None:
-            if description not in tasks:
-                tasks[description] = progress.add_task(description, total=total)
-            progress.update(tasks[description], completed=done, total=total)
+    def update(description: str, done: int, total: int | None) -> None:
+        if not tasks:
+            progress.start()  # only once there is something to draw: no blank lines otherwise
+        if description not in tasks:
+            tasks[description] = progress.add_task(description, total=total)
+        progress.update(tasks[description], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            progress.stop()
 
 
 def grid_progress(description: str, total: int, quiet: bool = False) -> Progress:

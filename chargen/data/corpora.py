@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from chargen import paths
 from chargen.errors import ChecksumMismatch, CorpusError
+from chargen.safeio import NotRegularFile, read_regular
 
 __all__ = [
     "KINDS",
@@ -358,13 +359,18 @@ def read_text_file(path: Path) -> str:
     return _decode(Path(path), _read_bytes(Path(path)))
 
 
+MAX_TEXT_BYTES = 1 << 30  # a text file is read whole into memory: 1 GiB is far past any corpus here
+
+
 def _read_bytes(path: Path) -> bytes:
     if not path.exists():
         raise CorpusError(f"no such file: {path}")
     if path.is_dir():
         raise CorpusError(f"{path} is a directory, not a text file")
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_TEXT_BYTES)
+    except NotRegularFile as exc:
+        raise CorpusError(f"cannot read {path}: it {exc.strerror}; save the text to a file first") from None
     except OSError as exc:
         reason = exc.strerror or _one_line(exc)
         raise CorpusError(f"cannot read {path}: {reason}") from None

@@ -3,8 +3,10 @@
 - ``chargen.reference.text``: the 27-symbol reduction (a-z and space) of the classic exercise;
 - ``chargen.reference.numpy_rnn``: a ReLU RNN language model in numpy alone, its forward pass and
   backpropagation through time written out by hand, trained with Adam and truncated BPTT;
-- ``chargen.reference.hand_lstm``: ``chargen.cells.LSTMCell`` with weights set by hand so its gates
-  act as switches (store a bit on a flag, show it later), traced step by step;
+- ``chargen.reference.hand_lstm``: ``chargen.cells.LSTMCell`` with weights set by hand: the course
+  exercise's own weights (f, i, o, C_t, h_t per input), and a store/read switch traced step by step;
+- ``chargen.reference.tutorial``: the PyTorch name tutorials' own i2h/i2o networks (linear hidden
+  update) for classifying and generating names, trained beside an Elman RNN and an LSTM;
 - ``chargen.reference.experiment``: the numpy RNN against chargen's LSTM on one reduced text
   (``chargen reference numpy-rnn``), saved as ``reference.json``.
 
@@ -22,7 +24,16 @@ from chargen.reference.experiment import (
     load_results,
     run_reference,
 )
-from chargen.reference.hand_lstm import DEMO, memory_cell, trace_memory
+from chargen.reference.hand_lstm import (
+    DEMO,
+    exercise_answers,
+    exercise_cell,
+    exercise_step,
+    exercise_table,
+    lstm_parameter_count,
+    memory_cell,
+    trace_memory,
+)
 from chargen.reference.numpy_rnn import (
     Adam,
     EpochRecord,
@@ -45,9 +56,14 @@ __all__ = [
     "ReferenceResult",
     "encode",
     "evaluate_torch_lm",
+    "exercise_answers",
+    "exercise_cell",
+    "exercise_step",
+    "exercise_table",
     "fit_rnn",
     "load_reduced",
     "load_results",
+    "lstm_parameter_count",
     "memory_cell",
     "reduce_text",
     "run_reference",

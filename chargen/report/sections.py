@@ -507,5 +507,4 @@ SECTIONS: tuple[Callable[[Context], str], ...] = (
 )
 
 
-__all__ = ["Budget", "FULL", "QUICK", "EXPERIMENT_NAMES", "Numbers", "ReportCallbacks", "build_report",
-           "untraced_numbers"]
+__all__ = ["SECTIONS"]

@@ -12,7 +12,6 @@ import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from chargen.errors import UsageError
+from chargen.errors import CheckpointError, UsageError
 from chargen.sample import check_sampling
 from chargen.tasks.base import TASKS, Task
 from chargen.tasks import classify, generate, lm, palindrome  # noqa: E402,F401  (each registers its task)
@@ -40,7 +40,9 @@ def build_task(name: str, **options: Any) -> Task:
 
 def evaluate_saved(loaded: Any, device: Any, progress: Any = None) -> dict[str, Any]:
     """Held-out metrics of a trained model, recomputed from its data: ``{"metrics": {...}, "tables": [...]}``."""
-    task = loaded.config["task"]
+    task = loaded.config.get("task")
+    if not isinstance(loaded.config.get("task_config"), dict):  # the data to evaluate on is named there
+        raise CheckpointError(f"{loaded.path / 'config.json'}: task_config is missing; this model cannot be evaluated")
     if task not in TASKS or not hasattr(TASKS[task], "evaluate_saved"):
         raise UsageError(f"models of task {task!r} cannot be evaluated")
     return TASKS[task].evaluate_saved(loaded, device, progress)

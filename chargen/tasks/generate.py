@@ -13,7 +13,7 @@ from torch import Tensor
 from chargen import checkpoint
 from chargen.data.corpora import ProgressFn
 from chargen.data.names import fold, has_letter, load_names
-from chargen.errors import CheckpointError, UsageError
+from chargen.errors import CheckpointError, UsageError, VocabularyError
 from chargen.inference import LeanSampler, make_stepper
 from chargen.models import CharLM, ModelConfig
 from chargen.runtime import check_batch_size
@@ -110,7 +110,7 @@ def generate_names(
 def _language_id(languages: list[str], lang: str) -> int:
     lowered = {language.lower(): i for i, language in enumerate(languages)}
     if lang.lower() not in lowered:
-        raise UsageError(f"unknown language {lang!r}; this model knows: {', '.join(languages)}")
+        raise VocabularyError(f"unknown language {lang!r}; this model knows: {', '.join(languages)}")
     return lowered[lang.lower()]
 
 

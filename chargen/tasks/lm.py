@@ -123,7 +123,9 @@ class LanguageModelTask:
                 self.data.train, self.cfg.batch_size, self.cfg.seq_len, seed, rank(), world_size()
             )
         except ValueError as e:
-            raise CorpusError(f"corpus {self.cfg.corpus!r} is too short for this batch: {e}") from None
+            raise CorpusError(f"corpus {self.cfg.corpus!r} is too short for this batch: {e}; lower batch_size "
+                              f"(now {self.cfg.batch_size}) or seq_len (now {self.cfg.seq_len}), or use a longer "
+                              "text") from None
         self.state: State | None = None
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
@@ -185,7 +187,7 @@ class LanguageModelTask:
             raise UsageError("lang and start are for name generators; this is a text model (use prime)",
                              params=("lang", "start", "prime"))
         loaded.vocab.encode(prime, what="the prime")  # fail before anything is written
-        chunk = int(loaded.config["task_config"]["options"].get("seq_len", 30))
+        chunk = int((loaded.config.get("task_config") or {}).get("options", {}).get("seq_len", 30))
         # all n texts as one batch (text i is the one seed + i gives alone): the first is yielded as it is
         # written, the others follow in order once the batch is done
         rest: list[list[str]] = [[] for _ in range(n - 1)]

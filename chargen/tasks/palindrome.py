@@ -24,6 +24,8 @@ from chargen.vocab import Vocab
 
 DATA_SEED_OFFSET = 1_000_003  # the training stream's generator is seeded apart from the weights' init
 CHANCE = 0.1
+MAX_LENGTH = 100_000  # bounds below keep a typo (length 1000000) from exhausting memory
+MAX_BATCH_DIGITS = 50_000_000
 CLASSIC_STEPS = 10_000  # the practical's budget: the default of a single `chargen train --task palindrome`
 
 
@@ -41,7 +43,13 @@ class PalindromeConfig:
         if self.length < MIN_LENGTH:
             raise UsageError(f"length must be at least {MIN_LENGTH} (a palindrome with a digit to skip), got {self.length}",
                              params="length")
+        if self.length > MAX_LENGTH:
+            raise UsageError(f"length must be at most {MAX_LENGTH:,} (memory grows with it), got {self.length:,}",
+                             params="length")
         check_batch_size(self.batch_size)
+        if self.batch_size * self.length > MAX_BATCH_DIGITS or self.held_out * self.length > MAX_BATCH_DIGITS:
+            raise UsageError(f"batch_size x length and held_out x length must be at most {MAX_BATCH_DIGITS:,} digits, "
+                             f"got {self.batch_size:,} x {self.length:,} and {self.held_out:,} x {self.length:,}")
         if self.held_out < 1:
             raise UsageError(f"held-out set size must be positive, got {self.held_out}")
         if not 0.0 < self.target_accuracy <= 1.0:

@@ -1,0 +1,143 @@
+"""SGD, SGD with momentum, RMSProp and Adam on one small character LM, each at a few learning rates.
+
+The optimiser exercise asks what momentum and adaptive learning rates buy over plain SGD. This runs
+the same model (one LSTM layer over one-hot characters, a linear head), the same batches (one seed)
+and the same step budget under each optimiser and learning rate of a small grid, and keeps the
+validation loss curve of each, so the answer can point at numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chargen.tracking import write_json
+from chargen.core import Recurrent
+from chargen.data.corpora import load_corpus
+
+RESULTS_JSON = "optimisers.json"
+GRID: dict[str, tuple[float, ...]] = {
+    "sgd": (0.3, 1.0, 3.0, 10.0, 30.0),
+    "sgd-momentum": (0.03, 0.1, 0.3, 1.0, 3.0),
+    "rmsprop": (1e-3, 3e-3, 1e-2, 3e-2),
+    "adam": (1e-3, 3e-3, 1e-2, 3e-2, 0.1),
+}
+
+
+@dataclass
+class OptimiserSettings:
+    corpus: str = "grimm"
+    chars: int = 200_000  # the first characters of the corpus; the last tenth is validation
+    hidden_size: int = 64
+    seq_len: int = 32
+    batch_size: int = 32
+    steps: int = 250
+    eval_every: int = 50
+    clip: float = 5.0
+    seed: int = 0
+    grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(GRID))
+
+
+def make_optimiser(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "sgd-momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f"unknown optimiser {name!r}; known: {', '.join(GRID)}")
+
+
+class _CharLSTM(nn.Module):
+    def __init__(self, vocab: int, hidden: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.rnn = Recurrent("lstm", vocab, hidden, num_layers=1)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (T, N) -> logits (T, N, V)
+        out, _ = self.rnn(F.one_hot(ids, self.vocab).float())
+        return self.head(out)
+
+
+def _run(name: str, lr: float, data: torch.Tensor, vocab: int, s: OptimiserSettings) -> dict[str, Any]:
+    torch.manual_seed(s.seed)
+    model = _CharLSTM(vocab, s.hidden_size)
+    opt = make_optimiser(name, model.parameters(), lr)
+    split = int(len(data) * 0.9)
+    train, val = data[:split], data[split:]
+    gen = torch.Generator().manual_seed(s.seed)
+    val_starts = torch.arange(0, len(val) - s.seq_len - 1, s.seq_len)[:256]
+    val_x = torch.stack([val[i:i + s.seq_len] for i in val_starts]).T
+    val_y = torch.stack([val[i + 1:i + s.seq_len + 1] for i in val_starts]).T
+
+    def val_loss() -> float:
+        with torch.no_grad():
+            return F.cross_entropy(model(val_x).flatten(0, 1), val_y.flatten()).item()
+
+    curve = [{"step": 0, "val_loss": val_loss()}]
+    start = time.perf_counter()
+    for step in range(1, s.steps + 1):
+        starts = torch.randint(0, split - s.seq_len - 1, (s.batch_size,), generator=gen)
+        x = torch.stack([train[i:i + s.seq_len] for i in starts]).T
+        y = torch.stack([train[i + 1:i + s.seq_len + 1] for i in starts]).T
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), s.clip)
+        opt.step()
+        if step % s.eval_every == 0:
+            v = val_loss()
+            curve.append({"step": step, "val_loss": v if v == v else float("inf")})
+    return {"optimiser": name, "lr": lr, "curve": curve, "final_val_loss": curve[-1]["val_loss"],
+            "seconds": time.perf_counter() - start}
+
+
+def run_optimisers(
+    settings: OptimiserSettings | None = None,
+    out: str | Path | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Every (optimiser, lr) of the grid; saved to ``out/optimisers.json`` after each run, resumable."""
+    s = settings or OptimiserSettings()
+    text = load_corpus(s.corpus).text[: s.chars]
+    chars = sorted(set(text))
+    data = torch.tensor([chars.index(c) for c in text])
+    path = Path(out) / RESULTS_JSON if out is not None else None
+    doc: dict[str, Any] = {"settings": {**asdict(s), "grid": {k: list(v) for k, v in s.grid.items()}}, "runs": []}
+    if path is not None and path.exists():
+        old = json.loads(path.read_text())
+        same = {k: v for k, v in old.get("settings", {}).items() if k != "grid"}
+        if same == {k: v for k, v in doc["settings"].items() if k != "grid"}:  # a wider grid reuses the runs made
+            doc["runs"] = [r for r in old["runs"] if r["lr"] in s.grid.get(r["optimiser"], ())]
+    done = {(r["optimiser"], r["lr"]) for r in doc["runs"]}
+    for name, lrs in s.grid.items():
+        for lr in lrs:
+            if (name, lr) in done:
+                continue
+            result = _run(name, lr, data, len(chars), s)
+            doc["runs"].append(result)
+            if path is not None:  # saved after every run, so a stopped study resumes
+                write_json(path, doc)
+            if progress is not None:
+                progress(result)
+    return doc
+
+
+def best_per_optimiser(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run with the lowest final validation loss of each optimiser, in grid order."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in doc["runs"]:
+        if r["optimiser"] not in best or r["final_val_loss"] < best[r["optimiser"]]["final_val_loss"]:
+            best[r["optimiser"]] = r
+    return [best[name] for name in doc["settings"]["grid"] if name in best]
