@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load": ("chargen.checkpoint", "load"),
     "generate": ("chargen.sample", "generate"),
+    "generate_streams": ("chargen.sample", "generate_streams"),
     "Recurrent": ("chargen.core", "Recurrent"),
     "ModelConfig": ("chargen.models", "ModelConfig"),
     "build_model": ("chargen.models", "build_model"),

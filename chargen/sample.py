@@ -1,19 +1,21 @@
 """Stateful generation: prime once, then one step per character with the state carried (O(1) per character).
 
-``sample_steps`` is the one generation loop, for N rows at once (a row may stop at a token); ``generate``
-(text from a language model) and the name generator (``chargen.tasks.generate``) both run on it.
+``sample_steps`` is the one generation loop, for N streams at once (a stream may stop at a token), on a
+stepper and a sampler from ``chargen.inference`` (the lean path; the model's own forward with ``lean=False``);
+``generate`` / ``generate_streams`` (text from a language model, one stream or N as one batch) and the name
+generator (``chargen.tasks.generate``) all run on it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
-from chargen.cells import State
 from chargen.errors import UsageError
+from chargen.inference import LeanSampler, make_stepper
 from chargen.models import CharLM
 from chargen.vocab import Vocab
 
@@ -73,6 +75,7 @@ def generate(
     chunk_size: int = 30,
     condition: int | None = None,
     stop: str | None = None,
+    lean: bool = True,
 ) -> Iterator[str]:
     """Yield generated text in chunks of ``chunk_size`` characters (the prime is not repeated).
 
@@ -81,79 +84,130 @@ def generate(
     ``chunk_size`` is. Without a prime, generation starts as after a line break (the newline is
     fed to the network but not yielded), so greedy decoding is deterministic and the text starts
     as a paragraph would; a vocabulary without a newline gets a first character drawn uniformly.
-    ``stop`` (a special token such as ``<eos>``) ends generation early.
+    ``stop`` (a special token such as ``<eos>``) ends generation early. ``lean`` steps with
+    ``chargen.inference`` (the same text as the model's own forward, ``lean=False``).
+    """
+    for pieces in generate_streams(model, vocab, n=1, prime=prime, length=length, temperature=temperature,
+                                   top_k=top_k, seed=seed, chunk_size=chunk_size, condition=condition, stop=stop,
+                                   lean=lean):
+        if pieces[0]:
+            yield pieces[0]
+
+
+@torch.inference_mode()
+def generate_streams(
+    model: CharLM,
+    vocab: Vocab,
+    *,
+    n: int = 1,
+    prime: str = "",
+    length: int = 500,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+    chunk_size: int = 30,
+    condition: int | None = None,
+    stop: str | None = None,
+    lean: bool = True,
+) -> Iterator[list[str]]:
+    """``n`` samples generated as one batch: yields, chunk by chunk, a list of ``n`` pieces of text.
+
+    RNG contract: stream ``i`` draws only from its own generator, seeded ``nth_seed(seed, i)``
+    (``seed + i``, wrapping within range; with no seed, a random seed per stream), so stream ``i``
+    of a batch is the text ``generate`` writes alone with that seed, whatever ``n`` is (up to float
+    rounding between batch sizes).
+    A stream that draws ``stop`` yields ``""`` from then on; generation ends when all have stopped.
     """
     check_sampling(temperature, top_k, length)
     check_seed(seed)
     if chunk_size < 1:
-        raise UsageError(f"chunk size must be positive, got {chunk_size}")
+        raise UsageError(f"chunk_size must be positive, got {chunk_size}", params="chunk_size")
+    if n < 1:
+        raise UsageError(f"n must be at least 1, got {n}", params="n")
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, (1,))))
-    cond = None if condition is None else torch.tensor([condition], device=device)
+    generators = []
+    for i in range(n):
+        generator = torch.Generator(device=device)
+        generator.manual_seed(nth_seed(seed, i) if seed is not None else int(torch.randint(2**62, (1,))))
+        generators.append(generator)
+    cond = None if condition is None else torch.full((n,), condition, dtype=torch.long, device=device)
     if length == 0:
         return
     if prime:
-        ids = torch.tensor(vocab.encode(prime, what="the prime"), device=device)
+        ids = torch.tensor(vocab.encode(prime, what="the prime"), device=device).view(-1, 1).expand(-1, n)
     elif START_CONTEXT in vocab:
-        ids = torch.tensor([vocab.id(START_CONTEXT)], device=device)
+        ids = torch.tensor([vocab.id(START_CONTEXT)], device=device).view(1, 1).expand(1, n)
     else:
-        first = torch.randint(len(vocab.specials), len(vocab), (1,), generator=generator, device=device)
-        ids = first
-        yield vocab.decode(first.tolist())
+        first = [torch.randint(len(vocab.specials), len(vocab), (1,), generator=g, device=device) for g in generators]
+        ids = torch.cat(first).view(1, n)
+        yield [vocab.decode(f.tolist()) for f in first]
         length -= 1
     stop_id = vocab.id(stop) if stop is not None else None
-    logits, _, state = model(ids.view(-1, 1), None, condition=cond)  # (T, 1, V)
-    last = logits[-1]  # (1, V)
+    stepper = make_stepper(model, n, cond, lean=lean)
+    draw = LeanSampler(n, len(vocab), temperature, top_k, generators, device) if lean else _ReferenceDraw(
+        temperature, top_k, generators)
+    last = stepper.prime(ids)  # (N, V)
+    out = torch.empty(max(1, min(chunk_size, length)), n, dtype=torch.long, device=device)
+    rows = out.unbind(0)  # made once: the sampler writes each step's ids into the next row
+    alive = [True] * n
     produced = 0
+    step = stepper.step  # bound once: the loop below runs once per character
     while produced < length:
-        rows, last, state, stopped = sample_steps(model, last, state, min(chunk_size, length - produced),
-                                                  temperature=temperature, top_k=top_k, generator=generator,
-                                                  condition=cond, stop_id=stop_id)
-        produced += len(rows[0])
-        if rows[0]:
-            yield vocab.decode(rows[0])
-        if stopped:
+        size = min(chunk_size, length - produced)
+        last, _ = sample_steps(step, draw, last, rows[:size])
+        produced += size
+        pieces = []
+        for i, chunk in enumerate(out[:size].T.tolist()):
+            if not alive[i]:
+                chunk = []
+            elif stop_id is not None and stop_id in chunk:
+                chunk, alive[i] = chunk[: chunk.index(stop_id)], False
+            pieces.append(vocab.decode(chunk))
+        yield pieces
+        if not any(alive):
             return
 
 
 def sample_steps(
-    model: CharLM,
+    step: Callable[[Tensor], Tensor],
+    draw: Callable[..., Tensor],
     last: Tensor,
-    state: State,
-    steps: int,
+    rows: Sequence[Tensor],
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-    condition: Tensor | None = None,
+    banned: Tensor | None = None,
     stop_id: int | None = None,
-    banned: Sequence[int] = (),
-) -> tuple[list[list[int]], Tensor, State, bool]:
-    """The one generation loop: up to ``steps`` ids for each of N rows, one model step per character.
+    done: Tensor | None = None,
+) -> tuple[Tensor, int]:
+    """The one generation loop: one id per stream into each of ``rows``, one model step per character.
 
-    ``last (N, V)`` holds the logits after the prime and ``state`` its state; both are carried, so
-    calling this again continues the same text. A row ends at ``stop_id`` (not included); the loop
-    ends when every row has. ``banned`` ids are never drawn. Returns the ids per row, the last
-    logits and state (to continue from), and whether every row stopped.
+    ``step`` is a stepper's (``chargen.inference``: ids ``(N,)`` -> logits ``(N, V)``), ``draw`` a sampler
+    (``logits, out=row`` -> ids) and ``last (N, V)`` the logits to draw from first (after the prime, or
+    as returned by the previous call: calling again continues the same text). ``rows`` are views of one
+    ``(T, N)`` id tensor made once by the caller, so nothing is allocated per character. ``banned`` ids
+    are never drawn. With ``done (N,)`` (updated in place), a stream is done once it draws ``stop_id``
+    and the loop ends as soon as every stream is, without stepping the model again; without it, the
+    caller cuts each stream at its stop id after the loop (no check per character). Returns the logits
+    to continue from and the number of rows written.
     """
-    n = last.shape[0]
-    out: list[list[int]] = [[] for _ in range(n)]
-    done = [False] * n
-    for _ in range(steps):
-        if banned:
-            last = last.clone()
-            last[:, list(banned)] = float("-inf")
-        nxt = sample_next(last, temperature, top_k, generator)  # (N,)
-        for i, token in enumerate(nxt.tolist()):
-            if done[i]:
-                continue
-            if token == stop_id:
-                done[i] = True
-            else:
-                out[i].append(token)
-        if all(done):
-            return out, last, state, True
-        logits, _, state = model(nxt.view(1, -1), state, condition=condition)
-        last = logits[-1]
-    return out, last, state, False
+    for written, row in enumerate(rows, start=1):
+        if banned is not None:
+            last.index_fill_(1, banned, float("-inf"))
+        ids = draw(last, out=row)
+        if done is not None:
+            done |= ids == stop_id
+            if bool(done.all()):
+                return last, written
+        last = step(ids)
+    return last, len(rows)
+
+
+class _ReferenceDraw:
+    """``sample_next`` for each stream with its own generator: what the lean sampler must equal."""
+
+    def __init__(self, temperature: float, top_k: int | None, generators: list[torch.Generator]) -> None:
+        self.temperature, self.top_k, self.generators = temperature, top_k, generators
+
+    def __call__(self, logits: Tensor, out: Tensor) -> Tensor:
+        for i, generator in enumerate(self.generators):
+            out[i] = sample_next(logits[i : i + 1], self.temperature, self.top_k, generator)[0]
+        return out

@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "chargen.export": 5,
     "chargen.checkpoint": 4,
     "chargen.sample": 4,
+    "chargen.inference": 4,  # the lean generation path, beneath sample
     "chargen.models": 3,
     "chargen.core": 2,
     "chargen.cells": 1,

@@ -11,6 +11,7 @@ import torch
 from chargen import checkpoint
 from chargen.data.streams import StreamBatcher, WindowBatcher, as_streams
 from chargen.errors import VocabularyError
+from chargen.inference import LeanStepper
 from chargen.models import CharLM, ModelConfig
 from chargen.sample import generate, sample_next
 from chargen.paths import PROJECT_ROOT
@@ -117,16 +118,23 @@ def test_generation_equals_loop_engine_and_greedy_is_deterministic() -> None:
     assert a == b
 
 
-def test_generation_cost_is_constant_per_character() -> None:
+def test_generation_cost_is_constant_per_character(monkeypatch: pytest.MonkeyPatch) -> None:
     """O(1) per character: each step runs the model on one character, never the whole context."""
     vocab = Vocab.from_text("abcdefghijklmnopqrs ")
     model = tiny_lm(vocab=len(vocab))
     lengths: list[int] = []
     hook = model.encoder.embed.register_forward_hook(lambda m, i, o: lengths.append(i[0].shape[0]))
-    "".join(generate(model, vocab, prime="abcdef", length=50, seed=0))
-    hook.remove()
+    "".join(generate(model, vocab, prime="abcdef", length=50, seed=0, lean=False))
     # the prime once, then one single-character step per generated character
     assert lengths[0] == 6 and set(lengths[1:]) == {1} and len(lengths) == 1 + 50
+    # the lean path: the prime through the model once, then one lean step of one id per character
+    lengths.clear()
+    steps: list[int] = []
+    step = LeanStepper.step
+    monkeypatch.setattr(LeanStepper, "step", lambda self, ids: (steps.append(ids.numel()), step(self, ids))[1])
+    "".join(generate(model, vocab, prime="abcdef", length=50, seed=0))
+    hook.remove()
+    assert lengths == [6] and steps == [1] * 50
 
 
 def test_evaluate_lm_matches_direct_loss_on_one_stream() -> None:

@@ -19,7 +19,7 @@ def sample(
     greedy: Annotated[bool, typer.Option("--greedy", help="Same as --temp 0.")] = False,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample only among the k likeliest characters.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed: the same seed gives the same text.")] = None,
-    n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 1,
+    n: Annotated[int, typer.Option("-n", help="Number of samples, generated as one batch (a text model's sample i is the one --seed SEED+i gives alone).")] = 1,
     lang: Annotated[Optional[str], typer.Option(help="Name generators: the language to generate names in.")] = None,
     start: Annotated[Optional[str], typer.Option(help="Name generators: the first letter(s) of each name.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",

@@ -55,7 +55,7 @@ def sample_saved(loaded: Any, **options: Any) -> Iterator[str]:
     if task not in TASKS or not hasattr(TASKS[task], "sample_saved"):
         raise UsageError(f"models of task {task!r} do not generate text")
     if options.get("n", 1) < 1:
-        raise UsageError(f"-n must be at least 1, got {options['n']}")
+        raise UsageError(f"n must be at least 1, got {options['n']}", params="n")
     check_sampling(options.get("temperature", 1.0), options.get("top_k"), options.get("length", 0))
     return TASKS[task].sample_saved(loaded, **options)
 

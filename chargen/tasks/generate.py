@@ -14,6 +14,7 @@ from chargen import checkpoint
 from chargen.data.corpora import ProgressFn
 from chargen.data.names import fold, has_letter, load_names
 from chargen.errors import CheckpointError, UsageError, VocabularyError
+from chargen.inference import LeanSampler, make_stepper
 from chargen.models import CharLM, ModelConfig
 from chargen.runtime import check_batch_size
 from chargen.sample import check_sampling, sample_steps
@@ -69,7 +70,7 @@ def conditional_log_probs(
     return torch.cat(out) if out else torch.empty(0, num_conditions)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_names(
     model: CharLM,
     vocab: Vocab,
@@ -83,20 +84,27 @@ def generate_names(
 ) -> list[str]:
     """One name per condition id in ``conditions (N,)``, all drawn together, each ending at ``<eos>``.
 
-    The prime ``<bos> start`` runs once; then one step per character with the state carried.
-    ``<pad>`` and ``<bos>`` are never drawn.
+    The prime ``<bos> start`` runs once; then one step per character with the state carried, on the
+    lean path in eval mode (``chargen.inference``). ``<pad>`` and ``<bos>`` are never drawn. All names
+    draw from the one ``generator``, as one ``torch.multinomial`` over the batch would.
     """
     device = next(model.parameters()).device
     n = len(conditions)
+    if n == 0:
+        return []
     cond = conditions.to(device)
     prime = [vocab.id(BOS), *vocab.encode(start, what="start")]
     x = torch.tensor(prime, device=device).view(-1, 1).expand(-1, n)
-    logits, _, state = model(x, None, condition=cond)
-    last = logits[-1]  # (N, V)
-    rows, _, _, _ = sample_steps(model, last, state, max(0, max_length - len(start)), temperature=temperature,
-                                 top_k=top_k, generator=generator, condition=cond, stop_id=vocab.id(EOS),
-                                 banned=(vocab.id(PAD), vocab.id(BOS)))
-    return [start + vocab.decode(ids) for ids in rows]
+    stepper = make_stepper(model, n, cond)
+    draw = LeanSampler(n, len(vocab), temperature, top_k, generator, device)
+    steps = max(0, max_length - len(start))
+    out = torch.empty(steps, n, dtype=torch.long, device=device)
+    eos = vocab.id(EOS)
+    banned = torch.tensor([vocab.id(PAD), vocab.id(BOS)], device=device)
+    _, written = sample_steps(stepper.step, draw, stepper.prime(x), out.unbind(0), banned=banned, stop_id=eos,
+                              done=torch.zeros(n, dtype=torch.bool, device=device))
+    rows = out[:written].T.tolist()
+    return [start + vocab.decode(ids[: ids.index(eos)] if eos in ids else ids) for ids in rows]
 
 
 def _language_id(languages: list[str], lang: str) -> int:

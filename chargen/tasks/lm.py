@@ -16,7 +16,7 @@ from chargen.data.streams import StreamBatcher, WindowBatcher, as_streams
 from chargen.errors import CorpusError, UsageError
 from chargen.models import CharLM, ModelConfig
 from chargen.runtime import check_batch_size, rank, world_size
-from chargen.sample import generate, nth_seed
+from chargen.sample import generate, generate_streams
 from chargen.tasks.base import register
 from chargen.vocab import Vocab
 
@@ -182,17 +182,25 @@ class LanguageModelTask:
     def sample_saved(loaded: Any, *, prime: str = "", length: int = 500, n: int = 1, temperature: float = 1.0,
                      top_k: int | None = None, seed: int | None = None, lang: str | None = None,
                      start: str | None = None) -> Iterator[str]:
-        """``n`` texts from a saved LM as they are written: each the prime, then its continuation, then a blank line."""
+        """``n`` texts from a saved LM, generated as one batch: each the prime, then its continuation, a blank line between."""
         if lang or start:
             raise UsageError("lang and start are for name generators; this is a text model (use prime)",
                              params=("lang", "start", "prime"))
         loaded.vocab.encode(prime, what="the prime")  # fail before anything is written
         chunk = int((loaded.config.get("task_config") or {}).get("options", {}).get("seq_len", 30))
-        for i in range(n):
-            yield prime
-            yield from generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
-                                top_k=top_k, seed=nth_seed(seed, i), chunk_size=chunk)
-            yield "\n" if i == n - 1 else "\n\n"
+        # all n texts as one batch (text i is the one seed + i gives alone): the first is yielded as it is
+        # written, the others follow in order once the batch is done
+        rest: list[list[str]] = [[] for _ in range(n - 1)]
+        yield prime
+        for pieces in generate_streams(loaded.model, loaded.vocab, n=n, prime=prime, length=length,
+                                       temperature=temperature, top_k=top_k, seed=seed, chunk_size=chunk):
+            if pieces[0]:
+                yield pieces[0]
+            for kept, piece in zip(rest, pieces[1:]):
+                kept.append(piece)
+        for kept in rest:
+            yield "\n\n" + prime + "".join(kept)
+        yield "\n"
 
     def state_dict(self) -> dict[str, Any]:
         # The carried state is part of the data position: resuming mid-epoch continues from it.
