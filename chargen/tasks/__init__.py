@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from chargen.errors import UsageError
-from chargen.tasks.base import TASKS, Task
+from chargen.tasks.base import EVALUATORS, TASKS, Task
 
 
 def _load_all() -> None:
     # Imported for their @register side effect; each module owns one task.
     from chargen.tasks import lm  # noqa: F401
 
-    for optional in ("names", "palindrome"):
+    for optional in ("names", "palindrome", "classify_eval"):
         try:
             __import__(f"chargen.tasks.{optional}")
         except ModuleNotFoundError as e:
@@ -52,10 +52,17 @@ def task_defaults(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
     )
 
 
-def evaluate_saved(loaded: Any, device: Any, progress: Any = None) -> dict[str, Any]:
-    """Held-out metrics of a trained model, recomputed from its data: ``{"metrics": {...}, "tables": [...]}``."""
+def evaluate_saved(loaded: Any, device: Any, progress: Any = None, names_file: Any = None) -> dict[str, Any]:
+    """Held-out metrics of a trained model, recomputed from its data: ``{"metrics": {...}, "tables": [...]}``.
+
+    ``names_file``: a classifier only, a ``name<TAB>language`` file to evaluate instead of the test split.
+    """
     _load_all()
     task = loaded.config["task"]
+    if task in EVALUATORS:
+        return EVALUATORS[task](loaded, device, progress, names_file)
+    if names_file is not None:
+        raise UsageError(f"names_file is for classifiers; this is a {task!r} model")
     if task not in TASKS or not hasattr(TASKS[task], "evaluate_saved"):
         raise UsageError(f"models of task {task!r} cannot be evaluated")
     return TASKS[task].evaluate_saved(loaded, device, progress)

@@ -13,6 +13,7 @@ each of its languages (see ``chargen.data.names``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -21,10 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from chargen.calibration import Fusion
 from chargen.data.corpora import ProgressFn
 from chargen.data.names import FOLD_ALPHABET, NamesData, fold, has_letter, load_names
 from chargen.errors import CheckpointError, CorpusError, UsageError, VocabularyError
 from chargen.models import CharLM, ModelConfig, SequenceClassifier
+from chargen.ngram import NaiveBayes
 from chargen.runtime import check_batch_size, rank, world_size
 from chargen.sample import check_sampling, sample_next
 from chargen.tasks.base import register
@@ -38,6 +41,7 @@ MAX_CLASSIFY_LENGTH = 100  # longer input is not a surname; refusing it keeps on
 DEFAULT_CLASSIFIER = "surnames"
 EVAL_SAMPLES_PER_LANGUAGE = 100
 EVAL_SAMPLE_SEED = 0
+NGRAM_FILE = "ngram.json"  # a calibrated classifier's n-gram counts, beside its model.pt
 
 
 def classifier_vocab() -> Vocab:
@@ -152,6 +156,28 @@ def name_log_probs(
         out.append(F.log_softmax(model(x.to(device), lengths.to(device)), dim=-1).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, model.cfg.num_classes)
+
+
+_NGRAM_CACHE: dict[tuple[str, float], NaiveBayes] = {}
+
+
+def classifier_log_probs(loaded: Any, names: Sequence[str], device: torch.device) -> Tensor:
+    """A saved classifier's log probabilities ``(N, C)`` for folded names: its network, fused with the
+    n-gram model and scaled by the temperature that its config's ``calibration`` names (see
+    ``chargen.calibration``); the network's own softmax when it has none."""
+    logp = name_log_probs(loaded.model, loaded.vocab, names, device)
+    doc = loaded.config.get("calibration")
+    if not doc:
+        return logp
+    fusion = Fusion.from_json(doc)
+    nb_logp = None
+    if fusion.ngram_weight:
+        path = loaded.path / doc.get("ngram_file", NGRAM_FILE)
+        key = (str(path), path.stat().st_mtime if path.exists() else 0.0)
+        if key not in _NGRAM_CACHE:
+            _NGRAM_CACHE[key] = NaiveBayes.load(path)
+        nb_logp = _NGRAM_CACHE[key].log_probs(names)
+    return fusion.log_probs(logp, nb_logp)
 
 
 def score(pred: Sequence[int], targets: Sequence[frozenset[int]], num_classes: int) -> dict[str, Any]:
@@ -301,7 +327,7 @@ class ClassifyTask(_NamesBatches):
         data = load_names(progress=progress)
         _check_data(data, task_config)
         languages, names, targets = data.languages, data.splits["test"], data.targets("test")
-        logp = name_log_probs(loaded.model, loaded.vocab, names, device)
+        logp = classifier_log_probs(loaded, names, device)
         pred = logp.argmax(1).tolist()
         m = score(pred, targets, len(languages))
         single = [i for i, t in enumerate(targets) if len(t) == 1]
@@ -374,10 +400,11 @@ def classify_names(loaded: Any, names: Sequence[str], top: int = 3) -> list[dict
         todo.append((i, folded))
     if todo:
         device = next(loaded.model.parameters()).device
-        logp = name_log_probs(loaded.model, loaded.vocab, [f for _, f in todo], device)
+        logp = classifier_log_probs(loaded, [f for _, f in todo], device)
         values, ids = logp.topk(min(top, len(languages)), dim=1)
         for (i, _), vals, idx in zip(todo, values.tolist(), ids.tolist()):
-            results[i]["predictions"] = [{"language": languages[c], "log_prob": v} for v, c in zip(vals, idx)]
+            results[i]["predictions"] = [{"language": languages[c], "log_prob": v, "prob": math.exp(v)}
+                                         for v, c in zip(vals, idx)]
     return results
 
 
@@ -634,7 +661,7 @@ class GenerateTask(_NamesBatches):
             agrees = {}
             for lang, generated in samples.items():
                 usable = [g for g in generated if has_letter(g)]
-                top = name_log_probs(clf.model, clf.vocab, usable, device).argmax(1).tolist() if usable else []
+                top = classifier_log_probs(clf, usable, device).argmax(1).tolist() if usable else []
                 agrees[lang] = sum(clf_langs[t] == lang for t in top) / len(generated)
         rows = []
         for c, lang in enumerate(languages):
