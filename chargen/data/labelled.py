@@ -34,7 +34,7 @@ def parse_labelled(lines: Sequence[str], languages: Sequence[str], source: str =
             raise LabelledFileError(f"{where}: no tab; each line is name<TAB>language")
         raw_name, _, raw_langs = line.partition("\t")
         name = fold(raw_name)
-        if not name:
+        if not raw_name.strip():
             raise LabelledFileError(f"{where}: empty name")
         if not has_letter(name):
             raise LabelledFileError(f"{where}: name {raw_name!r} has no usable letter (A-Z after folding accents)")

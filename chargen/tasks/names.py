@@ -372,7 +372,7 @@ class ClassifyTask(_NamesBatches):
 def classify_names(loaded: Any, names: Sequence[str], top: int = 3) -> list[dict[str, Any]]:
     """The ``top`` likeliest languages of each name, folded as in training.
 
-    Returns one dict per name, in order: ``{"name", "predictions": [{"language", "log_prob"}]}``,
+    Returns one dict per name, in order: ``{"name", "predictions": [{"language", "log_prob", "prob"}]}``,
     or ``{"name", "error"}`` for a name with no usable letter; the other names are still answered.
     """
     if loaded.config.get("task") != "classify":
