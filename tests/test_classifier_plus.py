@@ -213,3 +213,14 @@ def test_multi_hot_and_fusion_prior() -> None:
     t = multi_hot([frozenset({0, 2}), frozenset({1})], 3)
     fusion = Fusion(prior_weight=1.0, log_prior=[0.0, -1.0, -2.0])
     assert fusion.scores(torch.zeros(2, 3)).tolist() == [[0.0, 1.0, 2.0]] * 2 and t.sum().item() == 3
+
+
+def test_sorting_and_deduplicating_names_changes_no_answer(toy_classifier: Path) -> None:
+    from chargen.tasks.names import classifier_log_probs, name_log_probs
+
+    loaded = checkpoint.load(toy_classifier)
+    names = ["Novakova", "Li", "Smith", "Li", "Abercrombie", "Smith"]
+    got = classifier_log_probs(loaded, names, torch.device("cpu"))
+    for i, name in enumerate(names):
+        alone = name_log_probs(loaded.model, loaded.vocab, [name], torch.device("cpu"))[0]
+        assert torch.allclose(got[i], alone, atol=1e-5)

@@ -38,7 +38,8 @@ from chargen.tasks.names import NGRAM_FILE, _check_data, multi_hot, name_log_pro
 
 NGRAM_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75)
 PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-MIN_VAL_ACCURACY = 0.85
+# the 0.85 target plus one point: the previous shipped network lost 1.1 points from validation to test
+MIN_VAL_ACCURACY = 0.86
 OOD_VAL = PROJECT_ROOT / "corpora" / "surnames_faker_val.tsv"
 CARRIED = ("metrics.jsonl", "loss.png")  # logs of the first run, copied for the record
 

@@ -164,7 +164,16 @@ _NGRAM_CACHE: dict[tuple[str, float], NaiveBayes] = {}
 def classifier_log_probs(loaded: Any, names: Sequence[str], device: torch.device) -> Tensor:
     """A saved classifier's log probabilities ``(N, C)`` for folded names: its network, fused with the
     n-gram model and scaled by the temperature that its config's ``calibration`` names (see
-    ``chargen.calibration``); the network's own softmax when it has none."""
+    ``chargen.calibration``); the network's own softmax when it has none.
+
+    Each distinct name is scored once, and the names go through the network in order of length,
+    so a batch is padded only to names of about its own length (the answers are the same:
+    padding never reaches a name's last character).
+    """
+    distinct = sorted(set(names), key=lambda n: (len(n), n))
+    if distinct != list(names):
+        where = {n: i for i, n in enumerate(distinct)}
+        return classifier_log_probs(loaded, distinct, device)[[where[n] for n in names]]
     logp = name_log_probs(loaded.model, loaded.vocab, names, device)
     doc = loaded.config.get("calibration")
     if not doc:
