@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from chargen.calibration import Fusion, fit_temperature, top_k_accuracy
 from chargen.data.labelled import read_labelled
 from chargen.data.names import load_names
 from chargen.errors import CheckpointError
+from chargen.models import ModelConfig
 from chargen.ngram import BASELINE_ALPHA, train_baseline
 from chargen.paths import PROJECT_ROOT
 from chargen.tasks.names import NGRAM_FILE, _check_data, multi_hot, name_log_probs, score
@@ -44,13 +46,16 @@ OOD_VAL = PROJECT_ROOT / "corpora" / "surnames_faker_val.tsv"
 CARRIED = ("metrics.jsonl", "loss.png")  # logs of the first run, copied for the record
 
 
-def merge_runs(runs: list[Path], out: Path) -> dict[str, Any]:
+def merge_runs(runs: list[Path], out: Path, command: str | None = None) -> dict[str, Any]:
     """Write ``out/model.pt`` (the ensemble of ``runs``, or the single run) and return its config."""
     loaded = [checkpoint.load(r, task="classify") for r in runs]
     first = loaded[0].config
+
+    def shape(config: dict[str, Any]) -> dict[str, Any]:  # what the weights' shapes depend on
+        return {k: v for k, v in ModelConfig.from_dict(config["model"]).to_dict().items() if k != "dropout"}
+
     for other in loaded[1:]:
-        shape = {k: v for k, v in other.config["model"].items() if k != "dropout"}
-        if shape != {k: v for k, v in first["model"].items() if k != "dropout"}:
+        if shape(other.config) != shape(first):
             raise CheckpointError(f"{other.path}: not the same network shape as {loaded[0].path}")
         if other.config["task_config"]["data_sha256"] != first["task_config"]["data_sha256"]:
             raise CheckpointError(f"{other.path}: trained on other data than {loaded[0].path}")
@@ -61,6 +66,8 @@ def merge_runs(runs: list[Path], out: Path) -> dict[str, Any]:
         config["model"]["members"] = len(loaded)
         weights = {f"members.{i}.{k}": v for i, ld in enumerate(loaded)
                    for k, v in checkpoint.flat_weights(ld.model).items()}
+    if command:
+        config["command"] = command
     config["ensemble"] = [{"run": str(ld.path), "command": ld.config.get("command"), "seed": ld.config["train"]["seed"],
                            "metrics": ld.config.get("metrics")} for ld in loaded]
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ood-val", type=Path, default=OOD_VAL, help="labelled names for choosing the fusion")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    merge_runs(args.runs, args.out)
+    merge_runs(args.runs, args.out, " ".join(["python -m chargen.tasks.classify_calibrate", *(argv or sys.argv[1:])]))
     calibrate(args.out, args.ood_val)
 
 
