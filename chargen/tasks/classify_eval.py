@@ -99,10 +99,10 @@ def evaluate_test_split(loaded: Any, device: torch.device, progress: ProgressFn 
         "temperature": float(loaded.config.get("calibration", {}).get("temperature", 1.0)),
         "reliability_png": png_note,
     })
-    table = report["tables"][0]
-    table["columns"].insert(5, "baseline recall")
+    table = report["tables"][0]  # appended, not inserted: readers index the task's own columns by position
+    table["columns"].append("baseline recall")
     for c, row in enumerate(table["rows"]):
-        row.insert(5, base["recall"][c])
+        row.append(base["recall"][c])
     return report
 
 
