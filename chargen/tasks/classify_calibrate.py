@@ -9,7 +9,8 @@
 3. The fusion weights (``calibration.Fusion``: how much of the n-gram posterior to add, how much
    of the training prior to take off) are chosen on a grid by the validation split and the
    Faker file's validation half only: the highest ``val balanced accuracy + OOD-val top-1``
-   among the settings that keep validation accuracy at or above ``MIN_VAL_ACCURACY``.
+   among the settings that keep validation accuracy at or above ``MIN_VAL_ACCURACY`` (if none
+   does, among all of them).
 4. The temperature is fitted on the validation split (``calibration.fit_temperature``).
 
 Everything lands in ``config.json`` under ``calibration`` (with the grid that chose it), so
