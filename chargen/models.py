@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ class ModelConfig:
     num_classes: int = 0  # classifier outputs
     num_conditions: int = 0  # LM conditioned on a class (e.g. a language) at every step
     condition_dim: int = 0
+    members: int = 1  # classifier: an ensemble of this many independently trained networks
 
     def check(self) -> None:
         """Raise a UsageError, naming the parameter, for settings no model can have."""
@@ -131,10 +132,27 @@ class SequenceClassifier(nn.Module):
         return self.head(last)
 
 
+class EnsembleClassifier(nn.Module):
+    """Several classifiers of one shape read the same names; the output is their mean log probabilities.
+
+    A mean of log probabilities (a normalised product of the members' distributions) rather than
+    of probabilities: a language any member rules out stays unlikely.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.members = nn.ModuleList(SequenceClassifier(replace(cfg, members=1)) for _ in range(cfg.members))
+
+    def forward(self, idx: Tensor, lengths: Tensor) -> Tensor:
+        """``idx (T, N)`` right-padded, ``lengths (N,)`` -> ``(N, C)`` mean member log probabilities."""
+        return torch.stack([F.log_softmax(m(idx, lengths), dim=-1) for m in self.members]).mean(0)
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The model a config describes."""
     if cfg.kind == "lm":
         return CharLM(cfg)
     if cfg.kind == "classifier":
-        return SequenceClassifier(cfg)
+        return EnsembleClassifier(cfg) if cfg.members > 1 else SequenceClassifier(cfg)
     raise ValueError(f"unknown model kind {cfg.kind!r}")

@@ -279,3 +279,34 @@ def plot_gate_saturation(saturation: dict, text: str, out: Path, title: str = ""
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+# -- calibration (chargen evaluate on a classifier) -------------------------------------------------
+
+
+def plot_reliability(curves: dict[str, list[dict[str, float]]], out: Path, title: str = "") -> Path:
+    """Reliability diagram: accuracy against mean confidence per confidence bin, one line per model,
+    with the bins' share of names as bars (of the first curve); the diagonal is perfect calibration."""
+    plt = _pyplot()
+    fig, (ax, axn) = plt.subplots(2, 1, figsize=(5.6, 6.4), dpi=110, sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfectly calibrated")
+    for label, bins in curves.items():
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", ms=4, lw=1.5, label=label)
+    first = next(iter(curves.values()), [])
+    total = sum(b["count"] for b in first) or 1
+    axn.bar([(b["low"] + b["high"]) / 2 for b in first], [b["count"] / total for b in first],
+            width=[b["high"] - b["low"] for b in first], color="tab:blue", alpha=0.5, edgecolor="white")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title or "reliability")
+    axn.set_xlabel("confidence of the top guess")
+    axn.set_ylabel("share of names")
+    axn.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -20,6 +20,8 @@ MAX_CLASSES = 1_000_000  # vocab_size, num_classes, num_conditions
 MAX_SEQ_LEN = 1_000_000
 MAX_PARAMETERS = 500_000_000  # 2 GB of float32 weights, 6 GB more to train them with Adam
 MAX_STEP = 2**62
+MAX_MEMBERS = 64  # networks in a classifier ensemble
+MAX_TEMPERATURE = 1e6
 
 
 class SchemaError(ValueError):
@@ -114,6 +116,29 @@ def check_config(config: Any, format_version: int, required: tuple[str, ...] = (
             raise SchemaError(f"task_config.languages must be a list of strings, got {_show(languages)}")
     _int(config, "step", "", 0, MAX_STEP)
     _dict(config, "train", "", required=False)
+    calibration = _dict(config, "calibration", "", required=False)
+    if calibration is not None:
+        check_calibration(calibration, (model or {}).get("num_classes"))
+
+
+def check_calibration(calibration: dict[str, Any], num_classes: Any = None) -> None:
+    """A classifier's fusion and temperature (``chargen.calibration.Fusion``): finite numbers, a positive
+    temperature, one log prior per class, and an n-gram file that is a plain name inside the run directory."""
+    where = "calibration."
+    _number(calibration, "ngram_weight", where, -1e6, 1e6)
+    _number(calibration, "prior_weight", where, -1e6, 1e6)
+    _number(calibration, "temperature", where, 1e-6, MAX_TEMPERATURE)
+    log_prior = calibration.get("log_prior", [])
+    if not isinstance(log_prior, list) or not all(
+        (_is_int(x) or isinstance(x, float)) and math.isfinite(x) for x in log_prior
+    ):
+        raise SchemaError(f"{where}log_prior must be a list of finite numbers, got {_show(log_prior)}")
+    if log_prior and _is_int(num_classes) and len(log_prior) != num_classes:
+        raise SchemaError(f"{where}log_prior has {len(log_prior)} entries but the model has {num_classes} classes")
+    _str(calibration, "ngram_file", where)
+    name = calibration.get("ngram_file", "")
+    if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise SchemaError(f"{where}ngram_file must be a file name inside the run directory, got {_show(name)}")
 
 
 def check_model(model: dict[str, Any], where: str = "") -> None:
@@ -128,6 +153,7 @@ def check_model(model: dict[str, Any], where: str = "") -> None:
     _int(model, "num_classes", where, 0, MAX_CLASSES)
     _int(model, "num_conditions", where, 0, MAX_CLASSES)
     _int(model, "condition_dim", where, 0, MAX_WIDTH)
+    _int(model, "members", where, 1, MAX_MEMBERS)
     options = _dict(model, "cell_options", where, required=False)
     for key, value in (options or {}).items():
         if not (isinstance(value, (bool, int, float)) and (isinstance(value, bool) or math.isfinite(value))):
@@ -141,10 +167,11 @@ def parameter_estimate(model: dict[str, Any]) -> int:
     layers, vocab = int(model.get("num_layers", 2)), int(model.get("vocab_size", 0))
     conditions, cond_dim = int(model.get("num_conditions", 0)), int(model.get("condition_dim", 0))
     outputs = max(vocab, int(model.get("num_classes", 0)))
+    members = int(model.get("members", 1))  # an ensemble holds this many networks of the shape
     first_input = embed + (cond_dim if conditions else 0)
     # +3 per gate row: two biases, and a momentum cell's extra input channel or a phased cell's time gate
     recurrent = 4 * hidden * (first_input + hidden + 3) + (layers - 1) * 4 * hidden * (2 * hidden + 3)
-    return vocab * embed + conditions * cond_dim + recurrent + (hidden + 1) * outputs
+    return members * (vocab * embed + conditions * cond_dim + recurrent + (hidden + 1) * outputs)
 
 
 def check_model_size(model: dict[str, Any], where: str = "") -> None:

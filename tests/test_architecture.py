@@ -39,6 +39,8 @@ LAYERS: dict[str, int] = {
     "chargen.core": 2,
     "chargen.cells": 1,
     "chargen.plots": 1,  # draws from results and a cell's time gate
+    "chargen.ngram": 1,  # the classifier's count-based baseline (and its fused n-gram model)
+    "chargen.calibration": 1,  # fusion, temperature and calibration error of a classifier's probabilities
     "chargen.distributed": 0,
     "chargen.data": 0,
     "chargen.runtime": 0,

@@ -83,6 +83,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                      "task_config": {"options": {"corpus": "names"}, "languages": ["A", "B"]}},
                     build_model(cfg))
     shutil.copytree(models / "clf", models / "clf-evil")
+    # calibrated classifiers (issue 13): an n-gram file outside the run directory, and one that is not there
+    calibration = {"ngram_weight": 0.3, "prior_weight": 0.0, "temperature": 2.0, "log_prior": [-0.7, -0.7]}
+    for name, ngram_file in (("clf-ngram-escape", "../lm/config.json"), ("clf-ngram-missing", "ngram.json")):
+        shutil.copytree(models / "clf", models / name)
+        edit_config(models / name, lambda c, f=ngram_file: {**c, "calibration": {**calibration, "ngram_file": f}})
     torch.save({"w": RunsCode(os.system, f"touch {marker}")}, models / "clf-evil" / checkpoint.WEIGHTS)
 
     mirror = root / "mirror"
@@ -210,6 +215,16 @@ CASES = [
     Case("evaluate: newer format", ["evaluate", "--model", "{world}/models/newer"], 1, "newer than this chargen"),
     Case("evaluate: its corpus is gone", ["evaluate", "--model", "{world}/models/lost-corpus"], 1, "no such file"),
     Case("evaluate: --device cuda without CUDA", ["evaluate", "--model", LM, "--device", "cuda"], 2, "no CUDA device"),
+    Case("evaluate: --names for a language model", ["evaluate", "--model", LM, "--names", "{world}/texts/tale.txt"], 2,
+         "--names is for classifiers"),
+    Case("evaluate: --names file missing", ["evaluate", "--model", "{world}/models/clf", "--names", "{tmp}/no.tsv"],
+         1, "no.tsv: no such file"),
+    Case("evaluate: --names a directory", ["evaluate", "--model", "{world}/models/clf", "--names", "{world}/texts"],
+         1, "is a directory"),
+    Case("evaluate: --names not UTF-8", ["evaluate", "--model", "{world}/models/clf", "--names",
+                                         "{world}/texts/latin1.txt"], 1, "not UTF-8 text"),
+    Case("evaluate: --names without tabs", ["evaluate", "--model", "{world}/models/clf", "--names",
+                                            "{world}/texts/tale.txt"], 1, "tale.txt:1: no tab"),
     # classify
     Case("classify: empty name", ["classify", "--model", "{world}/models/clf", ""], 2, "no names to classify"),
     Case("classify: 10,000-character name", ["classify", "--model", "{world}/models/clf", "A" * 10_000], 1,
@@ -220,6 +235,10 @@ CASES = [
     Case("classify: a language model", ["classify", "--model", LM, "Hinton"], 1, "needs a 'classify' model"),
     Case("classify: weights that run code", ["classify", "--model", "{world}/models/clf-evil", "Hinton"], 1,
          "model.pt: refused"),
+    Case("classify: n-gram file outside the run", ["classify", "--model", "{world}/models/clf-ngram-escape", "Hinton"],
+         1, "calibration.ngram_file must be a file name inside the run directory"),
+    Case("classify: n-gram file missing", ["classify", "--model", "{world}/models/clf-ngram-missing", "Hinton"], 1,
+         "ngram.json: missing"),
     # probe
     Case("probe: unknown cell", ["probe", "--cells", "rnn,no-such-cell", "--out", "{tmp}/probe"], 2, "unknown cell 'no-such-cell'"),
     Case("probe: lengths in words", ["probe", "--lengths", "short", "--out", "{tmp}/probe"], 2,

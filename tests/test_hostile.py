@@ -184,9 +184,47 @@ def test_unprimed_greedy_text_is_the_same_every_time(one_torch_thread) -> None:
 def test_the_schema_knows_every_model_setting() -> None:
     """A new ModelConfig field must be given a type and range in chargen.schema."""
     checked = {"kind", "cell", "engine", "vocab_size", "embed_dim", "hidden_size", "num_layers", "dropout",
-               "num_classes", "num_conditions", "condition_dim", "cell_options"}
+               "num_classes", "num_conditions", "condition_dim", "cell_options", "members"}
     assert set(ModelConfig.__dataclass_fields__) == checked
     schema.check_model(ModelConfig(vocab_size=80).to_dict())
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"members": 0}, "model.members must be an integer from 1 to 64"),
+    ({"members": 10**6}, "model.members must be an integer"),
+    ({"members": True}, "model.members must be an integer"),
+])
+def test_the_schema_bounds_a_classifier_ensemble(change: dict, says: str) -> None:
+    config = {"format_version": 1, "model": {**ModelConfig(vocab_size=80).to_dict(), **change}}
+    with pytest.raises(schema.SchemaError, match=says):
+        schema.check_config(config, 1)
+
+
+@pytest.mark.parametrize(("calibration", "says"), [
+    ({"temperature": 0.0}, "calibration.temperature must be a number"),
+    ({"temperature": float("nan")}, "calibration.temperature must be a number"),
+    ({"ngram_weight": "0.3"}, "calibration.ngram_weight must be a number"),
+    ({"log_prior": [0.0, float("inf")]}, "calibration.log_prior must be a list of finite numbers"),
+    ({"log_prior": [0.0, 0.0, 0.0]}, "log_prior has 3 entries but the model has 2 classes"),
+    ({"ngram_file": "../other/ngram.json"}, "calibration.ngram_file must be a file name inside the run directory"),
+    ({"ngram_file": 7}, "calibration.ngram_file must be a string"),
+    ([], "calibration must be an object"),
+])
+def test_the_schema_checks_a_classifier_calibration(calibration: object, says: str) -> None:
+    model = ModelConfig(kind="classifier", vocab_size=80, num_classes=2).to_dict()
+    with pytest.raises(schema.SchemaError, match=says):
+        schema.check_config({"format_version": 1, "model": model, "calibration": calibration}, 1)
+    schema.check_config({"format_version": 1, "model": model, "calibration": {
+        "ngram_weight": 0.3, "prior_weight": 0.0, "temperature": 2.6, "log_prior": [-0.5, -1.0],
+        "ngram_file": "ngram.json"}}, 1)
+
+
+def test_an_ensemble_is_estimated_as_all_its_members() -> None:
+    one = ModelConfig(kind="classifier", vocab_size=30, hidden_size=12, num_layers=2, embed_dim=5, num_classes=4)
+    two = ModelConfig(**{**one.to_dict(), "members": 2})
+    actual = sum(p.numel() for p in build_model(two).parameters())
+    assert actual == 2 * sum(p.numel() for p in build_model(one).parameters())
+    assert actual <= schema.parameter_estimate(two.to_dict()) == 2 * schema.parameter_estimate(one.to_dict())
 
 
 def test_the_parameter_estimate_bounds_every_cell() -> None:

@@ -24,7 +24,7 @@ from chargen.tasks.names import EOS, MAX_NAME_LENGTH, classifier_vocab, generato
 
 runner = CliRunner()
 LANGS = ["Czech", "English", "German", "Scottish"]
-LINE = re.compile(r"^  \(-?\d+\.\d\d\) [A-Z][a-z]+$")
+LINE = re.compile(r"^  [01]\.\d{3} [A-Z][a-z]+$")
 
 
 # --------------------------------------------------------------------------- folding and the split
@@ -176,7 +176,7 @@ def test_classify_prints_each_name_and_its_top_languages(toy_classifier: Path) -
     assert lines[0] == "Schmidhuber" and lines[4] == "Hinton" and len(lines) == 8
     for line in lines[1:4] + lines[5:]:
         assert LINE.match(line), line
-    probs = [float(line.split(")")[0].strip(" (")) for line in lines[1:4]]
+    probs = [float(line.split()[0]) for line in lines[1:4]]
     assert probs == sorted(probs, reverse=True) and result.stderr == ""
     two = runner.invoke(app, ["classify", "--model", str(toy_classifier), "--top", "2", "Nguyen"])
     assert len(two.stdout.splitlines()) == 3

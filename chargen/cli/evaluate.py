@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,8 +20,14 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models, and on a busy machine).")] = 1,
+    names: Annotated[Path | None, typer.Option("--names", help="Classifier: a name<TAB>language file to evaluate (with the n-gram baseline beside) instead of the test split.", show_default=False)] = None,
 ) -> None:
-    """Recompute the held-out metrics of a trained model, so a recorded number can be checked."""
+    """Recompute the held-out metrics of a trained model, so a recorded number can be checked.
+
+    [dim]Examples:[/]
+      chargen evaluate --model surnames
+      chargen evaluate --model surnames --names corpora/surnames_faker_test.tsv
+    """
     from chargen import checkpoint
     from chargen.runtime import resolve_device, use_threads
     from chargen.tasks import evaluate_saved
@@ -29,7 +36,7 @@ def evaluate(
     dev = resolve_device(device)
     loaded = checkpoint.load(model, device=dev)
     with download_progress(as_json) as progress:
-        report = evaluate_saved(loaded, dev, progress)
+        report = evaluate_saved(loaded, dev, progress, names)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return

@@ -17,7 +17,7 @@ FLAGS: dict[str, str] = {
 "seeds": "--seeds", "seq_len": "--seq-len", "start": "--start", "steps": "--steps",
     "temperature": "--temp", "text": "--text", "threads": "--threads", "threshold": "--threshold",
     "time_limit": "--time", "top": "--top", "top_k": "--top-k", "run_dir": "--out",
-    "batch": "--batch", "n": "-n", "seed": "--seed",
+    "batch": "--batch", "n": "-n", "seed": "--seed", "names_file": "--names",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
 

@@ -156,8 +156,9 @@ def _run_evaluation(ctx: Context, model: str, task: str) -> None:
     report["model_config"] = loaded.config["model"]
     report["task_config"] = loaded.config["task_config"]
     write_json(ctx.results / f"{model}.json", report)
-    if (loaded.path / "confusion.png").exists():
-        shutil.copyfile(loaded.path / "confusion.png", ctx.results / f"{model}-confusion.png")
+    for figure in ("confusion.png", "reliability.png"):  # reliability: a classifier's calibration
+        if (loaded.path / figure).exists():
+            shutil.copyfile(loaded.path / figure, ctx.results / f"{model}-{figure}")
 
 
 EXERCISES = "exercises"  # results/exercises/: the course exercises' JSON (chargen.experiments.exercises)

@@ -395,6 +395,19 @@ def _surnames_section(ctx: Context) -> str:
     shown = "\n".join(f"| {r[0]} | {n(r[1])} | {n(r[2])} | {n.pct(r[3], 0)} | "
                       f"{n.pct(r[4], 0) if isinstance(r[4], float) else r[4]} | {r[5]} |" for r in gen_rows)
     agrees = g.get("classifier_agrees")
+    baseline = ""
+    if "baseline_accuracy" in m:  # evaluate's baseline and calibration lines (issue 13)
+        baseline = (f"\n\n**Against the baseline, and calibration.** A naive Bayes over character n-grams of up "
+                    f"to four characters (`chargen/ngram.py`), trained on the same split, scores accuracy {n(m['baseline_accuracy'])} and "
+                    f"balanced accuracy {n(m['baseline_balanced_accuracy'])} on the same test names (the right language among its top three: "
+                    f"{n(m['baseline_top3'])}, against the classifier's {n(m['top3'])}). The classifier's probabilities are "
+                    f"temperature-scaled on the validation split (T = {n(m['temperature'], '.2f')}): expected "
+                    f"calibration error {n(m['ece'])} on the test split ({n(m['ece_network_alone'])} for the "
+                    f"network alone). Per-language recall of both sits in `surnames.json`; `chargen evaluate "
+                    f"--model surnames --names corpora/surnames_faker_test.tsv` measures both on names nobody "
+                    f"here wrote.")
+        if (ctx.results / "surnames-reliability.png").exists():
+            baseline += "\n\n" + ctx.figure(ctx.results / "surnames-reliability.png", "surnames-reliability.png")
     return f"""## Surnames: the classifier and the generator
 
 **Data.** The names are folded to ASCII (NFD, combining marks dropped), deduplicated, and a name listed under several
@@ -405,7 +418,7 @@ and persisted (`corpora/names_split.json`): {', '.join(f'{k} {n.int(v)}' for k, 
 names: accuracy **{n(m['accuracy'])}**, balanced accuracy (mean recall over languages) **{n(m['balanced_accuracy'])}**;
 on the {n.int(m['test_names_unambiguous'])} names with one language only: {n(m['accuracy_unambiguous'])} and
 {n(m['balanced_accuracy_unambiguous'])}. Always guessing the most frequent language would score
-{n(m['majority_rate'])}. The hardest languages: {hard}.
+{n(m['majority_rate'])}. The hardest languages: {hard}.{baseline}
 
 {confusion}
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from chargen.errors import CheckpointError, UsageError
 from chargen.sample import check_sampling
-from chargen.tasks.base import TASKS, Task
-from chargen.tasks import classify, generate, lm, palindrome  # noqa: E402,F401  (each registers its task)
+from chargen.tasks.base import EVALUATORS, TASKS, Task
+from chargen.tasks import classify, classify_eval, generate, lm, palindrome  # noqa: E402,F401  (each registers its task or evaluator)
 
 
 def task_names() -> list[str]:
@@ -38,11 +38,18 @@ def build_task(name: str, **options: Any) -> Task:
         raise UsageError(f"task {name!r} does not take the option {option!r}") from None
 
 
-def evaluate_saved(loaded: Any, device: Any, progress: Any = None) -> dict[str, Any]:
-    """Held-out metrics of a trained model, recomputed from its data: ``{"metrics": {...}, "tables": [...]}``."""
+def evaluate_saved(loaded: Any, device: Any, progress: Any = None, names_file: Any = None) -> dict[str, Any]:
+    """Held-out metrics of a trained model, recomputed from its data: ``{"metrics": {...}, "tables": [...]}``.
+
+    ``names_file``: a classifier only, a ``name<TAB>language`` file to evaluate instead of the test split.
+    """
     task = loaded.config.get("task")
     if not isinstance(loaded.config.get("task_config"), dict):  # the data to evaluate on is named there
         raise CheckpointError(f"{loaded.path / 'config.json'}: task_config is missing; this model cannot be evaluated")
+    if task in EVALUATORS:
+        return EVALUATORS[task](loaded, device, progress, names_file)
+    if names_file is not None:
+        raise UsageError(f"names_file is for classifiers; this is a {task!r} model", params="names_file")
     if task not in TASKS or not hasattr(TASKS[task], "evaluate_saved"):
         raise UsageError(f"models of task {task!r} cannot be evaluated")
     return TASKS[task].evaluate_saved(loaded, device, progress)

@@ -55,3 +55,16 @@ def register(name: str) -> Callable[[TaskFactory], TaskFactory]:
         return factory
 
     return add
+
+
+# Held-out evaluation of a saved model of a task, when it lives outside the task's module:
+# ``(loaded, device, progress, names_file) -> {"metrics": ..., "tables": ...}``.
+EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {}
+
+
+def register_evaluator(task: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
+    def add(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        EVALUATORS[task] = fn
+        return fn
+
+    return add

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -10,10 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from chargen.calibration import Fusion
 from chargen.data.corpora import ProgressFn
 from chargen.data.names import fold, has_letter, load_names
 from chargen.errors import CheckpointError, UsageError, VocabularyError
 from chargen.models import ModelConfig, SequenceClassifier
+from chargen.ngram import NaiveBayes
 from chargen.plots import plot_confusion
 from chargen.runtime import check_batch_size
 from chargen.tasks.base import register
@@ -23,6 +26,7 @@ from chargen.tasks.names import (
 )
 from chargen.vocab import Vocab
 
+NGRAM_FILE = "ngram.json"  # a calibrated classifier's n-gram counts, beside its model.pt
 
 @dataclass
 class ClassifyConfig:
@@ -69,6 +73,40 @@ def name_log_probs(
         out.append(F.log_softmax(model(x.to(device), lengths.to(device)), dim=-1).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, model.cfg.num_classes)
+
+
+_NGRAM_CACHE: dict[tuple[str, float], NaiveBayes] = {}
+
+
+def classifier_log_probs(loaded: Any, names: Sequence[str], device: torch.device) -> Tensor:
+    """A saved classifier's log probabilities ``(N, C)`` for folded names: its network, fused with the
+    n-gram model and scaled by the temperature that its config's ``calibration`` names (see
+    ``chargen.calibration``); the network's own softmax when it has none.
+
+    Each distinct name is scored once, and the names go through the network in order of length,
+    so a batch is padded only to names of about its own length (the answers are the same:
+    padding never reaches a name's last character).
+    """
+    distinct = sorted(set(names), key=lambda n: (len(n), n))
+    if distinct != list(names):
+        where = {n: i for i, n in enumerate(distinct)}
+        return classifier_log_probs(loaded, distinct, device)[[where[n] for n in names]]
+    logp = name_log_probs(loaded.model, loaded.vocab, names, device)
+    doc = loaded.config.get("calibration")
+    if not doc:
+        return logp
+    fusion = Fusion.from_json(doc)
+    nb_logp = None
+    if fusion.ngram_weight:
+        path = loaded.path / doc.get("ngram_file", NGRAM_FILE)
+        key = (str(path), path.stat().st_mtime if path.exists() else 0.0)
+        if key not in _NGRAM_CACHE:
+            nb = NaiveBayes.load(path)
+            if nb.languages != loaded.config["task_config"]["languages"]:
+                raise CheckpointError(f"{path}: its languages are not the classifier's")
+            _NGRAM_CACHE[key] = nb
+        nb_logp = _NGRAM_CACHE[key].log_probs(names)
+    return fusion.log_probs(logp, nb_logp)
 
 
 def score(pred: Sequence[int], targets: Sequence[frozenset[int]], num_classes: int) -> dict[str, Any]:
@@ -206,7 +244,7 @@ class ClassifyTask(NamesBatchState):
         data = load_names(progress=progress)
         check_data(data, task_config)
         languages, names, targets = data.languages, data.splits["test"], data.targets("test")
-        logp = name_log_probs(loaded.model, loaded.vocab, names, device)
+        logp = classifier_log_probs(loaded, names, device)
         pred = logp.argmax(1).tolist()
         m = score(pred, targets, len(languages))
         single = [i for i, t in enumerate(targets) if len(t) == 1]
@@ -251,7 +289,7 @@ class ClassifyTask(NamesBatchState):
 def classify_names(loaded: Any, names: Sequence[str], top: int = 3) -> list[dict[str, Any]]:
     """The ``top`` likeliest languages of each name, folded as in training.
 
-    Returns one dict per name, in order: ``{"name", "predictions": [{"language", "log_prob"}]}``,
+    Returns one dict per name, in order: ``{"name", "predictions": [{"language", "log_prob", "prob"}]}``,
     or ``{"name", "error"}`` for a name with no usable letter; the other names are still answered.
     """
     if loaded.config.get("task") != "classify":
@@ -279,8 +317,9 @@ def classify_names(loaded: Any, names: Sequence[str], top: int = 3) -> list[dict
         todo.append((i, folded))
     if todo:
         device = next(loaded.model.parameters()).device
-        logp = name_log_probs(loaded.model, loaded.vocab, [f for _, f in todo], device)
+        logp = classifier_log_probs(loaded, [f for _, f in todo], device)
         values, ids = logp.topk(min(top, len(languages)), dim=1)
         for (i, _), vals, idx in zip(todo, values.tolist(), ids.tolist()):
-            results[i]["predictions"] = [{"language": languages[c], "log_prob": v} for v, c in zip(vals, idx)]
+            results[i]["predictions"] = [{"language": languages[c], "log_prob": v, "prob": math.exp(v)}
+                                         for v, c in zip(vals, idx)]
     return results

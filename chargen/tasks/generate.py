@@ -19,7 +19,7 @@ from chargen.models import CharLM, ModelConfig
 from chargen.runtime import check_batch_size
 from chargen.sample import check_sampling, sample_steps
 from chargen.tasks.base import register
-from chargen.tasks.classify import name_log_probs
+from chargen.tasks.classify import classifier_log_probs
 from chargen.tasks.names import (
     BOS, DEFAULT_CLASSIFIER, EOS, EVAL_SAMPLE_SEED, EVAL_SAMPLES_PER_LANGUAGE, MAX_NAME_LENGTH, NAMES_CORPUS,
     PAD, IndexBatches, NamesBatchState, check_corpus, check_data, generator_vocab, pad_batch,
@@ -280,7 +280,7 @@ class GenerateTask(NamesBatchState):
             agrees = {}
             for lang, generated in samples.items():
                 usable = [g for g in generated if has_letter(g)]
-                top = name_log_probs(clf.model, clf.vocab, usable, device).argmax(1).tolist() if usable else []
+                top = classifier_log_probs(clf, usable, device).argmax(1).tolist() if usable else []
                 agrees[lang] = sum(clf_langs[t] == lang for t in top) / len(generated)
         rows = []
         for c, lang in enumerate(languages):

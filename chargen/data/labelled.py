@@ -1,0 +1,68 @@
+"""Labelled surname files: ``name<TAB>language`` per line, read and checked with one clear error per mistake.
+
+- Blank lines and lines starting with ``#`` are skipped.
+- The language is matched case-insensitively against the model's languages; several languages
+  may be given separated by commas (``Smith<TAB>English,Scottish``): a guess of any of them is
+  correct, the rule the corpus's own multi-language names follow. A name on several lines gets
+  the union of their languages.
+- Names are folded as in training (``chargen.data.names.fold``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from chargen.data.names import fold, has_letter
+from chargen.errors import ChargenError
+from chargen.safeio import MiB, describe, read_regular
+
+MAX_FILE_BYTES = 256 * MiB  # far more names than any labelled set; a bound keeps /dev/zero out
+
+
+class LabelledFileError(ChargenError):
+    """A ``name<TAB>language`` file with a line that cannot be read."""
+
+
+def parse_labelled(lines: Sequence[str], languages: Sequence[str], source: str = "<input>") -> dict[str, set[str]]:
+    """Folded name -> its set of languages (spelled as in ``languages``), in first-seen order."""
+    lowered = {lang.lower(): lang for lang in languages}
+    out: dict[str, set[str]] = {}
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{source}:{number}"
+        if "\t" not in line:
+            raise LabelledFileError(f"{where}: no tab; each line is name<TAB>language")
+        raw_name, _, raw_langs = line.partition("\t")
+        name = fold(raw_name)
+        if not raw_name.strip():
+            raise LabelledFileError(f"{where}: empty name")
+        if not has_letter(name):
+            raise LabelledFileError(f"{where}: name {raw_name!r} has no usable letter (A-Z after folding accents)")
+        langs = set()
+        for lang in raw_langs.split(","):
+            lang = lang.strip()
+            if not lang:
+                raise LabelledFileError(f"{where}: empty language")
+            if lang.lower() not in lowered:
+                raise LabelledFileError(f"{where}: unknown language {lang!r}; the model knows: {', '.join(languages)}")
+            langs.add(lowered[lang.lower()])
+        out.setdefault(name, set()).update(langs)
+    if not out:
+        raise LabelledFileError(f"{source}: no labelled names")
+    return out
+
+
+def read_labelled(path: Path, languages: Sequence[str]) -> dict[str, set[str]]:
+    """``parse_labelled`` on a UTF-8 file, with unreadable files reported in one line."""
+    try:
+        text = read_regular(path, MAX_FILE_BYTES).decode("utf-8")
+    except FileNotFoundError:
+        raise LabelledFileError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise LabelledFileError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise LabelledFileError(f"{path}: cannot read it ({describe(e)})") from None
+    return parse_labelled(text.splitlines(), languages, str(path))
