@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chargen.cli.app import app
-from chargen.cli import train, sample, evaluate, corpora  # noqa: E402,F401  (register commands)
+from chargen.cli import train, sample, evaluate, score, corpora  # noqa: E402,F401  (register commands)
 
 for _optional in ("classify", "probe", "compare", "report", "reference"):
     try:

@@ -7,10 +7,11 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import download_progress, out_console
+from chargen.cli.ui import download_progress, err_console, out_console
 
 
 @app.command(rich_help_panel="Evaluate")
@@ -18,6 +19,7 @@ def evaluate(
     model: Annotated[str, typer.Option("--model", "-m", help="Run directory, or a name under checkpoints/.")] = "grimm",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    last: Annotated[bool, typer.Option("--last", help="Use the run's last checkpoint, not its best.")] = False,
 ) -> None:
     """Recompute the held-out metrics of a trained model, so a recorded number can be checked."""
     from chargen import checkpoint
@@ -25,7 +27,10 @@ def evaluate(
     from chargen.tasks import evaluate_saved
 
     dev = resolve_device(device)
-    loaded = checkpoint.load(model, device=dev)
+    path, note = checkpoint.choose(model, last)
+    loaded = checkpoint.load(path, device=dev)
+    if note:
+        err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
     with download_progress(as_json) as progress:
         report = evaluate_saved(loaded, dev, progress)
     if as_json:

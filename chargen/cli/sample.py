@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 
 from chargen.cli.app import app
+from chargen.cli.ui import err_console
 
 
 @app.command(rich_help_panel="Train and generate")
@@ -23,6 +25,9 @@ def sample(
     lang: Annotated[Optional[str], typer.Option(help="Name generators: the language to generate names in.")] = None,
     start: Annotated[Optional[str], typer.Option(help="Name generators: the first letter(s) of each name.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End a sample at the first occurrence of this string (not printed; repeatable; escapes such as [b]\\n\\n[/] understood).")] = None,
+    beam: Annotated[Optional[int], typer.Option("--beam", help="Beam search with K beams: the likeliest continuation of --prime they find (deterministic; its log-probability goes to stderr).")] = None,
+    last: Annotated[bool, typer.Option("--last", help="Use the run's last checkpoint, not its best.")] = False,
 ) -> None:
     """Generate text from a trained model, streamed to stdout as it is written.
 
@@ -30,6 +35,8 @@ def sample(
       chargen sample --temp 0.5 --prime "Sleeping beauty is"
       chargen sample --greedy --length 200 --seed 1
       chargen sample --model surnames-gen --lang Russian -n 10
+      chargen sample --prime "The king" --stop "\\n\\n" --temp 0.7
+      chargen sample --prime "The king said" --beam 8 --length 80
     """
     from chargen import checkpoint
     from chargen.errors import UsageError
@@ -40,7 +47,20 @@ def sample(
     check_sampling(temperature, top_k, length)
     if n < 1:
         raise UsageError(f"-n must be at least 1, got {n}")
-    loaded = checkpoint.load(model, task=("lm", "generate"), device=resolve_device(device))
+    from chargen.stops import check_stops, stop_at, unescape
+
+    stops = [unescape(text) for text in stop or []]
+    check_stops(stops)
+    path, note = checkpoint.choose(model, last)
+    loaded = checkpoint.load(path, task=("lm", "generate"), device=resolve_device(device))
+    if note:
+        err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
+    if (stops or beam is not None) and loaded.config["task"] != "lm":
+        raise UsageError("--stop and --beam are for text models; this is a name generator")
+    if beam is not None and n > 1:
+        raise UsageError("--beam finds one continuation (it is deterministic); drop -n")
+    for text in stops:
+        loaded.vocab.encode(text, what=f"the stop string {text!r}")  # one the model cannot write never stops it
     if loaded.config["task"] == "generate":
         from chargen.tasks.names import sample_names
 
@@ -50,11 +70,28 @@ def sample(
     if lang or start:
         raise UsageError("--lang and --start are for name generators; this is a text model (use --prime)")
     loaded.vocab.encode(prime, what="the prime")  # fail before anything reaches stdout
+    if beam is not None:
+        _beam(loaded, prime, length, beam, stops)
+        return
     chunk = int(loaded.config["task_config"]["options"].get("seq_len", 30))
     for i in range(n):
         sys.stdout.write(prime)
-        for piece in generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
-                              top_k=top_k, seed=None if seed is None else seed + i, chunk_size=chunk):
+        for piece in stop_at(generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
+                                      top_k=top_k, seed=None if seed is None else seed + i, chunk_size=chunk), stops):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n" if i == n - 1 else "\n\n")
+
+
+def _beam(loaded: Any, prime: str, length: int, beams: int, stops: list[str]) -> None:
+    """--beam: the best beam's text on stdout (cut at a stop string), its log-probability on stderr."""
+    from chargen.beam import beam_search
+    from chargen.stops import stop_at
+
+    found = beam_search(loaded.model, loaded.vocab, prime, length, beams)
+    text = "".join(stop_at([found.text], stops))
+    sys.stdout.write(prime + text + "\n")
+    log_prob = found.prefix_log_prob(len(text))
+    per_char = f" ({-log_prob / len(text):.4f} nats/char)" if text else ""
+    err_console.print(f"[dim]beam {beams}: log-probability {log_prob:.4f} nats over {len(text)} characters{per_char}[/]",
+                      highlight=False)

@@ -135,6 +135,8 @@ def train(
     deterministic: Annotated[bool, typer.Option(help="Bitwise-repeatable kernels (for exact resume tests).", rich_help_panel=RUN)] = False,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: checkpoints/<corpus>-<time>).", rich_help_panel=RUN)] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory exactly where it stopped; --steps/--time may extend it.", rich_help_panel=RUN)] = None,
+    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Fine-tune (LM): start from this model's weights (its best checkpoint), with a fresh optimiser; keeps its architecture and vocabulary.", rich_help_panel=RUN)] = None,
+    early_stop: Annotated[Optional[int], typer.Option("--early-stop", help="End the run after this many evaluations without a new best val_loss.", rich_help_panel=OPTIM)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or sample panels.", rich_help_panel=RUN)] = False,
 ) -> None:
     """Train a model and save it as a run directory (weights, config, logs, loss plot).
@@ -143,18 +145,27 @@ def train(
       chargen train --corpus grimm --time 10m
       chargen train --corpus tinyshakespeare --hidden 256 --steps 5000
       chargen train --resume checkpoints/grimm-20261122-101500 --steps 8000
+      chargen train --init-from grimm --corpus my-tales.txt --steps 500 --lr 1e-3 --early-stop 3
     """
     from chargen.cells import default_engine
+    from chargen.errors import UsageError
     from chargen.models import ModelConfig
     from chargen.runtime import is_main_process
     from chargen.tasks import build_task
     from chargen.train import TrainConfig, fit, resume_settings
 
     budget = {"steps": steps, "time_limit": parse_duration(time_limit) if time_limit else None}
+    parent, extra_options = None, {}
+    if resume is not None and init_from is not None:
+        raise UsageError("--resume continues a run, --init-from starts a new one; give one of them")
     if resume is not None:
+        from chargen.finetune import resume_options
+
         task_name, task_options, model_cfg, train_cfg = resume_settings(resume)
-        if steps is not None or time_limit is not None:
-            train_cfg = TrainConfig(**{**train_cfg.__dict__, **budget})
+        extra_options = resume_options(resume)
+        if steps is not None or time_limit is not None or early_stop is not None:
+            train_cfg = TrainConfig(**{**train_cfg.__dict__, **budget, **(
+                {"early_stop": early_stop} if early_stop is not None else {})})
         run_dir = resume
     else:
         task_name = task
@@ -164,17 +175,22 @@ def train(
         cell_options = {k: v for k, v in {"mu": mu, "s": step_size}.items() if v is not None}
         if learn_momentum:
             cell_options["learn_momentum"] = True
-        model_cfg = ModelConfig(**_merge(model_defaults, {
-            "cell": cell, "engine": engine.value if engine else None, "num_layers": layers,
-            "hidden_size": hidden, "embed_dim": embed, "dropout": dropout,
-            "cell_options": cell_options or None,
-        }))
-        if engine is None:
+        if init_from is not None:
+            parent, model_cfg, extra_options = _parent_settings(init_from, task_name, {
+                "cell": cell, "num_layers": layers, "hidden_size": hidden, "embed_dim": embed,
+                "cell_options": cell_options or None, "dropout": dropout, "engine": engine.value if engine else None})
+        else:
+            model_cfg = ModelConfig(**_merge(model_defaults, {
+                "cell": cell, "engine": engine.value if engine else None, "num_layers": layers,
+                "hidden_size": hidden, "embed_dim": embed, "dropout": dropout,
+                "cell_options": cell_options or None,
+            }))
+        if engine is None and init_from is None:
             model_cfg = replace(model_cfg, engine=default_engine(model_cfg.cell))
         settings = _merge(train_defaults, {
             "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
             "eval_every": eval_every, "sample_every": sample_every, "seed": seed,
-            "device": device, "deterministic": deterministic,
+            "device": device, "deterministic": deterministic, "early_stop": early_stop,
         }, allowed={f.name for f in fields(TrainConfig)})
         if steps is not None or time_limit is not None:
             settings.update(budget)  # a budget the user gives replaces the task's, both parts
@@ -190,14 +206,41 @@ def train(
     callbacks = TrainProgress(quiet)
     try:
         with download_progress(quiet) as progress:
-            built = build_task(task_name, seed=train_cfg.seed, progress=progress, **task_options)
-        result = fit(built, model_cfg, train_cfg, run_dir, callbacks, resume=resume is not None)
+            if parent is not None:
+                from chargen.finetune import build_lm_task
+
+                built = build_lm_task(parent.vocab, init_from, seed=train_cfg.seed, progress=progress, **task_options)
+            else:
+                built = build_task(task_name, seed=train_cfg.seed, progress=progress, **task_options, **extra_options)
+        result = fit(built, model_cfg, train_cfg, run_dir, callbacks, resume=resume is not None,
+                     init_weights=parent.weights if parent else None, parent=parent.record() if parent else None)
     finally:
         callbacks.close()
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
     if is_main_process():  # under torchrun, rank 0 speaks for every rank
         err_console.print(f"[bold green]done[/] step {result.step:,} in {result.elapsed:.0f}s  {metrics}", highlight=False)
         err_console.print(f"saved to [bold]{result.run_dir}[/]", highlight=False)
+        if result.best_step is not None and (result.run_dir / "best").is_dir():
+            err_console.print(f"best val_loss {result.best_val_loss:.4f} at step {result.best_step:,} in "
+                              f"[bold]{result.run_dir / 'best'}[/] (sample and evaluate use it)", highlight=False)
+
+
+def _parent_settings(init_from: str, task_name: str, model_options: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """--init-from: the parent model, the model config it fixes, and the task option that keeps its vocabulary."""
+    from chargen.errors import UsageError
+    from chargen.finetune import load_parent
+
+    if task_name != "lm":
+        raise UsageError(f"--init-from fine-tunes language models; --task is {task_name!r}")
+    parent, note = load_parent(init_from)
+    if note:
+        err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
+    flags = {"cell": "--cell", "num_layers": "--layers", "hidden_size": "--hidden", "embed_dim": "--embed",
+             "cell_options": "--mu/--s/--learn-momentum"}
+    if fixed := [flags[k] for k, v in model_options.items() if v is not None and k in flags]:
+        raise UsageError(f"--init-from keeps the architecture of {init_from!r}; drop {', '.join(fixed)}")
+    model_cfg = parent.model_config(dropout=model_options["dropout"], engine=model_options["engine"])
+    return parent, model_cfg, {}
 
 
 def _merge(defaults: dict[str, Any], given: dict[str, Any], allowed: set[str] | None = None) -> dict[str, Any]:

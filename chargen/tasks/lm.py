@@ -105,15 +105,18 @@ class LanguageModelTask:
     }
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 4000, "lr": 3e-3, "eval_every": 500, "sample_every": 500}
     option_defaults: ClassVar[dict[str, Any]] = {"corpus": "grimm"}
+    keep_best: ClassVar[bool] = True  # the loop keeps best/ (lowest val_loss) beside the last checkpoint
 
     def __init__(
-        self, seed: int = 0, progress: ProgressFn | None = None, data: LMData | None = None, **options: Any
+        self, seed: int = 0, progress: ProgressFn | None = None, data: LMData | None = None,
+        vocab: Vocab | None = None, **options: Any
     ) -> None:
         """``data``: a text already split (e.g. reduced in memory, ``chargen.reference``), used as it is
-        instead of loading ``corpus``."""
+        instead of loading ``corpus``. ``vocab``: a given vocabulary (a fine-tuned model's parent's)
+        instead of the corpus's own; it must cover the corpus."""
         self.cfg = LMConfig(**options)
         if data is None:
-            data = LMData.load(self.cfg.corpus, self.cfg.val_fraction, progress=progress)
+            data = LMData.load(self.cfg.corpus, self.cfg.val_fraction, vocab=vocab, progress=progress)
         self.data = data
         self.vocab = self.data.vocab
         batcher = StreamBatcher if self.cfg.batching == "streams" else WindowBatcher
