@@ -29,10 +29,10 @@ def evaluate(
     dev = resolve_device(device)
     path, note = checkpoint.choose(model, last)
     loaded = checkpoint.load(path, device=dev)
-    if note:
-        err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
     with download_progress(as_json) as progress:
         report = evaluate_saved(loaded, dev, progress)
+    if note:  # after the work, so that a failure stays one line
+        err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return

@@ -53,10 +53,12 @@ def sample(
     check_stops(stops)
     path, note = checkpoint.choose(model, last)
     loaded = checkpoint.load(path, task=("lm", "generate"), device=resolve_device(device))
-    if note:
-        err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
     if (stops or beam is not None) and loaded.config["task"] != "lm":
         raise UsageError("--stop and --beam are for text models; this is a name generator")
+    if beam is not None and beam < 1:
+        raise UsageError(f"--beam must be at least 1, got {beam}")
+    if beam is not None and not prime:
+        raise UsageError("--beam needs a --prime to continue (beam search has no random first character)")
     if beam is not None and n > 1:
         raise UsageError("--beam finds one continuation (it is deterministic); drop -n")
     for text in stops:
@@ -64,12 +66,14 @@ def sample(
     if loaded.config["task"] == "generate":
         from chargen.tasks.names import sample_names
 
+        _say(note)
         for name in sample_names(loaded, lang=lang, start=start, n=n, temperature=temperature, top_k=top_k, seed=seed):
             sys.stdout.write(name + "\n")
         return
     if lang or start:
         raise UsageError("--lang and --start are for name generators; this is a text model (use --prime)")
     loaded.vocab.encode(prime, what="the prime")  # fail before anything reaches stdout
+    _say(note)  # which checkpoint, once nothing can fail any more: an error stays one line
     if beam is not None:
         _beam(loaded, prime, length, beam, stops)
         return
@@ -81,6 +85,11 @@ def sample(
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n" if i == n - 1 else "\n\n")
+
+
+def _say(note: str | None) -> None:
+    if note:
+        err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
 
 
 def _beam(loaded: Any, prime: str, length: int, beams: int, stops: list[str]) -> None:

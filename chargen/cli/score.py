@@ -72,13 +72,12 @@ def score(
 
     path, note = checkpoint.choose(model, last)
     loaded = checkpoint.load(path, task="lm", device=resolve_device(device))
-    if note:
-        err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
     stream = _open(file)
     try:
         if per_line:
             rows = [(line, s) for block in _blocks(stream) for line, s in
                     score_lines(loaded.model, loaded.vocab, block.splitlines(), prime=prime, skip_unknown=skip_unknown)]
+            _say(note)
             _print_lines(rows, as_json)
             if skipped := sum(s.skipped for _, s in rows):
                 err_console.print(f"[yellow]skipped {skipped:,} character(s) outside the vocabulary[/]", highlight=False)
@@ -92,6 +91,7 @@ def score(
     finally:
         if stream is not sys.stdin:
             stream.close()
+    _say(note)  # which checkpoint, once the scoring worked: a failure stays one line
     if result.skipped:
         shown = " ".join(f"{ch!r} x{n}" for ch, n in list(unknown.items())[:10])
         err_console.print(f"[yellow]skipped {result.skipped:,} character(s) outside the vocabulary:[/] {escape(shown)}",
@@ -107,6 +107,11 @@ def score(
             continue
         table.add_row(key, "-" if value is None else f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
     out_console.print(table)
+
+
+def _say(note: str | None) -> None:
+    if note:
+        err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
 
 
 def _print_lines(rows: list, as_json: bool) -> None:

@@ -155,7 +155,7 @@ def train(
     from chargen.train import TrainConfig, fit, resume_settings
 
     budget = {"steps": steps, "time_limit": parse_duration(time_limit) if time_limit else None}
-    parent, extra_options = None, {}
+    parent, parent_note, extra_options = None, None, {}
     if resume is not None and init_from is not None:
         raise UsageError("--resume continues a run, --init-from starts a new one; give one of them")
     if resume is not None:
@@ -176,7 +176,7 @@ def train(
         if learn_momentum:
             cell_options["learn_momentum"] = True
         if init_from is not None:
-            parent, model_cfg, extra_options = _parent_settings(init_from, task_name, {
+            (parent, parent_note), model_cfg, extra_options = _parent_settings(init_from, task_name, {
                 "cell": cell, "num_layers": layers, "hidden_size": hidden, "embed_dim": embed,
                 "cell_options": cell_options or None, "dropout": dropout, "engine": engine.value if engine else None})
         else:
@@ -210,6 +210,8 @@ def train(
                 from chargen.finetune import build_lm_task
 
                 built = build_lm_task(parent.vocab, init_from, seed=train_cfg.seed, progress=progress, **task_options)
+                if parent_note:  # once the new text is known to fit: a failure stays one line
+                    err_console.print(f"[dim]{escape(parent_note)}[/]", highlight=False)
             else:
                 built = build_task(task_name, seed=train_cfg.seed, progress=progress, **task_options, **extra_options)
         result = fit(built, model_cfg, train_cfg, run_dir, callbacks, resume=resume is not None,
@@ -233,14 +235,12 @@ def _parent_settings(init_from: str, task_name: str, model_options: dict[str, An
     if task_name != "lm":
         raise UsageError(f"--init-from fine-tunes language models; --task is {task_name!r}")
     parent, note = load_parent(init_from)
-    if note:
-        err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
     flags = {"cell": "--cell", "num_layers": "--layers", "hidden_size": "--hidden", "embed_dim": "--embed",
              "cell_options": "--mu/--s/--learn-momentum"}
     if fixed := [flags[k] for k, v in model_options.items() if v is not None and k in flags]:
         raise UsageError(f"--init-from keeps the architecture of {init_from!r}; drop {', '.join(fixed)}")
     model_cfg = parent.model_config(dropout=model_options["dropout"], engine=model_options["engine"])
-    return parent, model_cfg, {}
+    return (parent, note), model_cfg, {}
 
 
 def _merge(defaults: dict[str, Any], given: dict[str, Any], allowed: set[str] | None = None) -> dict[str, Any]:
