@@ -142,6 +142,15 @@ def test_score_per_line_scores_each_line_from_a_newline() -> None:
     assert rows[1][1].log_prob == pytest.approx(score_text(model, VOCAB, "dead beef", prime="\n")[0].log_prob)
 
 
+def test_score_of_each_stream_sums_to_evaluate_on_the_same_positions() -> None:
+    model = tiny_lm()
+    ids = torch.randint(len(VOCAB), (2003,))
+    evaluated = evaluate_lm(model, ids, torch.device("cpu"), streams=4, chunk=100)
+    scores = [score_text(model, VOCAB, VOCAB.decode(col.tolist()), chunk_size=37)[0] for col in as_streams(ids, 4).t()]
+    total, chars = sum(s.log_prob for s in scores), sum(s.chars for s in scores)
+    assert -total / chars == pytest.approx(evaluated, rel=1e-6)
+
+
 @pytest.mark.corpus
 def test_score_of_the_validation_text_equals_evaluate(corpus_mirror: Path) -> None:
     """The shipped model's validation loss, as `evaluate` reads it (8 streams), from `score` on the same positions."""
