@@ -36,7 +36,8 @@ def evaluate(
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
-    table = Table(title=f"{loaded.path.name} ({loaded.config['task']})", title_justify="left")
+    name = f"{path.parent.name}/{path.name}" if path.name == checkpoint.BEST else path.name
+    table = Table(title=f"{name} ({loaded.config['task']})", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in report["metrics"].items():
