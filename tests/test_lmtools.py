@@ -6,6 +6,9 @@ import hashlib
 import itertools
 import json
 import math
+import os
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from chargen.sample import generate
 from chargen.score import score_lines, score_text
 from chargen.stops import stop_at, unescape
 from chargen.tasks import build_task
-from chargen.tasks.lm import evaluate_lm
+from chargen.tasks.lm import LMData, evaluate_lm
 from chargen.train import TrainConfig, fit
 from chargen.vocab import Vocab
 
@@ -155,8 +158,6 @@ def test_score_of_each_stream_sums_to_evaluate_on_the_same_positions() -> None:
 def test_score_of_the_validation_text_equals_evaluate(corpus_mirror: Path) -> None:
     """The shipped model's validation loss, as `evaluate` reads it (8 streams), from `score` on the same positions."""
     loaded = checkpoint.load(SHIPPED, task="lm")
-    from chargen.tasks.lm import LMData
-
     options = loaded.config["task_config"]["options"]
     val = LMData.load(options["corpus"], options["val_fraction"], vocab=loaded.vocab).val[:10_001]
     evaluated = evaluate_lm(loaded.model, val, torch.device("cpu"))
@@ -406,3 +407,22 @@ def test_cli_score_sample_stop_and_beam(parent: Path, tmp_path: Path) -> None:
     assert runner.invoke(app, [*args, "--stop", "\\q"]).exit_code == 2
     result = runner.invoke(app, ["evaluate", "--model", str(parent), "--json", "--last"])
     assert result.exit_code == 0 and "using the last checkpoint" in result.stderr
+
+
+def test_a_best_dir_being_written_by_a_live_run_is_left_alone(corpus: Path, tmp_path: Path) -> None:
+    """best/ is written by its parent's run: while that run's lock is live, a reader must not clean its temp files."""
+    run_dir = tmp_path / "run"
+    fit(lm(corpus), MODEL, cfg(2), run_dir)
+    stray = run_dir / "best" / ".model.pt.abc.tmp"  # a save in progress
+    stray.write_bytes(b"half")
+    writer = subprocess.Popen(["sleep", "30"])
+    try:
+        (run_dir / checkpoint.LOCK).write_text(json.dumps({"pid": writer.pid, "host": socket.gethostname()}))
+        checkpoint.load(run_dir / "best")
+        assert stray.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    os.unlink(run_dir / checkpoint.LOCK)
+    checkpoint.load(run_dir / "best")  # no live writer: the interrupted save's leftovers are cleared
+    assert not stray.exists()
