@@ -50,6 +50,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (texts / "latin1.txt").write_bytes("Märchen über Müller\n".encode("latin-1") * 20)
     (texts / "short.txt").write_text(TALE[:400], encoding="utf-8")  # > 100 characters, < one batch of 64 x 31
     (texts / "tiny.txt").write_text("too short\n", encoding="utf-8")
+    (texts / "zwoelf.txt").write_text("Zwölf Brüder und die Müllerin tanzten. " * 10, encoding="utf-8")
     (root / "afile").write_text("a file, not a directory\n")
 
     models = root / "models"
@@ -60,7 +61,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         TrainConfig(steps=2, eval_every=2, device="cpu"), models / "lm")
     torch.set_num_threads(threads)
     for name in ("evil", "evil-trainer", "truncated", "newer", "vocab", "locked", "lost-corpus"):
-        shutil.copytree(models / "lm", models / name)
+        shutil.copytree(models / "lm", models / name, ignore=shutil.ignore_patterns(checkpoint.BEST))
     marker = root / "pwned"
     torch.save({"w": RunsCode(os.system, f"touch {marker}")}, models / "evil" / checkpoint.WEIGHTS)
     torch.save({"step": RunsCode(open, str(marker), "w")}, models / "evil-trainer" / checkpoint.TRAINER)
@@ -201,6 +202,24 @@ CASES = [
          "vocabulary has 2 tokens"),
     Case("sample: --device cuda without CUDA", ["sample", "--model", LM, "--device", "cuda"], 2, "no CUDA device"),
     # evaluate
+    Case("sample: --beam without a prime", ["sample", "--model", LM, "--beam", "3"], 2, "--beam needs a --prime"),
+    Case("sample: --beam 0", ["sample", "--model", LM, "--prime", "The", "--beam", "0"], 2, "--beam must be at least 1"),
+    Case("sample: --stop with an unknown escape", ["sample", "--model", LM, "--stop", "\\q"], 2, "unknown escape"),
+    Case("sample: --stop the model cannot write", ["sample", "--model", LM, "--stop", "€"], 1,
+         "outside the model's vocabulary: '€'"),
+    Case("score: missing file", ["score", "{world}/texts/missing.txt", "--model", LM], 2, "cannot read"),
+    Case("score: not UTF-8", ["score", "{world}/texts/latin1.txt", "--model", LM], 1, "not UTF-8 text"),
+    Case("score: characters outside the vocabulary", ["score", "{world}/texts/tiny.txt", "--model", LM], 1,
+         "'\\n' (--skip-unknown drops them"),
+    Case("score: a classifier", ["score", "{world}/texts/tale.txt", "--model", "{world}/models/clf"], 1,
+         "this is a 'classify' model"),
+    Case("fine-tune: a missing model", ["train", "--corpus", "{world}/texts/tale.txt", "--init-from", "{tmp}/none"], 1,
+         "no model"),
+    Case("fine-tune: a new architecture", [*TRAIN, "--init-from", LM], 2, "keeps the architecture"),
+    Case("fine-tune: and resume", ["train", "--resume", LM, "--init-from", LM], 2, "give one of them"),
+    Case("fine-tune: text the vocabulary lacks", ["train", "--corpus", "{world}/texts/zwoelf.txt", "--init-from", LM,
+                                                   "--quiet"], 1, "outside the model's vocabulary: 'Z' 'ö'"),
+    Case("early stop of 0", [*TRAIN, "--early-stop", "0"], 2, "--early-stop must be at least 1"),
     Case("evaluate: missing model", ["evaluate", "--model", "{tmp}/no-model"], 1, "no model"),
     Case("evaluate: weights that run code", ["evaluate", "--model", "{world}/models/evil"], 1, "model.pt: refused"),
     Case("evaluate: newer format", ["evaluate", "--model", "{world}/models/newer"], 1, "newer than this chargen"),

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import download_progress, out_console
+from chargen.cli.ui import download_progress, out_console, say_note
 
 
 @app.command(rich_help_panel="Evaluate")
@@ -18,6 +18,7 @@ def evaluate(
     model: Annotated[str, typer.Option("--model", "-m", help="Run directory, or a name under checkpoints/.")] = "grimm",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    last: Annotated[bool, typer.Option("--last", help="Use the run's last checkpoint, not its best.")] = False,
 ) -> None:
     """Recompute the held-out metrics of a trained model, so a recorded number can be checked."""
     from chargen import checkpoint
@@ -25,13 +26,16 @@ def evaluate(
     from chargen.tasks import evaluate_saved
 
     dev = resolve_device(device)
-    loaded = checkpoint.load(model, device=dev)
+    path, note = checkpoint.choose(model, last)
+    loaded = checkpoint.load(path, device=dev)
     with download_progress(as_json) as progress:
         report = evaluate_saved(loaded, dev, progress)
+    say_note(note)  # after the work, so that a failure stays one line
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
-    table = Table(title=f"{loaded.path.name} ({loaded.config['task']})", title_justify="left")
+    name = f"{path.parent.name}/{path.name}" if path.name == checkpoint.BEST else path.name
+    table = Table(title=f"{name} ({loaded.config['task']})", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in report["metrics"].items():

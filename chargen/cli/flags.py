@@ -17,7 +17,8 @@ FLAGS: dict[str, str] = {
 "seeds": "--seeds", "seq_len": "--seq-len", "start": "--start", "steps": "--steps",
     "temperature": "--temp", "text": "--text", "threads": "--threads", "threshold": "--threshold",
     "time_limit": "--time", "top": "--top", "top_k": "--top-k", "run_dir": "--out",
-    "batch": "--batch",
+    "batch": "--batch", "early_stop": "--early-stop", "beams": "--beam", "stop": "--stop",
+    "skip_unknown": "--skip-unknown",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
 

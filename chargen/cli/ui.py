@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
@@ -33,6 +34,12 @@ CELLS_HELP = ("Comma-separated registered cells (default: each base cell beside 
 # Generated text and --json go to stdout; everything for the human (progress, logs, errors) here.
 err_console = Console(stderr=True)
 out_console = Console(highlight=False, soft_wrap=True)
+
+
+def say_note(note: str | None) -> None:
+    """A dim remark on stderr (e.g. which checkpoint of a run was loaded); nothing for None."""
+    if note:
+        err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
 
 
 def parse_duration(text: str) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +17,7 @@ from chargen.errors import CorpusError, UsageError
 from chargen.models import CharLM, ModelConfig
 from chargen.runtime import check_batch_size, rank, world_size
 from chargen.sample import generate
+from chargen.stops import check_stops, stop_at
 from chargen.tasks.base import register
 from chargen.vocab import Vocab
 
@@ -106,15 +107,18 @@ class LanguageModelTask:
     }
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 4000, "lr": 3e-3, "eval_every": 500, "sample_every": 500}
     option_defaults: ClassVar[dict[str, Any]] = {"corpus": "grimm"}
+    keep_best: ClassVar[bool] = True  # the loop keeps best/ (lowest val_loss) beside the last checkpoint
 
     def __init__(
-        self, seed: int = 0, progress: ProgressFn | None = None, data: LMData | None = None, **options: Any
+        self, seed: int = 0, progress: ProgressFn | None = None, data: LMData | None = None,
+        vocab: Vocab | None = None, **options: Any
     ) -> None:
         """``data``: a text already split (e.g. reduced in memory, ``chargen.reference``), used as it is
-        instead of loading ``corpus``."""
+        instead of loading ``corpus``. ``vocab``: a given vocabulary (a fine-tuned model's parent's)
+        instead of the corpus's own; it must cover the corpus."""
         self.cfg = LMConfig(**options)
         if data is None:
-            data = LMData.load(self.cfg.corpus, self.cfg.val_fraction, progress=progress)
+            data = LMData.load(self.cfg.corpus, self.cfg.val_fraction, vocab=vocab, progress=progress)
         self.data = data
         self.vocab = self.data.vocab
         batcher = StreamBatcher if self.cfg.batching == "streams" else WindowBatcher
@@ -179,17 +183,22 @@ class LanguageModelTask:
     @staticmethod
     def sample_saved(loaded: Any, *, prime: str = "", length: int = 500, n: int = 1, temperature: float = 1.0,
                      top_k: int | None = None, seed: int | None = None, lang: str | None = None,
-                     start: str | None = None) -> Iterator[str]:
-        """``n`` texts from a saved LM as they are written: each the prime, then its continuation, then a blank line."""
+                     start: str | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
+        """``n`` texts from a saved LM as they are written: each the prime, then its continuation (cut before
+        the first of the ``stop`` strings), then a blank line."""
         if lang or start:
             raise UsageError("lang and start are for name generators; this is a text model (use prime)",
                              params=("lang", "start", "prime"))
         loaded.vocab.encode(prime, what="the prime")  # fail before anything is written
+        check_stops(stop)
+        for text in stop:  # one the model cannot write would never stop it
+            loaded.vocab.encode(text, what=f"the stop string {text!r}")
         chunk = int(loaded.config["task_config"]["options"].get("seq_len", 30))
         for i in range(n):
             yield prime
-            yield from generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
-                                top_k=top_k, seed=None if seed is None else seed + i, chunk_size=chunk)
+            yield from stop_at(generate(loaded.model, loaded.vocab, prime=prime, length=length,
+                                        temperature=temperature, top_k=top_k, seed=None if seed is None else seed + i,
+                                        chunk_size=chunk), stop)
             yield "\n" if i == n - 1 else "\n\n"
 
     def state_dict(self) -> dict[str, Any]:
