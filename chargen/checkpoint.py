@@ -7,6 +7,8 @@ Layout of a run directory::
     trainer.pt     optimizer, RNG and data-position state for exact resume (tensors, numbers, lists)
     metrics.jsonl  samples.jsonl  loss.png
     .lock          while a run writes here: its pid and host (see RunLock)
+    best/          tasks that keep their best model: config.json + model.pt of the lowest val_loss,
+                   itself a run directory (without trainer.pt), saved the same way
 
 A save writes every file to a temporary name and fsyncs it, then writes a ``.commit`` journal
 naming them, renames them into place and removes the journal. Killed before the journal exists,
@@ -50,6 +52,7 @@ SAVED = (CONFIG, WEIGHTS, TRAINER, EMBEDDINGS, WORDS)
 _TEMP_RE = re.compile(r"\.(" + "|".join(re.escape(n) for n in (*SAVED, JOURNAL)) + r")\.[A-Za-z0-9_]+\.tmp")
 MAX_CONFIG_BYTES = 64 * MiB
 MAX_TENSOR_BYTES = 16 * GiB
+BEST = "best"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -193,7 +196,8 @@ def _recover(run_dir: Path) -> None:
     """Finish a save that a crash interrupted, unless a live run owns the directory (it may be mid-save)."""
     if not ((run_dir / JOURNAL).exists() or (run_dir / JOURNAL).is_symlink() or _temp_files(run_dir)):
         return
-    if os.access(run_dir, os.W_OK) and not RunLock(run_dir).owned_by_another_process():
+    owners = [run_dir, run_dir.parent] if run_dir.name == BEST else [run_dir]  # best/ is written by its parent's run
+    if os.access(run_dir, os.W_OK) and not any(RunLock(d).owned_by_another_process() for d in owners):
         _roll_forward(run_dir)
 
 
@@ -429,3 +433,30 @@ def _alive(owner: dict[str, Any]) -> bool:
     except PermissionError:
         return True  # exists, owned by another user
     return True
+
+
+def choose(name_or_path: str | Path, last: bool = False) -> tuple[Path, str | None]:
+    """The run directory to load: its ``best/`` when it keeps one (unless ``last``), and a note saying which.
+
+    The note (None when the run keeps no best model) names both steps and losses, so a user knows
+    what they got and what the alternative is.
+    """
+    run_dir = resolve(name_or_path)
+    best = run_dir / BEST
+    if not ((best / CONFIG).exists() or (best / JOURNAL).exists()):  # a journal: a save to roll forward
+        return run_dir, None
+    described = {}
+    for which, path in (("best", best), ("last", run_dir)):
+        try:
+            config = load_config(path)
+            loss = config.get("metrics", {}).get("val_loss")
+            step = config.get("step")
+            described[which] = (f"step {step:,}" if isinstance(step, int) else "step ?") + (
+                f", val_loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+        except CheckpointError:
+            if which == "last":  # a damaged or crafted run is reported, not quietly skipped for its best/
+                raise
+            described[which] = "unreadable"
+    if last:
+        return run_dir, f"using the last checkpoint of {run_dir} ({described['last']}; the best: {described['best']})"
+    return best, f"using the best checkpoint of {run_dir} ({described['best']}; the last: {described['last']})"

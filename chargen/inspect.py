@@ -5,14 +5,13 @@ and records, for every layer and every character, ``h``, ``c`` and the LSTM gate
 plus the logits the model's head gives at each step. ``find_units`` ranks units by how well they
 track a simple feature of the text (inside quotes, inside parentheses, position in the line), so
 users can look for Karpathy's "quote cell" themselves. ``score_text`` is the server's scorer:
-total log-probability of a text, with the state carried from chunk to chunk.
+``chargen.score`` (the state carried from chunk to chunk) with the server's field names.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from chargen import score
 from chargen.cells import Cell, LSTMCell, MomentumCell, State
 from chargen.errors import UsageError
 from chargen.models import CharLM
@@ -260,27 +260,17 @@ def validation_passage(loaded, chars: int = 2000, start: int = 0) -> str:
 # --------------------------------------------------------------------------- scoring
 
 
-@torch.no_grad()
 def score_text(model: CharLM, vocab: Vocab, text: str, *, chunk_size: int = 256) -> dict[str, float | int]:
-    """Total log-probability (nats) of ``text[1:]`` given what precedes each character, state carried in chunks.
+    """Total log-probability (nats) of ``text[1:]`` given what precedes each character, state carried in chunks:
+    ``chargen.score``'s scorer, in the server's field names.
 
     The first character has no context to be predicted from, so ``chars`` scored is ``len(text) - 1``.
     """
     if len(text) < 2:
-        raise UsageError("text to score needs at least two characters (the first one is only context)")
-    if chunk_size < 1:
-        raise UsageError(f"chunk_size must be positive, got {chunk_size}")
-    device = next(model.parameters()).device
-    ids = torch.tensor(vocab.encode(text), device=device)
-    state, total = None, 0.0
-    inputs, targets = ids[:-1], ids[1:]
-    for start in range(0, len(inputs), chunk_size):
-        x = inputs[start:start + chunk_size].view(-1, 1)
-        logits, _, state = model(x, state)
-        logp = torch.log_softmax(logits[:, 0].double(), dim=-1)
-        total += float(logp.gather(1, targets[start:start + chunk_size].view(-1, 1)).sum())
-    n = len(targets)
-    return {"chars": n, "total_log_prob": total, "nats_per_char": -total / n, "bits_per_char": -total / n / math.log(2)}
+        raise UsageError("text to score needs at least two characters (the first one is only context)", params="text")
+    scored, _ = score.score_text(model, vocab, text, chunk_size=chunk_size)
+    return {"chars": scored.chars, "total_log_prob": scored.log_prob, "nats_per_char": scored.nats_per_char,
+            "bits_per_char": scored.bits_per_char}
 
 
 # --------------------------------------------------------------------------- rendering

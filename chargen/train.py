@@ -61,6 +61,7 @@ class TrainConfig:
     device: str = "auto"
     deterministic: bool = False
     threads: int | None = None  # torch CPU threads; None: runtime.choose_threads (1 for small models)
+    early_stop: int | None = None  # end the run after this many evaluations without a new best val_loss
 
     def __post_init__(self) -> None:
         if self.steps is None and self.time_limit is None:
@@ -87,6 +88,8 @@ class TrainConfig:
             raise UsageError(f"threads must be at least 1, got {self.threads}", params="threads")
         if not 0 <= self.seed <= MAX_TRAIN_SEED:
             raise UsageError(f"seed must be between 0 and {MAX_TRAIN_SEED:,} (2**62), got {self.seed}", params="seed")
+        if self.early_stop is not None and self.early_stop < 1:
+            raise UsageError(f"early_stop must be at least 1 evaluation, got {self.early_stop}", params="early_stop")
         for name in ("eval_every", "sample_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be positive, got {getattr(self, name)}", params=name)
@@ -153,6 +156,9 @@ class Run:
     # logs and samples left out, and the units they trained on: what an experiment's throughput is measured from.
     train_seconds: float = 0.0
     units: float = 0.0
+    best_step: int | None = None  # the step of the lowest val_loss so far
+    evals_since_best: int = 0
+    stopped_early: bool = False
 
 
 def command_line() -> str:
@@ -215,8 +221,13 @@ def fit(
     *,
     resume: bool = False,
     command: str | None = None,
+    init_weights: dict[str, torch.Tensor] | None = None,
+    parent: dict[str, Any] | None = None,
 ) -> Run:
     """Train ``task`` into ``run_dir``; with ``resume`` continue exactly where its checkpoint stopped.
+
+    ``init_weights`` (a fresh run only): start from these weights instead of random ones, with a
+    fresh optimiser (fine-tuning); ``parent`` says where they came from and goes into the config.
 
     Under ``torchrun`` every process calls this: the model is wrapped in DistributedDataParallel
     (gloo on the CPU, nccl on CUDA), the task reads its rank's share of each global batch, and
@@ -230,7 +241,10 @@ def fit(
             run_dir = Path(group.broadcast(str(run_dir)))  # rank 0's: a default name holds a timestamp
         threads = torch.get_num_threads()
         try:
-            return _Training(task, model_cfg, cfg, Path(run_dir), callbacks, group, device, resume, command).run()
+            training = _Training(task, model_cfg, cfg, Path(run_dir), callbacks, group, device, resume, command)
+            if init_weights is not None and not resume:
+                training.start_from(init_weights, parent)
+            return training.run()
         finally:
             torch.set_num_threads(threads)  # the caller's setting comes back
 
@@ -276,6 +290,8 @@ class _Training:
         self.run_state = Run(run_dir, 0, 0.0)
         self.created: bool | None = None  # whether rank 0 made the run directory (None: not claimed yet)
         self.budget = Budget(cfg.steps, cfg.time_limit)
+        self.keep_best = bool(getattr(task, "keep_best", False))  # optional Task flag: keep best/ beside the last
+        self.improved = False  # whether the latest evaluation set a new best val_loss
         self.config = {
             "task": task.name,
             "model": self.model_cfg.to_dict(),
@@ -289,6 +305,16 @@ class _Training:
     @property
     def run_dir(self) -> Path:
         return self.run_state.run_dir
+
+    def start_from(self, weights: dict[str, torch.Tensor], parent: dict[str, Any] | None) -> None:
+        """Fine-tuning: the given weights replace the random ones (the optimiser has no state yet)."""
+        try:
+            self.module.load_state_dict(weights)
+        except RuntimeError as e:
+            detail = " ".join(str(e).split())[:300]
+            raise UsageError(f"init_weights do not fit this model ({detail})", params="init_weights") from None
+        if parent is not None:
+            self.config["parent"] = parent
 
     def run(self) -> Run:
         with ExitStack() as stack:
@@ -306,7 +332,8 @@ class _Training:
         run = self.run_state
         self.cb.on_end({"step": run.step, "elapsed": run.elapsed, "metrics": run.metrics,
                         "run_dir": str(run.run_dir), "best_val_loss": run.best_val_loss,
-                        "train_seconds": run.train_seconds, "units": run.units})
+                        "train_seconds": run.train_seconds, "units": run.units, "best_step": run.best_step,
+                        "stopped_early": run.stopped_early})
         return run
 
     # -- setup -----------------------------------------------------------------------------------
@@ -359,6 +386,7 @@ class _Training:
             run = self.run_state
             run.step, run.elapsed = int(trainer["step"]), float(trainer["elapsed"])
             run.best_val_loss, run.metrics = float(trainer["best_val_loss"]), dict(trainer["metrics"])
+            run.best_step, run.evals_since_best = trainer.get("best_step"), int(trainer.get("evals_since_best", 0))
             run.saved_step = run.step
             total = self.budget.total_steps()
             to = f" to step {total:,}" if total else f" for {self.cfg.time_limit:g}s in all"
@@ -367,6 +395,9 @@ class _Training:
             detail = " ".join(str(e).split())[:200]
             raise CheckpointError(f"{path}: does not fit this run ({type(e).__name__}: {detail})") from None
         self._collective(self._truncate_logs)
+        saved = checkpoint.load_config(self.run_dir)
+        if "parent" in saved:  # a fine-tuned run stays traceable to its parent across resumes
+            self.config["parent"] = saved["parent"]
 
     def _truncate_logs(self) -> None:
         """Rank 0: drop log records past the checkpoint, so the resumed run does not log those steps twice."""
@@ -419,7 +450,11 @@ class _Training:
             return {k: float(v) for k, v in self.task.evaluate(self.module, self.device).items()}
 
         run.metrics = self._collective(on_main)
-        run.best_val_loss = min(run.best_val_loss, run.metrics["val_loss"])
+        self.improved = run.metrics["val_loss"] < run.best_val_loss
+        if self.improved:
+            run.best_val_loss, run.best_step, run.evals_since_best = run.metrics["val_loss"], run.step, 0
+        else:
+            run.evals_since_best += 1
         if self.main:
             self._log("metrics.jsonl", {"step": run.step, "split": "val", **run.metrics})
         self.cb.on_eval(run.step, run.metrics)
@@ -438,10 +473,15 @@ class _Training:
                 "optimizer": self.optimizer.state_dict(),
                 "sample_generator": self.sample_generator.get_state(),
                 "best_val_loss": run.best_val_loss,
+                "best_step": run.best_step,
+                "evals_since_best": run.evals_since_best,
                 "metrics": run.metrics,
             }
             meta = {"step": run.step, "elapsed_s": round(run.elapsed, 1), "metrics": run.metrics,
-                    "best_val_loss": run.best_val_loss}
+                    "best_val_loss": run.best_val_loss, "best_step": run.best_step}
+            if self.keep_best and self.improved and run.best_step == run.step:
+                # best/ first: killed between the two saves, best/ is never worse than what trainer.pt records
+                checkpoint.save(self.run_dir / checkpoint.BEST, {**self.config, **meta}, self.module)
             checkpoint.save(self.run_dir, {**self.config, **meta}, self.module, trainer)
 
         self._collective(on_main)
@@ -505,6 +545,10 @@ class _Training:
                         self._save()
                         if should_stop is not None and should_stop(run.metrics):
                             break  # the task is done (e.g. the palindrome probe's held-out accuracy holds)
+                        if cfg.early_stop is not None and run.evals_since_best >= cfg.early_stop:
+                            run.stopped_early = True
+                            self.cb.on_note(self._early_stop_message())
+                            break
                     if signum:
                         if run.saved_step != run.step:
                             self._save()
@@ -559,6 +603,12 @@ class _Training:
     def _stopped_message(self, signum: int) -> str:
         return (f"stopped by {_signal_name(signum)} at step {self.run_state.step:,}; checkpoint saved in "
                 f"{self.run_dir}; continue with: {self._resume_hint()}")
+
+    def _early_stop_message(self) -> str:
+        run = self.run_state
+        where = f" (in {self.run_dir / checkpoint.BEST})" if self.keep_best else ""
+        return (f"early stop at step {run.step:,}: val_loss has not improved in {run.evals_since_best} evaluations; "
+                f"the best, {run.best_val_loss:.4f}, was at step {run.best_step:,}{where}")
 
     def _aborted_message(self) -> str:
         return f"aborted at step {self.run_state.step:,} without saving; {self._kept()}"

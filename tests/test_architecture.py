@@ -29,12 +29,16 @@ LAYERS: dict[str, int] = {
     "chargen.reference": 7,
     "chargen.train": 6,
     "chargen.tasks.resolve": 6,  # builds TrainConfig: it sits beside the registry, at the loop's level
+    "chargen.finetune": 6,  # a run that starts from a trained model: the parent, its vocabulary, the LM task
     "chargen.tasks": 5,
     "chargen.inspect": 5,  # tools over a trained model: they read tasks' data, never the loop
     "chargen.export": 5,
     "chargen.checkpoint": 4,
     "chargen.sample": 4,
     "chargen.inference": 4,  # the lean generation path, beneath sample
+    "chargen.score": 4,  # log-probability of a text, state carried in chunks
+    "chargen.beam": 4,  # beam search over the generation step
+    "chargen.stops": 4,  # stop strings over any stream of generated text
     "chargen.models": 3,
     "chargen.core": 2,
     "chargen.cells": 1,

@@ -51,6 +51,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (texts / "latin1.txt").write_bytes("Märchen über Müller\n".encode("latin-1") * 20)
     (texts / "short.txt").write_text(TALE[:400], encoding="utf-8")  # > 100 characters, < one batch of 64 x 31
     (texts / "tiny.txt").write_text("too short\n", encoding="utf-8")
+    (texts / "zwoelf.txt").write_text("Zwölf Brüder und die Müllerin tanzten. " * 10, encoding="utf-8")
     (root / "afile").write_text("a file, not a directory\n")
 
     models = root / "models"
@@ -61,7 +62,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         TrainConfig(steps=2, eval_every=2, device="cpu"), models / "lm")
     torch.set_num_threads(threads)
     for name in ("evil", "evil-trainer", "truncated", "newer", "vocab", "locked", "lost-corpus"):
-        shutil.copytree(models / "lm", models / name)
+        shutil.copytree(models / "lm", models / name, ignore=shutil.ignore_patterns(checkpoint.BEST))
     marker = root / "pwned"
     torch.save({"w": RunsCode(os.system, f"touch {marker}")}, models / "evil" / checkpoint.WEIGHTS)
     torch.save({"step": RunsCode(open, str(marker), "w")}, models / "evil-trainer" / checkpoint.TRAINER)
@@ -210,6 +211,24 @@ CASES = [
          "vocabulary has 2 tokens"),
     Case("sample: --device cuda without CUDA", ["sample", "--model", LM, "--device", "cuda"], 2, "no CUDA device"),
     # evaluate
+    Case("sample: --beam without a prime", ["sample", "--model", LM, "--beam", "3"], 2, "--beam needs a --prime"),
+    Case("sample: --beam 0", ["sample", "--model", LM, "--prime", "The", "--beam", "0"], 2, "--beam must be at least 1"),
+    Case("sample: --stop with an unknown escape", ["sample", "--model", LM, "--stop", "\\q"], 2, "unknown escape"),
+    Case("sample: --stop the model cannot write", ["sample", "--model", LM, "--stop", "€"], 1,
+         "outside the model's vocabulary: '€'"),
+    Case("score: missing file", ["score", "{world}/texts/missing.txt", "--model", LM], 2, "cannot read"),
+    Case("score: not UTF-8", ["score", "{world}/texts/latin1.txt", "--model", LM], 1, "not UTF-8 text"),
+    Case("score: characters outside the vocabulary", ["score", "{world}/texts/tiny.txt", "--model", LM], 1,
+         "'\\n' (--skip-unknown drops them"),
+    Case("score: a classifier", ["score", "{world}/texts/tale.txt", "--model", "{world}/models/clf"], 1,
+         "this is a 'classify' model"),
+    Case("fine-tune: a missing model", ["train", "--corpus", "{world}/texts/tale.txt", "--init-from", "{tmp}/none"], 1,
+         "no model"),
+    Case("fine-tune: a new architecture", [*TRAIN, "--init-from", LM], 2, "keeps the architecture"),
+    Case("fine-tune: and resume", ["train", "--resume", LM, "--init-from", LM], 2, "give one of them"),
+    Case("fine-tune: text the vocabulary lacks", ["train", "--corpus", "{world}/texts/zwoelf.txt", "--init-from", LM,
+                                                   "--quiet"], 1, "outside the model's vocabulary: 'Z' 'ö'"),
+    Case("early stop of 0", [*TRAIN, "--early-stop", "0"], 2, "--early-stop must be at least 1"),
     Case("evaluate: missing model", ["evaluate", "--model", "{tmp}/no-model"], 1, "no model"),
     Case("evaluate: weights that run code", ["evaluate", "--model", "{world}/models/evil"], 1, "model.pt: refused"),
     Case("evaluate: newer format", ["evaluate", "--model", "{world}/models/newer"], 1, "newer than this chargen"),
@@ -357,7 +376,8 @@ def build_hostile(root: Path) -> None:
     (root / "secret.txt").write_text("secret\n")
 
     def copy(name: str, source: Path = lm) -> Path:
-        shutil.copytree(source, models / name)
+        # without best/: the crafted run itself is what sample and evaluate must refuse
+        shutil.copytree(source, models / name, ignore=shutil.ignore_patterns(checkpoint.BEST))
         return models / name
 
     def journal(name: str, content: str, source: Path = lm) -> None:
@@ -636,11 +656,11 @@ HOSTILE = [
     Case("F11 probe: --out is a file", ["probe", "--lengths", "5", "--seeds", "1", "--out", "{world}/afile"], 2,
          "--out: cannot create"),
     # F12: a failing stdout is one line and exit 1 in every command that writes it
-    Case("F12 sample: stdout full", ["sample", "--model", LM, "--length", "20"], 1, "No space left on device",
+    Case("F12 sample: stdout full", ["sample", "--model", LM + "/best", "--length", "20"], 1, "No space left on device",
          patch=FULL),
-    Case("F12 sample: stdout closed", ["sample", "--model", LM, "--length", "20"], 1, "stdout is closed",
+    Case("F12 sample: stdout closed", ["sample", "--model", LM + "/best", "--length", "20"], 1, "stdout is closed",
          patch=stdout_closed),
-    Case("F12 sample: stdout I/O error", ["sample", "--model", LM, "--length", "20"], 1, "Input/output error",
+    Case("F12 sample: stdout I/O error", ["sample", "--model", LM + "/best", "--length", "20"], 1, "Input/output error",
          patch=stdout_fails(errno.EIO)),
     Case("F12 classify: stdout full", ["classify", "--model", M + "clf", "--json", "Smith"], 1,
          "No space left on device", patch=FULL),
@@ -648,7 +668,7 @@ HOSTILE = [
          patch=stdout_closed),
     Case("F12 corpora: stdout full", ["corpora", "--json"], 1, "No space left on device", patch=FULL),
     Case("F12 corpora: stdout closed", ["corpora"], 1, "stdout is closed", patch=stdout_closed),
-    Case("F12 evaluate: stdout full", ["evaluate", "--model", LM, "--json"], 1, "No space left on device",
+    Case("F12 evaluate: stdout full", ["evaluate", "--model", LM + "/best", "--json"], 1, "No space left on device",
          patch=FULL),
     # F13: --resume refuses the options it would ignore, naming them
     *[Case(f"F13 resume with {flag}", [*RESUME, flag, value], 2, f"so {flag} would be ignored")

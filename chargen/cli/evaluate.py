@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import download_progress, out_console
+from chargen.cli.ui import download_progress, out_console, say_note
 
 
 @app.command(rich_help_panel="Evaluate")
@@ -21,6 +21,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models, and on a busy machine).")] = 1,
     names: Annotated[Path | None, typer.Option("--names", help="Classifier: a name<TAB>language file to evaluate (with the n-gram baseline beside) instead of the test split.", show_default=False)] = None,
+    last: Annotated[bool, typer.Option("--last", help="Use the run's last checkpoint, not its best.")] = False,
 ) -> None:
     """Recompute the held-out metrics of a trained model, so a recorded number can be checked.
 
@@ -34,13 +35,16 @@ def evaluate(
 
     use_threads(threads)
     dev = resolve_device(device)
-    loaded = checkpoint.load(model, device=dev)
+    path, note = checkpoint.choose(model, last)
+    loaded = checkpoint.load(path, device=dev)
     with download_progress(as_json) as progress:
         report = evaluate_saved(loaded, dev, progress, names)
+    say_note(note)  # after the work, so that a failure stays one line
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
-    table = Table(title=f"{loaded.path.name} ({loaded.config['task']})", title_justify="left")
+    name = f"{path.parent.name}/{path.name}" if path.name == checkpoint.BEST else path.name
+    table = Table(title=f"{name} ({loaded.config['task']})", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in report["metrics"].items():

@@ -18,6 +18,8 @@ FLAGS: dict[str, str] = {
     "temperature": "--temp", "text": "--text", "threads": "--threads", "threshold": "--threshold",
     "time_limit": "--time", "top": "--top", "top_k": "--top-k", "run_dir": "--out",
     "batch": "--batch", "n": "-n", "seed": "--seed", "names_file": "--names",
+    "early_stop": "--early-stop", "beams": "--beam", "stop": "--stop",
+    "skip_unknown": "--skip-unknown",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
 

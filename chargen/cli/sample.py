@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from chargen.cli.app import app
+from chargen.cli.ui import err_console, say_note
 
 
 @app.command(rich_help_panel="Train and generate")
@@ -24,6 +26,9 @@ def sample(
     start: Annotated[Optional[str], typer.Option(help="Name generators: the first letter(s) of each name.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models, and on a busy machine).")] = 1,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End a sample at the first occurrence of this string (not printed; repeatable; escapes such as [b]\\n\\n[/] understood).")] = None,
+    beam: Annotated[Optional[int], typer.Option("--beam", help="Beam search with K beams: the likeliest continuation of --prime they find (deterministic; its log-probability goes to stderr).")] = None,
+    last: Annotated[bool, typer.Option("--last", help="Use the run's last checkpoint, not its best.")] = False,
 ) -> None:
     """Generate text from a trained model, streamed to stdout as it is written.
 
@@ -31,17 +36,56 @@ def sample(
       chargen sample --temp 0.5 --prime "Sleeping beauty is"
       chargen sample --greedy --length 200 --seed 1
       chargen sample --model surnames-gen --lang Russian -n 10
+      chargen sample --prime "The king" --stop "\\n\\n" --temp 0.7
+      chargen sample --prime "The king said" --beam 8 --length 80
     """
     from chargen import checkpoint
+    from chargen.errors import UsageError
     from chargen.runtime import resolve_device, use_threads
     from chargen.sample import check_seed
+    from chargen.stops import unescape
     from chargen.tasks import sample_saved
 
     temperature = 0.0 if greedy else temp
     check_seed(seed)
     use_threads(threads)
-    loaded = checkpoint.load(model, task=("lm", "generate"), device=resolve_device(device))
-    for piece in sample_saved(loaded, prime=prime, length=length, n=n, temperature=temperature, top_k=top_k,
-                              seed=seed, lang=lang, start=start):
+    stops = [unescape(text) for text in stop or []]
+    if beam is not None and beam < 1:
+        raise UsageError(f"--beam must be at least 1, got {beam}")
+    if beam is not None and not prime:
+        raise UsageError("--beam needs a --prime to continue (beam search has no random first character)")
+    if beam is not None and n > 1:
+        raise UsageError("--beam finds one continuation (it is deterministic); drop -n")
+    path, note = checkpoint.choose(model, last)
+    loaded = checkpoint.load(path, task=("lm", "generate"), device=resolve_device(device))
+    if (stops or beam is not None) and loaded.config["task"] != "lm":
+        raise UsageError("--stop and --beam are for text models; this is a name generator")
+    if beam is not None:
+        if lang or start:
+            raise UsageError("--lang and --start are for name generators; this is a text model (use --prime)")
+        _beam(loaded, prime, length, beam, stops, note)
+        return
+    pieces = iter(sample_saved(loaded, prime=prime, length=length, n=n, temperature=temperature, top_k=top_k,
+                               seed=seed, lang=lang, start=start, stop=stops))
+    first = next(pieces, "")  # the task's checks run before its first piece
+    say_note(note)  # which checkpoint, once nothing can fail any more: an error stays one line
+    for piece in itertools.chain([first], pieces):
         sys.stdout.write(piece)
         sys.stdout.flush()
+
+
+def _beam(loaded: Any, prime: str, length: int, beams: int, stops: list[str], note: str | None) -> None:
+    """--beam: the best beam's text on stdout (cut at a stop string), its log-probability on stderr."""
+    from chargen.beam import beam_search
+    from chargen.stops import stop_at
+
+    for text in stops:
+        loaded.vocab.encode(text, what=f"the stop string {text!r}")  # one the model cannot write never stops it
+    found = beam_search(loaded.model, loaded.vocab, prime, length, beams)
+    say_note(note)
+    text = "".join(stop_at([found.text], stops))
+    sys.stdout.write(prime + text + "\n")
+    log_prob = found.prefix_log_prob(len(text))
+    per_char = f" ({-log_prob / len(text):.4f} nats/char)" if text else ""
+    err_console.print(f"[dim]beam {beams}: log-probability {log_prob:.4f} nats over {len(text)} characters{per_char}[/]",
+                      highlight=False)

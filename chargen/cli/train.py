@@ -12,8 +12,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from chargen.cli.app import app
+from chargen.cli.flags import flag_for
 from chargen.errors import UsageError
-from chargen.cli.ui import download_progress, err_console, parse_duration, sample_panel, timestamped_dir
+from chargen.cli.ui import download_progress, err_console, parse_duration, sample_panel, say_note, timestamped_dir
 
 MODEL = "Model"
 DATA = "Data"
@@ -168,6 +169,8 @@ def train(
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Bitwise-repeatable kernels (for exact resume tests).", rich_help_panel=RUN)] = False,
     out: Annotated[Optional[Path], typer.Option(help="Run directory. Default: a new folder checkpoints/CORPUS-TIME.", rich_help_panel=RUN)] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory exactly where it stopped; --steps/--time may extend it.", rich_help_panel=RUN)] = None,
+    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Fine-tune (LM): start from this model's weights (its best checkpoint), with a fresh optimiser; keeps its architecture and vocabulary.", rich_help_panel=RUN)] = None,
+    early_stop: Annotated[Optional[int], typer.Option("--early-stop", help="End the run after this many evaluations without a new best val_loss.", rich_help_panel=OPTIM)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or sample panels.", rich_help_panel=RUN)] = False,
 ) -> None:
     """Train a model and save it as a run directory (weights, config, logs, loss plot).
@@ -176,20 +179,29 @@ def train(
       chargen train --corpus grimm --time 10m
       chargen train --corpus tinyshakespeare --hidden 256 --steps 5000
       chargen train --resume checkpoints/grimm-20261122-101500 --steps 8000
+      chargen train --init-from grimm --corpus my-tales.txt --steps 500 --lr 1e-3 --early-stop 3
     """
+    from chargen.errors import UsageError
     from chargen.runtime import is_main_process
     from chargen.tasks import build_task
     from chargen.tasks.resolve import resolve
     from chargen.train import TrainConfig, check_new_run_dir, fit, resume_settings
 
     budget = {"steps": steps, "time_limit": parse_duration(time_limit) if time_limit else None}
+    parent, parent_note, extra_options = None, None, {}
+    if resume is not None and init_from is not None:
+        raise UsageError("--resume continues a run, --init-from starts a new one; give one of them")
     if resume is not None:
+        from chargen.finetune import resume_options
+
         _refuse_ignored_options(ctx)
         task_name, task_options, model_cfg, train_cfg = resume_settings(resume)
-        if steps is not None or time_limit is not None:
-            train_cfg = TrainConfig(**{**train_cfg.__dict__, **budget})
-        if threads is not None:
-            train_cfg = TrainConfig(**{**train_cfg.__dict__, "threads": threads})
+        extra_options = resume_options(resume)
+        given = {**({k: v for k, v in budget.items()} if steps is not None or time_limit is not None else {}),
+                 **({"early_stop": early_stop} if early_stop is not None else {}),
+                 **({"threads": threads} if threads is not None else {})}
+        if given:
+            train_cfg = TrainConfig(**{**train_cfg.__dict__, **given})
         run_dir = resume
         model_cfg.check()
     else:
@@ -197,35 +209,68 @@ def train(
         cell_options = {k: v for k, v in {"mu": mu, "s": step_size}.items() if v is not None}
         if learn_momentum:
             cell_options["learn_momentum"] = True
-        resolved = resolve(
-            task_name,
-            model={"cell": cell, "engine": engine.value if engine else None, "num_layers": layers,
-                   "hidden_size": hidden, "embed_dim": embed, "dropout": dropout, "cell_options": cell_options or None},
-            train={**budget, "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
-                   "eval_every": eval_every, "sample_every": sample_every, "seed": seed, "device": device,
-                   "deterministic": deterministic, "threads": threads},
-            options={"corpus": corpus, "seq_len": seq_len, "batch_size": batch_size,
-                     "batching": batching.value if batching else None, "length": length, "balance": balance,
-                     "balance_power": balance_power, "char_dropout": char_dropout},
-        )
-        model_cfg, train_cfg, task_options = resolved.model, resolved.train, resolved.options
+        model = {"cell": cell, "engine": engine.value if engine else None, "num_layers": layers,
+                 "hidden_size": hidden, "embed_dim": embed, "dropout": dropout, "cell_options": cell_options or None}
+        train = {**budget, "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
+                 "eval_every": eval_every, "sample_every": sample_every, "seed": seed, "device": device,
+                 "deterministic": deterministic, "early_stop": early_stop, "threads": threads}
+        options = {"corpus": corpus, "seq_len": seq_len, "batch_size": batch_size,
+                   "batching": batching.value if batching else None, "length": length, "balance": balance,
+                   "balance_power": balance_power, "char_dropout": char_dropout}
+        if init_from is not None:
+            from chargen.tasks.resolve import resolve_options, resolve_train
+
+            # the parent fixes the architecture: only the training settings and the task options resolve
+            train_cfg = resolve_train(task_name, train)
+            parent, parent_note, model_cfg = _parent_settings(init_from, task_name, model)
+            task_options = resolve_options(task_name, options)
+        else:
+            resolved = resolve(task_name, model=model, train=train, options=options)
+            model_cfg, train_cfg, task_options = resolved.model, resolved.train, resolved.options
         run_dir = out or default_run_dir(task_options.get("corpus") or task_name)
         check_new_run_dir(run_dir)  # before the corpus is fetched: a refusal should not wait for a download
 
     callbacks = TrainProgress(quiet)
     try:
         with download_progress(quiet) as progress:
-            built = build_task(task_name, seed=train_cfg.seed, progress=progress, **task_options)
-        result = fit(built, model_cfg, train_cfg, run_dir, callbacks, resume=resume is not None)
+            if parent is not None:
+                from chargen.finetune import build_lm_task
+
+                built = build_lm_task(parent.vocab, init_from, seed=train_cfg.seed, progress=progress, **task_options)
+                say_note(parent_note)  # once the new text is known to fit: a failure stays one line
+            else:
+                built = build_task(task_name, seed=train_cfg.seed, progress=progress, **task_options, **extra_options)
+        result = fit(built, model_cfg, train_cfg, run_dir, callbacks, resume=resume is not None,
+                     init_weights=parent.weights if parent else None, parent=parent.record() if parent else None)
     finally:
         callbacks.close()
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
     if is_main_process():  # under torchrun, rank 0 speaks for every rank
         err_console.print(f"[bold green]done[/] step {result.step:,} in {result.elapsed:.0f}s  {metrics}", highlight=False)
         err_console.print(f"saved to [bold]{result.run_dir}[/]", highlight=False)
+        if result.best_step is not None and (result.run_dir / "best").is_dir():
+            err_console.print(f"best val_loss {result.best_val_loss:.4f} at step {result.best_step:,} in "
+                              f"[bold]{result.run_dir / 'best'}[/] (sample and evaluate use it)", highlight=False)
 
 
-RESUME_OPTIONS = {"resume", "steps", "time_limit", "quiet", "threads"}  # what --resume takes; the run fixes the rest
+def _parent_settings(init_from: str, task_name: str, model_options: dict[str, Any]) -> tuple[Any, str | None, Any]:
+    """--init-from: the parent model, the note saying which checkpoint of it was taken, and the model config it fixes."""
+    from chargen.errors import UsageError
+    from chargen.finetune import ADJUSTABLE, load_parent
+
+    if task_name != "lm":
+        raise UsageError(f"--init-from fine-tunes language models; --task is {task_name!r}")
+    parent, note = load_parent(init_from)
+    flags = {k: "--mu/--s/--learn-momentum" if k == "cell_options" else flag_for(k, "train") or k
+             for k, v in model_options.items() if v is not None and k not in ADJUSTABLE}
+    if fixed := list(flags.values()):
+        raise UsageError(f"--init-from keeps the architecture of {init_from!r}; drop {', '.join(fixed)}")
+    model_cfg = parent.model_config(dropout=model_options["dropout"], engine=model_options["engine"])
+    model_cfg.check()
+    return parent, note, model_cfg
+
+
+RESUME_OPTIONS = {"resume", "steps", "time_limit", "quiet", "threads", "early_stop"}  # what --resume takes; the run fixes the rest
 
 
 def _refuse_ignored_options(ctx: typer.Context) -> None:
@@ -238,6 +283,6 @@ def _refuse_ignored_options(ctx: typer.Context) -> None:
     if given:
         flags = ", ".join(p.opts[0] for p in given)
         raise UsageError(f"--resume continues the run with its recorded settings; it takes only --steps, --time, "
-                         f"--threads and --quiet, so {flags} would be ignored: leave {'it' if len(given) == 1 else 'them'} out "
+                         f"--early-stop, --threads and --quiet, so {flags} would be ignored: leave {'it' if len(given) == 1 else 'them'} out "
                          "(or start a new run with --out)")
 

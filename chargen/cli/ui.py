@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
@@ -37,6 +38,12 @@ if not err_console.is_terminal:
     # A log file or pipe has no width: do not cut progress and messages with "…" at 80 columns.
     err_console.width = max(err_console.width, 240)
 out_console = Console(highlight=False, soft_wrap=True)
+
+
+def say_note(note: str | None) -> None:
+    """A dim remark on stderr (e.g. which checkpoint of a run was loaded); nothing for None."""
+    if note:
+        err_console.print(f"[dim]{escape(note)}[/]", highlight=False)
 
 
 def parse_duration(text: str) -> float:

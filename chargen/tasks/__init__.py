@@ -57,7 +57,7 @@ def evaluate_saved(loaded: Any, device: Any, progress: Any = None, names_file: A
 
 def sample_saved(loaded: Any, **options: Any) -> Iterator[str]:
     """Text from a trained generative model as it is written (``prime``, ``length``, ``n``, ``temperature``,
-    ``top_k``, ``seed``, ``lang``, ``start``): the saved model's task decides what a sample is."""
+    ``top_k``, ``seed``, ``lang``, ``start``, ``stop``): the saved model's task decides what a sample is."""
     task = loaded.config["task"]
     if task not in TASKS or not hasattr(TASKS[task], "sample_saved"):
         raise UsageError(f"models of task {task!r} do not generate text")

@@ -152,8 +152,10 @@ def sample_names(
 
 def sample_saved(loaded: Any, *, prime: str = "", length: int = 0, n: int = 1, temperature: float = 1.0,
                  top_k: int | None = None, seed: int | None = None, lang: str | None = None,
-                 start: str | None = None) -> Iterator[str]:
-    """``n`` names from a saved generator, a line each (``prime`` and ``length`` are the text models')."""
+                 start: str | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
+    """``n`` names from a saved generator, a line each (``prime``, ``length`` and ``stop`` are the text models')."""
+    if stop:
+        raise UsageError("stop strings are for text models; a name ends at its <eos>", params="stop")
     for name in sample_names(loaded, lang=lang, start=start, n=n, temperature=temperature, top_k=top_k, seed=seed):
         yield name + "\n"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +17,7 @@ from chargen.errors import CorpusError, UsageError
 from chargen.models import CharLM, ModelConfig
 from chargen.runtime import check_batch_size, rank, world_size
 from chargen.sample import generate, generate_streams
+from chargen.stops import check_stops, stop_at
 from chargen.tasks.base import register
 from chargen.vocab import Vocab
 
@@ -106,15 +107,18 @@ class LanguageModelTask:
     }
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 4000, "lr": 3e-3, "eval_every": 500, "sample_every": 500}
     option_defaults: ClassVar[dict[str, Any]] = {"corpus": "grimm"}
+    keep_best: ClassVar[bool] = True  # the loop keeps best/ (lowest val_loss) beside the last checkpoint
 
     def __init__(
-        self, seed: int = 0, progress: ProgressFn | None = None, data: LMData | None = None, **options: Any
+        self, seed: int = 0, progress: ProgressFn | None = None, data: LMData | None = None,
+        vocab: Vocab | None = None, **options: Any
     ) -> None:
         """``data``: a text already split (e.g. reduced in memory, ``chargen.reference``), used as it is
-        instead of loading ``corpus``."""
+        instead of loading ``corpus``. ``vocab``: a given vocabulary (a fine-tuned model's parent's)
+        instead of the corpus's own; it must cover the corpus."""
         self.cfg = LMConfig(**options)
         if data is None:
-            data = LMData.load(self.cfg.corpus, self.cfg.val_fraction, progress=progress)
+            data = LMData.load(self.cfg.corpus, self.cfg.val_fraction, vocab=vocab, progress=progress)
         self.data = data
         self.vocab = self.data.vocab
         batcher = StreamBatcher if self.cfg.batching == "streams" else WindowBatcher
@@ -181,25 +185,37 @@ class LanguageModelTask:
     @staticmethod
     def sample_saved(loaded: Any, *, prime: str = "", length: int = 500, n: int = 1, temperature: float = 1.0,
                      top_k: int | None = None, seed: int | None = None, lang: str | None = None,
-                     start: str | None = None) -> Iterator[str]:
-        """``n`` texts from a saved LM, generated as one batch: each the prime, then its continuation, a blank line between."""
+                     start: str | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
+        """``n`` texts from a saved LM as they are written: each the prime, then its continuation (cut before
+        the first of the ``stop`` strings), then a blank line."""
         if lang or start:
             raise UsageError("lang and start are for name generators; this is a text model (use prime)",
                              params=("lang", "start", "prime"))
         loaded.vocab.encode(prime, what="the prime")  # fail before anything is written
+        check_stops(stop)
+        for text in stop:  # one the model cannot write would never stop it
+            loaded.vocab.encode(text, what=f"the stop string {text!r}")
         chunk = int((loaded.config.get("task_config") or {}).get("options", {}).get("seq_len", 30))
         # all n texts as one batch (text i is the one seed + i gives alone): the first is yielded as it is
-        # written, the others follow in order once the batch is done
+        # written, the others follow in order once the batch is done; each is cut at its first stop string
         rest: list[list[str]] = [[] for _ in range(n - 1)]
+        streams = generate_streams(loaded.model, loaded.vocab, n=n, prime=prime, length=length,
+                                   temperature=temperature, top_k=top_k, seed=seed, chunk_size=chunk)
+
+        def first() -> Iterator[str]:
+            for pieces in streams:
+                for kept, piece in zip(rest, pieces[1:]):
+                    kept.append(piece)
+                if pieces[0]:
+                    yield pieces[0]
+
         yield prime
-        for pieces in generate_streams(loaded.model, loaded.vocab, n=n, prime=prime, length=length,
-                                       temperature=temperature, top_k=top_k, seed=seed, chunk_size=chunk):
-            if pieces[0]:
-                yield pieces[0]
+        yield from stop_at(first(), stop)
+        for pieces in streams if rest else ():  # the first stopped early: the others still need their text
             for kept, piece in zip(rest, pieces[1:]):
                 kept.append(piece)
         for kept in rest:
-            yield "\n\n" + prime + "".join(kept)
+            yield "\n\n" + prime + "".join(stop_at(kept, stop))
         yield "\n"
 
     def state_dict(self) -> dict[str, Any]:

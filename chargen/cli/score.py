@@ -1,0 +1,122 @@
+"""`chargen score`: how probable a text is under a language model (log-probability, nats/bits per char, perplexity)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import unicodedata
+from collections.abc import Iterator
+from typing import IO, Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from chargen.cli.app import app
+from chargen.cli.ui import err_console, out_console, say_note
+
+BLOCK = 1 << 16  # characters handed to the scorer at a time: the file is never held whole
+
+
+def _blocks(stream: IO[str]) -> Iterator[str]:
+    """The text in blocks of whole lines, NFC-normalised as the corpora are (a line break never joins a
+    combining sequence, so normalising block by block equals normalising the whole)."""
+    buffer: list[str] = []
+    size = 0
+    for line in stream:
+        buffer.append(line)
+        size += len(line)
+        if size >= BLOCK:
+            yield unicodedata.normalize("NFC", "".join(buffer))
+            buffer, size = [], 0
+    if buffer:
+        yield unicodedata.normalize("NFC", "".join(buffer))
+
+
+def _open(file: str) -> IO[str]:
+    from chargen.errors import UsageError
+
+    if file == "-":
+        return sys.stdin
+    try:
+        return open(file, encoding="utf-8-sig")  # noqa: SIM115 - closed by the caller
+    except OSError as e:
+        raise UsageError(f"cannot read {file}: {e.strerror or e}") from None
+
+
+@app.command(rich_help_panel="Evaluate")
+def score(
+    file: Annotated[str, typer.Argument(help="UTF-8 text file to score, or [b]-[/] for stdin.", show_default=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="Run directory, or a name under checkpoints/ (its best checkpoint when it keeps one).")] = "grimm",
+    per_line: Annotated[bool, typer.Option("--per-line", help="Score each line on its own (primed with a newline), one row per line.")] = False,
+    prime: Annotated[Optional[str], typer.Option("--prime", "-p", help="Context before the text, not scored. Default: none (the first character is context only); a newline with --per-line.")] = None,
+    skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Drop characters outside the model's vocabulary (and count them) instead of failing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON on stdout.")] = False,
+    last: Annotated[bool, typer.Option("--last", help="Use the run's last checkpoint, not its best.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+) -> None:
+    """Score a text under a language model: total log-probability, nats and bits per character, perplexity.
+
+    The text is read in blocks with the model's state carried through it, so any length runs in
+    constant memory.
+
+    [dim]Examples:[/]
+      chargen score tale.txt
+      printf 'The king had three sons.\\nThe sons had three kings.\\n' | chargen score - --per-line
+      chargen score --model checkpoints/shakespeare --json --skip-unknown notes.txt
+    """
+    from chargen import checkpoint
+    from chargen.errors import ChargenError
+    from chargen.runtime import resolve_device
+    from chargen.score import score_lines, score_text
+
+    path, note = checkpoint.choose(model, last)
+    loaded = checkpoint.load(path, task="lm", device=resolve_device(device))
+    stream = _open(file)
+    try:
+        if per_line:
+            rows = [(line, s) for block in _blocks(stream) for line, s in
+                    score_lines(loaded.model, loaded.vocab, block.splitlines(), prime=prime, skip_unknown=skip_unknown)]
+            say_note(note)
+            _print_lines(rows, as_json)
+            if skipped := sum(s.skipped for _, s in rows):
+                err_console.print(f"[yellow]skipped {skipped:,} character(s) outside the vocabulary[/]", highlight=False)
+            return
+        result, unknown = score_text(loaded.model, loaded.vocab, _blocks(stream), prime=prime or "",
+                                     skip_unknown=skip_unknown)
+    except UnicodeDecodeError as e:
+        raise ChargenError(f"{file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    say_note(note)  # which checkpoint, once the scoring worked: a failure stays one line
+    if result.skipped:
+        shown = " ".join(f"{ch!r} x{n}" for ch, n in list(unknown.items())[:10])
+        err_console.print(f"[yellow]skipped {result.skipped:,} character(s) outside the vocabulary:[/] {escape(shown)}",
+                          highlight=False)
+    if as_json:
+        sys.stdout.write(json.dumps({"model": str(path), **result.to_dict()}, indent=2) + "\n")
+        return
+    table = Table(title=f"{file} under {path}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.to_dict().items():
+        if key == "skipped" and not value:
+            continue
+        table.add_row(key, "-" if value is None else f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
+    out_console.print(table)
+
+
+def _print_lines(rows: list, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps([{"line": line, **s.to_dict()} for line, s in rows], indent=2,
+                                    ensure_ascii=False) + "\n")
+        return
+    table = Table(title_justify="left")
+    for col in ("line", "chars", "log_prob", "nats/char", "bits/char"):
+        table.add_column(col, justify="left" if col == "line" else "right")
+    for line, s in rows:
+        per_char = "-" if not s.chars else f"{s.nats_per_char:.3f}"
+        bits = "-" if not s.chars else f"{s.bits_per_char:.3f}"
+        table.add_row(escape(line), str(s.chars), f"{s.log_prob:.2f}", per_char, bits)
+    out_console.print(table)
