@@ -290,7 +290,7 @@ class _Training:
         self.run_state = Run(run_dir, 0, 0.0)
         self.created: bool | None = None  # whether rank 0 made the run directory (None: not claimed yet)
         self.budget = Budget(cfg.steps, cfg.time_limit)
-        self.keep_best = bool(getattr(task, "keep_best", False))  # optional Task flag: keep best/ beside the last
+        self.keep_best = task.keep_best
         self.improved = False  # whether the latest evaluation set a new best val_loss
         self.config = {
             "task": task.name,
@@ -492,7 +492,6 @@ class _Training:
 
     def _train(self) -> None:
         cfg, run, task = self.cfg, self.run_state, self.task
-        should_stop = getattr(task, "should_stop", None)  # optional: (metrics) -> bool, asked after each evaluation
         self.cb.on_start({
             "device": str(self.device), "parameters": sum(p.numel() for p in self.module.parameters()),
             "total_steps": self.budget.total_steps(), "time_limit": cfg.time_limit, "start_step": run.step,
@@ -543,7 +542,7 @@ class _Training:
                     if run.step % cfg.eval_every == 0:
                         self._evaluate()
                         self._save()
-                        if should_stop is not None and should_stop(run.metrics):
+                        if task.should_stop(run.metrics):
                             break  # the task is done (e.g. the palindrome probe's held-out accuracy holds)
                         if cfg.early_stop is not None and run.evals_since_best >= cfg.early_stop:
                             run.stopped_early = True
@@ -591,10 +590,10 @@ class _Training:
     def _nonfinite(self, loss: float, norm: float) -> str:
         step = self.run_state.step + 1
         what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {norm}"
-        describe = getattr(self.task, "describe_batch", None)  # optional Task method, for this message
-        where = f"; {describe()}" if describe is not None else ""
+        describe = self.task.describe_batch()
+        where = f"; {describe}" if describe else ""
         return (f"{what} at step {step:,} (training batch {step:,}{where}); stopped before applying it, "
-                f"{self._kept()} (try a lower --lr or --clip)")
+                f"{self._kept()} (try a lower lr or clip)")
 
     def _resume_hint(self) -> str:
         launcher = f"torchrun --nproc-per-node {self.world} -m chargen" if self.world > 1 else "chargen"

@@ -310,7 +310,7 @@ def fit_rnn(
             bp = model.loss_and_grads(inputs, targets, h)
             if not (math.isfinite(bp.loss) and math.isfinite(clip_grads(bp.grads, settings.clip))):
                 raise TrainingError(f"the numpy RNN's loss or gradient became non-finite in epoch {epoch}; "
-                                    "try a lower --lr or --clip")
+                                    "try a lower lr or clip")
             lr = cosine(settings.lr, settings.min_lr_ratio, optimizer.t / total)
             optimizer.step(model.params, bp.grads, lr)
             h = bp.h  # carried into the next chunk; its gradient stops here (truncated BPTT)

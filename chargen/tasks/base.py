@@ -44,6 +44,27 @@ class Task(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    # With defaults in BaseTask, so the loop asks every task the same questions:
+    keep_best: ClassVar[bool]  # keep best/ (lowest val_loss) beside the last checkpoint
+
+    def should_stop(self, metrics: dict[str, float]) -> bool:
+        """Asked after each evaluation: has the task reached its goal (e.g. a target accuracy)?"""
+
+    def describe_batch(self) -> str:
+        """Where the current training batch came from, for an error about it ("" when nothing useful)."""
+
+
+class BaseTask:
+    """The Task protocol's optional members, for a task to inherit and override what it has."""
+
+    keep_best: ClassVar[bool] = False
+
+    def should_stop(self, metrics: dict[str, float]) -> bool:
+        return False
+
+    def describe_batch(self) -> str:
+        return ""
+
 
 TaskFactory = Callable[..., Task]
 TASKS: dict[str, TaskFactory] = {}

@@ -18,7 +18,7 @@ from chargen.models import CharLM, ModelConfig
 from chargen.runtime import check_batch_size, rank, world_size
 from chargen.sample import generate, generate_streams
 from chargen.stops import check_stops, stop_at
-from chargen.tasks.base import register
+from chargen.tasks.base import BaseTask, register
 from chargen.vocab import Vocab
 
 BATCHING = ("streams", "windows")
@@ -95,7 +95,7 @@ def evaluate_lm(model: CharLM, ids: Tensor, device: torch.device, streams: int =
 
 
 @register("lm")
-class LanguageModelTask:
+class LanguageModelTask(BaseTask):
     """Next-character prediction on a book; the state is carried (and detached) between batches."""
 
     name: ClassVar[str] = "lm"

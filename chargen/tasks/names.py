@@ -25,6 +25,7 @@ from torch import Tensor
 from chargen.data.names import FOLD_ALPHABET, NamesData
 from chargen.errors import CorpusError, UsageError
 from chargen.runtime import rank, world_size
+from chargen.tasks.base import BaseTask
 from chargen.vocab import Vocab
 
 NAMES_CORPUS = "names"
@@ -102,7 +103,7 @@ def check_data(data: NamesData, task_config: dict[str, Any]) -> None:
 
 
 
-class NamesBatchState:
+class NamesBatchState(BaseTask):
     """Resume state shared by both surname tasks: their data position is their batch sampler's."""
 
     batches: IndexBatches

@@ -19,7 +19,7 @@ from chargen.data.palindromes import DIGITS, HELD_OUT_SEED, HELD_OUT_SIZE, MIN_L
 from chargen.errors import CheckpointError, UsageError
 from chargen.models import ModelConfig, SequenceClassifier
 from chargen.runtime import check_batch_size, rank, world_size
-from chargen.tasks.base import register
+from chargen.tasks.base import BaseTask, register
 from chargen.vocab import Vocab
 
 DATA_SEED_OFFSET = 1_000_003  # the training stream's generator is seeded apart from the weights' init
@@ -77,7 +77,7 @@ def evaluate_palindromes(model: SequenceClassifier, inputs: Tensor, targets: Ten
 
 
 @register("palindrome")
-class PalindromeTask:
+class PalindromeTask(BaseTask):
     """Digit palindromes of one length, drawn on the fly; judged on a fixed held-out set."""
 
     name: ClassVar[str] = "palindrome"
