@@ -198,7 +198,7 @@ def compare(
       config; the weights only with ``keep_weights``) go; None keeps nothing on disk.
     """
     from chargen.cells import default_engine, get_cell, resolve_cells
-    from chargen.models import ModelConfig
+    from chargen.models import ModelConfig, settings_for_cell
     from chargen.runtime import resolve_seeds
     from chargen.tasks import build_task, task_defaults
     from chargen.train import TrainConfig
@@ -223,7 +223,7 @@ def compare(
         cell_engine = engine or default_engine(cell)
         if cell_engine == "fused" and not get_cell(cell).has_fused:
             raise UsageError(f"cell {cell!r} has no fused kernel; compare it with engine 'loop' (or leave --engine out)")
-        cfg = ModelConfig(**{**model_defaults, **overrides, "cell": cell, "engine": cell_engine,
+        cfg = ModelConfig(**{**model_defaults, **settings_for_cell(cell, overrides), "cell": cell, "engine": cell_engine,
                              "cell_options": cell_options_for(cell, shared_cell_options)})
         cfg.check()
         check_cell_options(cell, cfg.cell_options)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from chargen.cells import State
 from chargen.core import Recurrent
 from chargen.errors import UsageError
+from chargen.inits import initialise
 
 
 @dataclass
@@ -27,6 +28,10 @@ class ModelConfig:
     dropout: float = 0.0
     engine: str = "fused"
     cell_options: dict[str, Any] = field(default_factory=dict)
+    init: str = "pytorch"  # "pytorch" (uniform) or "paper" (MomentumRNN's: orthogonal W_ih, identity W_hh): chargen.inits
+    forget_bias: float | None = None  # LSTM family: b_ih[f] + b_hh[f] at init (None: the init's own)
+    mu: float | None = None  # momentum cells' mu (None: the cell's default or cell_options); base cells: 0 only
+    s: float | None = None  # momentum cells' step size s (None: as mu); base cells: 1 only
     num_classes: int = 0  # classifier outputs
     num_conditions: int = 0  # LM conditioned on a class (e.g. a language) at every step
     condition_dim: int = 0
@@ -44,6 +49,37 @@ class ModelConfig:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.engine == "fused" and not CELLS[self.cell].has_fused:
             raise UsageError(f"--cell {self.cell} has no fused kernel; use --engine loop")
+        self._check_init_and_momentum()
+
+    def _check_init_and_momentum(self) -> None:
+        from chargen.cells import CELLS, MomentumCell
+        from chargen.inits import check_init
+
+        try:
+            check_init(self.init, self.forget_bias)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if self.forget_bias is not None and CELLS[self.cell].gates != 4:
+            raise UsageError(f"forget_bias: cell {self.cell!r} has no forget gate")
+        if not issubclass(CELLS[self.cell], MomentumCell):
+            # a base cell is the momentum cell at mu = 0, s = 1; anything else needs the momentum cell
+            if self.mu not in (None, 0.0) or self.s not in (None, 1.0):
+                raise UsageError(f"mu/s: cell {self.cell!r} has no momentum (it is mu = 0, s = 1); "
+                                 f"use momentum-{self.cell.split('-')[-1]}")
+            return
+        if self.mu is not None and not 0.0 <= self.mu < 1.0:
+            raise UsageError(f"mu (momentum) must be in [0, 1), got {self.mu}")
+        if self.s is not None and not self.s > 0.0:
+            raise UsageError(f"s (step size) must be positive, got {self.s}")
+
+    def core_options(self) -> dict[str, Any]:
+        """The cell constructor's options: ``cell_options`` with ``mu``/``s`` over them for momentum cells."""
+        from chargen.cells import CELLS, MomentumCell
+
+        options = dict(self.cell_options)
+        if issubclass(CELLS[self.cell], MomentumCell):
+            options.update({k: v for k, v in (("mu", self.mu), ("s", self.s)) if v is not None})
+        return options
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +93,22 @@ class ModelConfig:
         return cls(**data)
 
 
+def settings_for_cell(cell: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Shared model settings as one cell takes them: ``mu``/``s`` only for momentum cells, ``forget_bias``
+    only for cells with a forget gate (so one ``--mu`` or ``--forget-bias`` can be given to a mixed list)."""
+    from chargen.cells import CELLS, MomentumCell
+
+    kind = CELLS.get(cell)
+    if kind is None:
+        return dict(settings)
+    drop = set()
+    if not issubclass(kind, MomentumCell):
+        drop |= {"mu", "s"}
+    if kind.gates != 4:
+        drop.add("forget_bias")
+    return {k: v for k, v in settings.items() if k not in drop}
+
+
 class Encoder(nn.Module):
     """Token ids ``(T, N)`` (+ a condition id per sequence) -> core outputs ``(T, N, H)``."""
 
@@ -66,8 +118,11 @@ class Encoder(nn.Module):
         self.condition = nn.Embedding(cfg.num_conditions, cfg.condition_dim) if cfg.num_conditions else None
         input_size = cfg.embed_dim + (cfg.condition_dim if cfg.num_conditions else 0)
         self.core = Recurrent(
-            cfg.cell, input_size, cfg.hidden_size, cfg.num_layers, cfg.dropout, cfg.engine, **cfg.cell_options
+            cfg.cell, input_size, cfg.hidden_size, cfg.num_layers, cfg.dropout, cfg.engine, **cfg.core_options()
         )
+        if cfg.init != "pytorch" or cfg.forget_bias is not None:
+            for layer in self.core.layers:
+                initialise(layer, cfg.init, cfg.forget_bias)
 
     def forward(
         self, idx: Tensor, state: State | None = None, condition: Tensor | None = None

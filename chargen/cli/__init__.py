@@ -5,7 +5,7 @@ from __future__ import annotations
 from chargen.cli.app import app
 from chargen.cli import train, sample, evaluate, corpora  # noqa: E402,F401  (register commands)
 
-for _optional in ("classify", "probe", "compare", "report", "reference"):
+for _optional in ("classify", "probe", "compare", "report", "reference", "momentum"):
     try:
         __import__(f"chargen.cli.{_optional}")
     except ModuleNotFoundError as _e:
