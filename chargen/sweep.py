@@ -33,7 +33,9 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the edges, where rounding would miss
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 def parse_grid(specs: Iterable[str]) -> dict[str, list[float]]:
@@ -119,7 +121,8 @@ def expand_variants(cells: Sequence[str], grid: Mapping[str, Sequence[float]]) -
         if all((x.cell, x.mu, x.s, x.forget_bias) != (v.cell, v.mu, v.s, v.forget_bias) for x in out):
             out.append(v)
 
-    wanted = list(dict.fromkeys([*cells, *(base_cell(c) for c in cells if c.startswith("momentum-"))]))
+    # each momentum cell right after its base cell (the control), so tables read control first
+    wanted = list(dict.fromkeys(x for c in cells for x in (base_cell(c), c)))
     for cell in wanted:
         lstm_family = cell.endswith("lstm")
         for fb in fbs if lstm_family else [None]:
