@@ -283,6 +283,13 @@ CASES = [
     Case("report: unknown experiment", ["report", "--rerun", "everything", "--out", "{tmp}/report"], 2,
          "--rerun: unknown experiment 'everything'"),
     Case("report: output under a file", ["report", "--out", "{world}/afile/report"], 2, "--out: cannot create"),
+    # momentum study, and the study's options on other commands
+    Case("momentum-study: unknown part", ["momentum-study", "--only", "everything", "--out", "{tmp}/m"], 2,
+         "--only: unknown part 'everything'"),
+    Case("compare: unknown grid key", ["compare", "--task", "palindrome", "--cells", "momentum-rnn", "--grid", "eta=1",
+                                       "--out", "{tmp}/c"], 2, "grid: unknown key 'eta'"),
+    Case("probe: unknown init", ["probe", "--cells", "lstm", "--init", "glorot", "--out", "{tmp}/p"], 2,
+         "init must be one of pytorch, paper"),
     # anything
     Case("unknown command", ["translate"], 2, "No such command 'translate'"),
     Case("unknown option", ["corpora", "--colour"], 2, "No such option"),
