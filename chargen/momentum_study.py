@@ -98,9 +98,10 @@ class Part:
     description: str = ""
 
 
-def parts(seeds: int = 10, steps: int = 3000) -> dict[str, Part]:
-    """The study's parts at ``seeds`` seeds (0..seeds-1) and ``steps`` steps per run."""
-    seed_list = list(range(seeds))
+def parts(seeds: int | Sequence[int] = 10, steps: int = 3000) -> dict[str, Part]:
+    """The study's parts at ``seeds`` seeds (a count: 0..seeds-1, or the seeds themselves, e.g. for a second
+    process taking the last seeds of a part) and ``steps`` steps per run."""
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     matched = effective_forget_bias(PAPER_FORGET_BIAS, 0.6, 0.6)  # 2.5: MomentumLSTM(0.6, 0.6)'s with the paper's 2.0
     unmatched = PAPER_FORGET_BIAS * 2 / (1 + 0.6 / 0.4)  # 1.6: MomentumLSTM(0.6, 0.6) at an effective 2.0
     return {
@@ -263,7 +264,7 @@ def summarise_part(part: Part, out: Path) -> dict[str, Any]:
     return _save_summary(part, folder, arms, complete=complete)
 
 
-def run_study(out: Path, only: Sequence[str] | None = None, *, seeds: int = 10, steps: int = 3000,
+def run_study(out: Path, only: Sequence[str] | None = None, *, seeds: int | Sequence[int] = 10, steps: int = 3000,
               threads: int = 1, progress: StudyProgress | None = None, deadline: float | None = None
               ) -> dict[str, dict[str, Any]]:
     """Run the named parts (all when ``only`` is empty) under ``out``; each resumes from its saved runs."""
