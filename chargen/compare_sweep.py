@@ -58,6 +58,10 @@ def compare_sweep(
     """
     out_dir = Path(out_dir)
     model = dict(model or {})
+    # a momentum setting given outside the grid is a one-value grid, so every variant gets it (not the defaults)
+    grid = {**{k: [model.pop(k)] for k in ("mu", "s", "forget_bias") if k in model and k not in grid}, **grid}
+    for k in ("mu", "s", "forget_bias"):
+        model.pop(k, None)
     train = dict(train or {})
     lrs = list(grid.get("lr", [])) or [train.get("lr")]
     for lr in lrs:

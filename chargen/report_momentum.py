@@ -212,11 +212,30 @@ def remaining_section(results: Path) -> str:
             f"incomplete: {sum(r['n'] for r in found['rows'])} reported runs")
         lines.append(f"| {name} | {state} | `{STUDY_COMMAND.format(part=name)}` |\n")
     lines.append("\nEach part saves every run as it finishes and resumes from `runs.jsonl`; `--minutes N` stops "
-                 "starting runs after N minutes, so a part can be spread over several sittings.\n")
+                 "starting runs after N minutes, so a part can be spread over several sittings.\n\n")
+    lines.append("The rest of the full study runs as sweeps (each (variant, lr) is saved as it finishes and "
+                 "reused when the command is run again):\n\n")
+    for what, command, note in FULL_STUDY:
+        lines.append(f"- {what}: `{command}`" + (f"; {note}" if note else "") + "\n")
     return "".join(lines)
 
 
 SUMMARY = "summary.json"
+SWEEP = "chargen compare --grid mu=0,0.3,0.6,0.9 --grid lr=1e-3,3e-3 --s 1"
+FULL_STUDY = (  # the parts of issue 14's full study that are sweeps rather than solve-rate probes
+    ("palindromes, both families, T = 20 and 50, paper init",
+     f"{SWEEP} --task palindrome --length 20 --cells momentum-rnn,momentum-lstm --init paper --seeds 10 --steps 3000 "
+     "--out docs/report/results/momentum/sweep-palindrome-20", "then `--length 50` into `sweep-palindrome-50`"),
+    ("the grimm LM gap as a function of budget",
+     f"{SWEEP} --task lm --corpus grimm --cells momentum-rnn,momentum-lstm --seeds 3 --steps 500 "
+     "--out docs/report/results/momentum/sweep-lm-500", "then `--steps 1000` and `--steps 2000` into their own folders"),
+    ("the PTB recipe (mu = 0) and the pixel-MNIST recipe (mu = 0.6, s = 0.6) on the LM",
+     "chargen compare --task lm --corpus grimm --cells lstm,momentum-lstm --mu 0.6 --s 0.6 --seeds 3 --steps 1000",
+     "mu = 0 is the lstm row"),
+    ("the surname classifier",
+     f"{SWEEP} --task classify --cells momentum-rnn,momentum-lstm --seeds 3 --steps 1500 "
+     "--out docs/report/results/momentum/sweep-classify", ""),
+)
 SECTIONS = (derivation_section, lstm_target_section, forget_bias_section, fair_section, remaining_section)
 
 

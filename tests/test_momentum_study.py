@@ -253,3 +253,20 @@ def test_bad_study_options_are_one_line_errors(args: list[str], tmp_path: Path) 
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "x")])
     assert result.exit_code in (1, 2), result.output
     assert "Traceback" not in result.output
+
+
+def test_sweep_gives_an_option_outside_the_grid_to_every_variant_and_resumes(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from chargen import compare_sweep as sweep_module
+
+    kwargs = dict(task_options={"length": 4}, model={"s": 0.5, "hidden_size": 8}, train={"steps": 5},
+                  out_dir=tmp_path / "sw")
+    first = sweep_module.compare_sweep("palindrome", ["momentum-rnn"], {"mu": [0.3]}, 1, **kwargs)
+    assert [r["label"] for r in first["rows"]] == ["rnn", "momentum-rnn mu=0.3 s=0.5"]
+
+    def no_training(*args: object, **kw: object) -> None:
+        raise AssertionError("a saved (variant, lr) was trained again")
+
+    monkeypatch.setattr(sweep_module, "compare", no_training)
+    again = sweep_module.compare_sweep("palindrome", ["momentum-rnn"], {"mu": [0.3]}, 1, **kwargs)
+    assert again["rows"] == first["rows"]
