@@ -24,7 +24,7 @@ from torch import Tensor
 
 from chargen.data.palindromes import DIGITS, HELD_OUT_SEED, HELD_OUT_SIZE, MIN_LENGTH, PalindromeStream, held_out
 from chargen.errors import CheckpointError, RunInterrupted, UsageError
-from chargen.models import ModelConfig, SequenceClassifier
+from chargen.models import ModelConfig, SequenceClassifier, settings_for_cell
 from chargen.cells import resolve_cells
 from chargen.runtime import check_batch_size, rank, resolve_seeds, world_size
 from chargen.tasks.base import register
@@ -218,8 +218,8 @@ def probe_run(cell: str, length: int, seed: int, settings: ProbeSettings | None 
     task = PalindromeTask(seed=seed, length=length, batch_size=settings.batch_size)
     model_cfg = ModelConfig(cell=cell, hidden_size=settings.hidden_size, num_layers=settings.num_layers,
                             embed_dim=settings.embed_dim, engine=engine, cell_options=dict(settings.cell_options or {}),
-                            init=settings.init, forget_bias=settings.forget_bias if model_has_forget_gate(cell) else None,
-                            mu=settings.mu if is_momentum(cell) else None, s=settings.s if is_momentum(cell) else None)
+                            **settings_for_cell(cell, {"init": settings.init, "forget_bias": settings.forget_bias,
+                                                       "mu": settings.mu, "s": settings.s}))
     model_cfg.check()
     train_cfg = TrainConfig(**{**PalindromeTask.train_defaults, "steps": budget, "lr": settings.lr,
                                "eval_every": settings.eval_every, "sample_every": settings.eval_every,
@@ -236,18 +236,6 @@ def probe_run(cell: str, length: int, seed: int, settings: ProbeSettings | None 
         "solved": run.metrics["accuracy"] >= SOLVED, "solved_at": solved_at,
         "seconds": round(time.perf_counter() - started, 2),
     }
-
-
-def is_momentum(cell: str) -> bool:
-    from chargen.cells import MomentumCell, get_cell
-
-    return issubclass(get_cell(cell), MomentumCell)
-
-
-def model_has_forget_gate(cell: str) -> bool:
-    from chargen.cells import get_cell
-
-    return get_cell(cell).gates == 4
 
 
 def first_step_at(metrics_path: Path, accuracy: float) -> int | None:
