@@ -18,6 +18,7 @@ FLAGS: dict[str, str] = {
     "temperature": "--temp", "text": "--text", "threads": "--threads", "threshold": "--threshold",
     "time_limit": "--time", "top": "--top", "top_k": "--top-k", "run_dir": "--out",
     "batch": "--batch", "n": "-n", "seed": "--seed", "names_file": "--names",
+    "init": "--init", "forget_bias": "--forget-bias", "mu": "--mu", "s": "--s", "grid": "--grid",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
 
