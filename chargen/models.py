@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from chargen.cells import CELLS, State
+from chargen.cells import CELLS, MomentumCell, State
 from chargen.core import ENGINES, Recurrent, has_torch_cell
 from chargen.errors import UsageError
+from chargen.inits import check_init, initialise
 from chargen.schema import check_model_options
 
 
@@ -28,6 +29,10 @@ class ModelConfig:
     dropout: float = 0.0
     engine: str = "fused"
     cell_options: dict[str, Any] = field(default_factory=dict)
+    init: str = "pytorch"  # "pytorch" (uniform) or "paper" (MomentumRNN's: orthogonal W_ih, identity W_hh): chargen.inits
+    forget_bias: float | None = None  # LSTM family: b_ih[f] + b_hh[f] at init (None: the init's own)
+    mu: float | None = None  # momentum cells' mu (None: the cell's default or cell_options); base cells: 0 only
+    s: float | None = None  # momentum cells' step size s (None: as mu); base cells: 1 only
     num_classes: int = 0  # classifier outputs
     num_conditions: int = 0  # LM conditioned on a class (e.g. a language) at every step
     condition_dim: int = 0
@@ -49,7 +54,33 @@ class ModelConfig:
         if self.engine == "torch-cell" and not has_torch_cell(CELLS[self.cell]):
             raise UsageError(f"engine torch-cell loops nn.RNNCell/nn.LSTMCell, which cell {self.cell} has no twin of; "
                              "use the loop engine", params=("engine", "cell"))
+        self._check_init_and_momentum()
         check_model_options(self.to_dict())  # types and sizes: nothing absurd reaches the allocator
+
+    def _check_init_and_momentum(self) -> None:
+        try:
+            check_init(self.init, self.forget_bias)
+        except ValueError as e:
+            raise UsageError(str(e), params=("init", "forget_bias")) from None
+        if self.forget_bias is not None and CELLS[self.cell].gates != 4:
+            raise UsageError(f"forget_bias: cell {self.cell!r} has no forget gate", params=("forget_bias",))
+        if not issubclass(CELLS[self.cell], MomentumCell):
+            # a base cell is the momentum cell at mu = 0, s = 1; anything else needs the momentum cell
+            if self.mu not in (None, 0.0) or self.s not in (None, 1.0):
+                raise UsageError(f"mu/s: cell {self.cell!r} has no momentum (it is mu = 0, s = 1); "
+                                 f"use momentum-{self.cell.split('-')[-1]}", params=("mu", "s"))
+            return
+        if self.mu is not None and not 0.0 <= self.mu < 1.0:
+            raise UsageError(f"mu (momentum) must be in [0, 1), got {self.mu}", params=("mu",))
+        if self.s is not None and not self.s > 0.0:
+            raise UsageError(f"s (step size) must be positive, got {self.s}", params=("s",))
+
+    def core_options(self) -> dict[str, Any]:
+        """The cell constructor's options: ``cell_options`` with ``mu``/``s`` over them for momentum cells."""
+        options = dict(self.cell_options)
+        if issubclass(CELLS[self.cell], MomentumCell):
+            options.update({k: v for k, v in (("mu", self.mu), ("s", self.s)) if v is not None})
+        return options
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +94,20 @@ class ModelConfig:
         return cls(**data)
 
 
+def settings_for_cell(cell: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Shared model settings as one cell takes them: ``mu``/``s`` only for momentum cells, ``forget_bias``
+    only for cells with a forget gate (so one ``--mu`` or ``--forget-bias`` can be given to a mixed list)."""
+    kind = CELLS.get(cell)
+    if kind is None:
+        return dict(settings)
+    drop = set()
+    if not issubclass(kind, MomentumCell):
+        drop |= {"mu", "s"}
+    if kind.gates != 4:
+        drop.add("forget_bias")
+    return {k: v for k, v in settings.items() if k not in drop}
+
+
 class Encoder(nn.Module):
     """Token ids ``(T, N)`` (+ a condition id per sequence) -> core outputs ``(T, N, H)``."""
 
@@ -72,8 +117,11 @@ class Encoder(nn.Module):
         self.condition = nn.Embedding(cfg.num_conditions, cfg.condition_dim) if cfg.num_conditions else None
         input_size = cfg.embed_dim + (cfg.condition_dim if cfg.num_conditions else 0)
         self.core = Recurrent(
-            cfg.cell, input_size, cfg.hidden_size, cfg.num_layers, cfg.dropout, cfg.engine, **cfg.cell_options
+            cfg.cell, input_size, cfg.hidden_size, cfg.num_layers, cfg.dropout, cfg.engine, **cfg.core_options()
         )
+        if cfg.init != "pytorch" or cfg.forget_bias is not None:
+            for layer in self.core.layers:
+                initialise(layer, cfg.init, cfg.forget_bias)
 
     def forward(
         self, idx: Tensor, state: State | None = None, condition: Tensor | None = None

@@ -21,6 +21,8 @@ MAX_SEQ_LEN = 1_000_000
 MAX_PARAMETERS = 500_000_000  # 2 GB of float32 weights, 6 GB more to train them with Adam
 MAX_STEP = 2**62
 MAX_MEMBERS = 64  # networks in a classifier ensemble
+MAX_FORGET_BIAS = 1e3  # |forget_bias| at init: a sigmoid is saturated long before
+MAX_STEP_SIZE = 1e3  # a momentum cell's step size s
 MAX_TEMPERATURE = 1e6
 
 
@@ -154,6 +156,10 @@ def check_model(model: dict[str, Any], where: str = "") -> None:
     _int(model, "num_conditions", where, 0, MAX_CLASSES)
     _int(model, "condition_dim", where, 0, MAX_WIDTH)
     _int(model, "members", where, 1, MAX_MEMBERS)
+    _str(model, "init", where)
+    for key, low, high in (("forget_bias", -MAX_FORGET_BIAS, MAX_FORGET_BIAS), ("mu", 0, 1), ("s", 0, MAX_STEP_SIZE)):
+        if model.get(key) is not None:  # None: the init's or the cell's own default
+            _number(model, key, where, low, high, high_open=key == "mu")
     options = _dict(model, "cell_options", where, required=False)
     for key, value in (options or {}).items():
         if not (isinstance(value, (bool, int, float)) and (isinstance(value, bool) or math.isfinite(value))):

@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "chargen.stops": 4,  # stop strings over any stream of generated text
     "chargen.models": 3,
     "chargen.core": 2,
+    "chargen.inits": 2,  # weight initialisations of the cells (the paper's init, the forget-gate bias)
     "chargen.cells": 1,
     "chargen.plots": 1,  # draws from results and a cell's time gate
     "chargen.ngram": 1,  # the classifier's count-based baseline (and its fused n-gram model)

@@ -356,6 +356,13 @@ CASES = [
          "no such word2vec model folder"),
     Case("word2vec: a language model is not a word2vec model", ["word2vec", "--similar", "king", "--model",
                                                                 "{world}/models/lm"], 1, "vocab.json: missing"),
+    # momentum study, and the study's options on other commands
+    Case("momentum-study: unknown part", ["momentum-study", "--only", "everything", "--out", "{tmp}/m"], 2,
+         "--only: unknown part 'everything'"),
+    Case("compare: unknown grid key", ["compare", "--task", "palindrome", "--cells", "momentum-rnn", "--grid", "eta=1",
+                                       "--out", "{tmp}/c"], 2, "grid: unknown key 'eta'"),
+    Case("probe: unknown init", ["probe", "--cells", "lstm", "--init", "glorot", "--out", "{tmp}/p"], 2,
+         "init must be one of pytorch, paper"),
     # anything
     Case("unknown command", ["translate"], 2, "No such command 'translate'"),
     Case("unknown option", ["corpora", "--colour"], 2, "No such option"),
@@ -597,7 +604,10 @@ HOSTILE = [
     Case("F14 train: --lr nan", [*TRAIN, "--lr", "nan"], 2, "--lr must be positive"),
     Case("F14 train: --dropout nan", [*TRAIN, "--dropout", "nan"], 2, "--dropout must be in [0, 1)"),
     Case("F14 train: --mu nan", [*TRAIN, "--cell", "momentum-rnn", "--mu", "nan"], 2,
-         "cell_options.mu must be a finite number"),
+         "--mu (momentum) must be in [0, 1), got nan"),  # mu is a ModelConfig field (issue 14)
+    Case("F14 train: --s inf", [*TRAIN, "--cell", "momentum-rnn", "--s", "inf"], 2, "s must be a number in"),
+    Case("F14 train: --forget-bias on an RNN", [*TRAIN, "--cell", "rnn", "--forget-bias", "1"], 2,
+         "--forget-bias: cell 'rnn' has no forget gate"),
     Case("F14 resume: .lock is a directory", ["train", "--resume", M + "s-lock-dir", "--steps", "3"], 1,
          "is a directory, not a chargen lock file"),
     Case("F14 resume: .lock is a FIFO", ["train", "--resume", M + "s-lock-fifo", "--steps", "3"], 1,

@@ -238,7 +238,7 @@ def test_cli_compare_builds_the_configuration_and_prints_the_table(
     assert invoked.exit_code == 0, invoked.output
     assert seen["task"] == "lm" and seen["cells"] == ["rnn", "momentum-rnn"] and seen["seeds"] == [0, 1]
     assert seen["train"] == {"device": "auto", "time_limit": 120.0, "lr": 0.01}
-    assert seen["model"] == {"hidden_size": 16, "cell_options": {"mu": 0.3}}
+    assert seen["model"] == {"hidden_size": 16, "mu": 0.3}  # a ModelConfig field, given to the momentum cells only
     assert seen["task_options"] == {"corpus": str(corpus)} and seen["out_dir"] == out
     assert "momentum-rnn" in invoked.stdout and "val loss" in invoked.stdout and "±" in invoked.stdout
 

@@ -184,7 +184,8 @@ def test_unprimed_greedy_text_is_the_same_every_time(one_torch_thread) -> None:
 def test_the_schema_knows_every_model_setting() -> None:
     """A new ModelConfig field must be given a type and range in chargen.schema."""
     checked = {"kind", "cell", "engine", "vocab_size", "embed_dim", "hidden_size", "num_layers", "dropout",
-               "num_classes", "num_conditions", "condition_dim", "cell_options", "members"}
+               "num_classes", "num_conditions", "condition_dim", "cell_options", "members",
+               "init", "forget_bias", "mu", "s"}  # issue 14: the init and momentum settings
     assert set(ModelConfig.__dataclass_fields__) == checked
     schema.check_model(ModelConfig(vocab_size=80).to_dict())
 

@@ -101,6 +101,9 @@ def compare(
     embed: Annotated[Optional[int], typer.Option(help="Character embedding size.", rich_help_panel=MODEL)] = None,
     mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum mu.", rich_help_panel=MODEL)] = None,
     step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s.", rich_help_panel=MODEL)] = None,
+    init: Annotated[Optional[str], typer.Option(help="Weight init of every cell: [b]pytorch[/] or [b]paper[/] (orthogonal W_ih, identity W_hh, forget bias 2).", rich_help_panel=MODEL)] = None,
+    forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM-family cells: forget-gate bias at init, b_ih[f] + b_hh[f].", rich_help_panel=MODEL)] = None,
+    grid: Annotated[Optional[list[str]], typer.Option(help="Sweep instead (repeatable): [b]mu=0,0.3,0.6,0.9[/], [b]s=...[/], [b]lr=1e-3,3e-3[/], [b]forget-bias=...[/]; each variant at its best lr on validation, the mu=0, s=1 control always in.", rich_help_panel=MODEL, show_default=False)] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the task's).", rich_help_panel=BUDGET)] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Steps between validations (default: a twentieth of --steps).", rich_help_panel=BUDGET)] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Validation loss for 'steps to threshold' (default: the worst cell's mean final loss).", rich_help_panel=OUTPUT)] = None,
@@ -118,6 +121,7 @@ def compare(
       chargen compare --task classify --cells rnn,momentum-rnn,lstm,momentum-lstm --seeds 3
       chargen compare --task lm --corpus grimm --seeds 2 --steps 300 --hidden 128
       chargen compare --task palindrome --length 20 --cells rnn,lstm --time 1m
+      chargen compare --task palindrome --length 20 --cells momentum-rnn --init paper --grid mu=0,0.3,0.6,0.9 --grid lr=1e-3,3e-3
     """
     from chargen.cells import resolve_cells
     from chargen.experiments.compare import CURVES_PNG, DEFAULT_CELLS, RESULTS_JSON, compare as run_compare
@@ -139,9 +143,8 @@ def compare(
             train[key] = value
     model: dict[str, Any] = {k: v for k, v in {"hidden_size": hidden, "num_layers": layers, "embed_dim": embed}.items()
                              if v is not None}
-    cell_options = {k: v for k, v in {"mu": mu, "s": step_size}.items() if v is not None}
-    if cell_options:
-        model["cell_options"] = cell_options
+    model.update({k: v for k, v in {"mu": mu, "s": step_size, "init": init, "forget_bias": forget_bias}.items()
+                  if v is not None})
     task_options = {k: v for k, v in {"corpus": corpus, "length": length, "seq_len": seq_len,
                                       "batch_size": batch_size}.items() if v is not None}
     out_dir = out or timestamped_dir(f"compare-{task}")
@@ -151,6 +154,9 @@ def compare(
     with download_progress(quiet) as fetch:
         build_task(task, seed=seed_list[0], progress=fetch, **resolve_options(task, task_options))
     check_out_dir(out_dir)
+    if grid:
+        _sweep(task, names, grid, seed_list, task_options, model, train, out_dir, as_json, quiet)
+        return
     grid = GridProgress("compare", len(names) * len(seed_list), quiet)
     with grid:
         result = run_compare(task, names, seed_list, task_options=task_options, model=model, train=train,
@@ -165,6 +171,50 @@ def compare(
         table_console().print(compare_table(result))
     err_console.print(f"saved [bold]{out_dir / RESULTS_JSON}[/] and [bold]{out_dir / CURVES_PNG}[/] "
                       f"({result.elapsed:.0f}s)", highlight=False)
+
+
+def sweep_table(result: dict[str, Any]) -> Table:
+    """One row per variant at its chosen learning rate: validation loss (and solve rate on palindromes)."""
+    palindrome = result["task"] == "palindrome"
+    table = Table(title=f"chargen compare --grid: {result['task']}, each variant at its best lr on validation",
+                  caption="control: mu = 0, s = 1 (the base cell); matched-forget-bias: an LSTM at a winning "
+                          "MomentumLSTM's effective forget bias" + ("; solved: held-out accuracy >= 99%, "
+                                                                    "95% Wilson interval" if palindrome else ""),
+                  title_justify="left", caption_justify="left")
+    for name in ("variant", "role", "lr", "val loss", "accuracy") + (("solved", "95% CI") if palindrome else ()):
+        table.add_column(name, justify="left" if name in ("variant", "role") else "right")
+    for row in result["rows"]:
+        cells = [row["label"], row["role"], f"{row['lr']:g}" if row["lr"] is not None else "default",
+                 _fmt(row["val_loss"], 4), _fmt(row["accuracy"], 3)]
+        if palindrome:
+            cells += [f"{row['solved']}/{row['n']}", f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"]
+        table.add_row(*cells)
+    return table
+
+
+def _sweep(task: str, names: list[str], grid: list[str], seeds: list[int], task_options: dict[str, Any],
+           model: dict[str, Any], train: dict[str, Any], out_dir: Path, as_json: bool, quiet: bool) -> None:
+    from chargen.experiments.compare_sweep import SWEEP_JSON, compare_sweep
+    from chargen.experiments.sweep import parse_grid
+
+    parsed = parse_grid(grid)
+    if "lr" in parsed and "lr" in train:
+        raise UsageError("give the learning rate either as --lr or in --grid lr=..., not both")
+    for key in ("mu", "s", "forget_bias"):
+        if key in parsed and key in model:
+            raise UsageError(f"give {key} either as an option or in --grid, not both")
+
+    def say(message: str) -> None:
+        if not quiet:
+            err_console.print(f"[dim]sweep:[/] {message}", highlight=False)
+
+    result = compare_sweep(task, names, parsed, seeds, task_options=task_options, model=model, train=train,
+                           out_dir=out_dir, progress=say)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        table_console().print(sweep_table(result))
+    err_console.print(f"saved [bold]{out_dir / SWEEP_JSON}[/]", highlight=False)
 
 
 def gradients_table(result: Any) -> Table:

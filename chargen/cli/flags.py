@@ -20,6 +20,7 @@ FLAGS: dict[str, str] = {
     "batch": "--batch", "n": "-n", "seed": "--seed", "names_file": "--names",
     "early_stop": "--early-stop", "beams": "--beam", "stop": "--stop",
     "skip_unknown": "--skip-unknown",
+    "init": "--init", "forget_bias": "--forget-bias", "mu": "--mu", "s": "--s", "grid": "--grid",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
 

@@ -155,6 +155,8 @@ def train(
     dropout: Annotated[Optional[float], typer.Option(help=f"Dropout between layers. Default: {HELP_DEFAULTS['dropout']}.", rich_help_panel=MODEL)] = None,
     mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum coefficient mu.", rich_help_panel=MODEL)] = None,
     step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s.", rich_help_panel=MODEL)] = None,
+    init: Annotated[Optional[str], typer.Option(help="Weight init: [b]pytorch[/] (uniform) or [b]paper[/] (MomentumRNN's: orthogonal W_ih, identity W_hh, forget bias 2).", rich_help_panel=MODEL)] = None,
+    forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM family: forget-gate bias at init, b_ih[f] + b_hh[f] (char-rnn: 1).", rich_help_panel=MODEL)] = None,
     learn_momentum: Annotated[bool, typer.Option("--learn-momentum", help="Momentum cells: learn mu and s.", rich_help_panel=MODEL)] = False,
     steps: Annotated[Optional[int], typer.Option(help=f"Optimisation steps (the budget, with or instead of --time). Default: {HELP_DEFAULTS['steps']}.", rich_help_panel=OPTIM)] = None,
     time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it.", rich_help_panel=OPTIM)] = None,
@@ -206,11 +208,10 @@ def train(
         model_cfg.check()
     else:
         task_name = task
-        cell_options = {k: v for k, v in {"mu": mu, "s": step_size}.items() if v is not None}
-        if learn_momentum:
-            cell_options["learn_momentum"] = True
+        cell_options = {"learn_momentum": True} if learn_momentum else {}
         model = {"cell": cell, "engine": engine.value if engine else None, "num_layers": layers,
-                 "hidden_size": hidden, "embed_dim": embed, "dropout": dropout, "cell_options": cell_options or None}
+                 "hidden_size": hidden, "embed_dim": embed, "dropout": dropout, "cell_options": cell_options or None,
+                 "init": init, "forget_bias": forget_bias, "mu": mu, "s": step_size}
         train = {**budget, "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
                  "eval_every": eval_every, "sample_every": sample_every, "seed": seed, "device": device,
                  "deterministic": deterministic, "early_stop": early_stop, "threads": threads}

@@ -23,9 +23,13 @@ from chargen.runtime import resolve_seeds
 from chargen.tasks import build_task
 from chargen.tasks.palindrome import CHANCE, PalindromeConfig
 from chargen.tasks.resolve import resolve_model, resolve_train, task_defaults
+from chargen.experiments.sweep import solve_summary
+from chargen.models import settings_for_cell
+from chargen.tracking import read_jsonl
 from chargen.train import fit
 
 TASK = "palindrome"
+SOLVED = 0.99  # a run "solves" its length when its final held-out accuracy is at least this
 THRESHOLD = 0.9  # "keeps >= 90%": the level the probe summary reports per cell
 PROBE_MAX_STEPS = 500
 
@@ -68,6 +72,10 @@ class ProbeSettings:
     eval_every: int = 50
     device: str = "cpu"
     cell_options: dict[str, Any] | None = None
+    init: str = "pytorch"  # or "paper": chargen.inits
+    forget_bias: float | None = None  # LSTM family only
+    mu: float | None = None  # momentum cells only (None: the cell's default)
+    s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "hidden_size", "num_layers", "embed_dim", "batch_size", "eval_every"):
@@ -92,7 +100,9 @@ def probe_run(cell: str, length: int, seed: int, settings: ProbeSettings | None 
     task = build_task(TASK, seed=seed, length=length, batch_size=settings.batch_size)
     model_cfg = resolve_model(TASK, {"hidden_size": settings.hidden_size, "num_layers": settings.num_layers,
                                      "embed_dim": settings.embed_dim, "engine": settings.engine,
-                                     "cell_options": dict(settings.cell_options or {})}, cell=cell)
+                                     "cell_options": dict(settings.cell_options or {}),
+                                     **settings_for_cell(cell, {"init": settings.init, "forget_bias": settings.forget_bias,
+                                                                "mu": settings.mu, "s": settings.s})}, cell=cell)
     train_cfg = resolve_train(TASK, {"steps": budget, "lr": settings.lr, "eval_every": settings.eval_every,
                                      "sample_every": settings.eval_every, "log_every": settings.eval_every,
                                      "seed": seed, "device": settings.device})
@@ -100,12 +110,24 @@ def probe_run(cell: str, length: int, seed: int, settings: ProbeSettings | None 
     with tempfile.TemporaryDirectory(prefix="chargen-probe-") as tmp:
         run = fit(task, model_cfg, train_cfg, Path(tmp) / "run",
                   command=f"chargen probe (cell {cell}, length {length}, seed {seed})")
+        solved_at = first_step_at(Path(tmp) / "run" / "metrics.jsonl", SOLVED)
     return {
         "cell": cell, "length": length, "seed": seed,
         "accuracy": run.metrics["accuracy"], "val_loss": run.metrics["val_loss"],
         "steps": run.step, "budget": budget, "stopped_early": run.step < budget,
+        "solved": run.metrics["accuracy"] >= SOLVED, "solved_at": solved_at,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def first_step_at(metrics_path: Path, accuracy: float) -> int | None:
+    """The first evaluated step whose held-out accuracy is at least ``accuracy`` (None: never)."""
+    if not metrics_path.exists():
+        return None
+    for record in read_jsonl(metrics_path):
+        if record.get("split") == "val" and record.get("accuracy", 0.0) >= accuracy:
+            return int(record["step"])
+    return None
 
 
 def summarise(runs: Sequence[dict[str, Any]], cells: Sequence[str], lengths: Sequence[int]) -> list[dict[str, Any]]:
@@ -122,8 +144,18 @@ def summarise(runs: Sequence[dict[str, Any]], cells: Sequence[str], lengths: Seq
                 "cell": cell, "length": length, "n": len(acc), "mean": statistics.fmean(acc),
                 "std": statistics.stdev(acc) if len(acc) > 1 else 0.0, "min": min(acc), "max": max(acc),
                 "steps_mean": statistics.fmean(r["steps"] for r in these),
+                **solve_stats(these),
             })
     return rows
+
+
+def solve_stats(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Solved runs (final held-out accuracy >= SOLVED), the rate's Wilson 95% interval and the median steps to solve."""
+    if any("solved" not in r for r in runs):  # records saved before solve rates were kept
+        return {}
+    found = solve_summary(runs)
+    return {"solved": found["solved"], "solve_ci": [found["ci_low"], found["ci_high"]],
+            "steps_to_solve_median": found["steps_to_solve_median"]}
 
 
 def longest_kept(summary: Sequence[dict[str, Any]], cells: Sequence[str],

@@ -6,7 +6,8 @@ The report lives in one folder::
     figures/       PNGs drawn from the results (copied from the commands that make them, or drawn here)
     results/       the JSON each experiment wrote: gradients/, compare-classify/, compare-lm/, probe/,
                    reference/, bptt.json, lm-samples.json, surnames.json, surnames-gen.json, and
-                   exercises/ (the course exercises: the cheap ones made here, the slow ones by their own commands)
+                   exercises/ (the course exercises: the cheap ones made here, the slow ones by their own commands),
+                   momentum/ (the momentum study: ``chargen momentum-study`` writes it; the report only reads it)
 
 ``build_report`` runs each experiment whose results file is missing (or is named in ``rerun``)
 with the budget of the mode -- ``FULL`` for the committed report, ``QUICK`` for CI -- through the
@@ -19,7 +20,8 @@ prove that no number outside equations and code was typed by hand (``untraced_nu
 Modules: ``context`` (folder layout, budgets, callbacks, the shared ``Context``), ``numbers`` (number
 tracing), ``runners`` (the experiments at the mode's budget), ``sections`` (the Markdown, each
 section next to the numbers it cites; ``SECTIONS`` is the order, one line per section), ``exercises`` (the
-course-exercise sections and the question map), ``build`` (``build_report``).
+course-exercise sections and the question map), ``momentum`` (the momentum study's sections, from
+``results/momentum/``), ``build`` (``build_report``).
 """
 
 from __future__ import annotations

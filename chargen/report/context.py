@@ -14,6 +14,7 @@ from chargen.tracking import read_json
 
 REPORT_MD = "report.md"
 RESULTS = "results"
+MOMENTUM = "momentum"  # the momentum study's results under RESULTS (chargen momentum-study --out; never run by the report)
 FIGURES = "figures"
 PAIRS = (("rnn", "momentum-rnn"), ("lstm", "momentum-lstm"))  # base cell, its momentum version
 TEMPERATURES = (0.0, 0.5, 1.0, 2.0)

@@ -40,6 +40,11 @@ class Numbers:
     def list(self, values: Sequence[float | int], spec: str = "g") -> str:
         return ", ".join(self(v, spec) for v in values)
 
+    def quote(self, text: str) -> str:
+        """Prose read from a results file (a study's description, an arm's label): its numbers are that file's."""
+        self.emitted.update(_NUMBER.findall(text))
+        return text
+
 
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?")
 _UNCHECKED = re.compile(

@@ -24,7 +24,7 @@ from typing import Any
 
 from chargen.cells import default_engine, get_cell
 from chargen.errors import UsageError
-from chargen.models import ModelConfig
+from chargen.models import ModelConfig, settings_for_cell
 from chargen.tasks import TASKS, known_task
 from chargen.train import TrainConfig
 
@@ -87,7 +87,8 @@ def resolve_model(task: str, overrides: Mapping[str, Any] | None = None, *, cell
     Without an ``engine`` the cell's default engine is used; an explicit ``fused`` for a cell
     without a kernel is an error. With ``share_cell_options`` the ``cell_options`` are one set for
     many cells: each cell keeps the ones its constructor takes (``mu``/``s`` only to momentum cells),
-    and their values are checked by building a cell.
+    and their values are checked by building a cell; the same holds for the ModelConfig fields
+    ``mu``/``s`` and ``forget_bias`` (``init`` applies to every cell).
     """
     over = given(overrides)
     defaults = task_defaults(task).model
@@ -102,6 +103,7 @@ def resolve_model(task: str, overrides: Mapping[str, Any] | None = None, *, cell
     if share_cell_options:
         get_cell(name)  # an unknown cell fails as unknown, before its options are looked at
         cell_options = cell_options_for(name, cell_options)
+        settings = settings_for_cell(name, settings)  # mu/s to momentum cells, forget_bias to the LSTM family
         if settings.get("engine") == "fused" and not get_cell(name).has_fused:
             raise UsageError(f"cell {name!r} has no fused kernel; compare it with engine 'loop' (or leave engine out)")
     settings["engine"] = settings.get("engine") or default_engine(name)
