@@ -257,7 +257,7 @@ def test_cli_gradients_json(tmp_path: Path) -> None:
     assert (tmp_path / "gradients.png").exists() and (tmp_path / "gradients.json").exists()
     from rich.console import Console
 
-    from chargen.cli.compare import gradients_table
+    from chargen.cli.gradients import gradients_table
 
     console = Console(width=200, record=True)
     console.print(gradients_table(load_gradients(tmp_path)))
