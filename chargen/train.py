@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -240,11 +241,20 @@ def fit(
             device = group.device
             run_dir = Path(group.broadcast(str(run_dir)))  # rank 0's: a default name holds a timestamp
         threads = torch.get_num_threads()
+        training: _Training | None = None
         try:
             training = _Training(task, model_cfg, cfg, Path(run_dir), callbacks, group, device, resume, command)
             if init_weights is not None and not resume:
                 training.start_from(init_weights, parent)
             return training.run()
+        except BaseException as e:
+            if group is not None:
+                # Free the DDP wrapper here, while its process group lives. Left to the traceback's frames, it
+                # would be freed after the group is destroyed, holding the GIL, and its gloo worker thread
+                # (waiting for the GIL to drop a tensor) would never join: a rank hung on exit (seen once).
+                training = None
+                traceback.clear_frames(e.__traceback__)
+            raise
         finally:
             torch.set_num_threads(threads)  # the caller's setting comes back
 
