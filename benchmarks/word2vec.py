@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def main() -> None:
     doc = json.loads(args.out.read_text()) if args.out.exists() else {}
     doc["machine"] = {"cpu_count": os.cpu_count(), "threads": args.threads, "load_average": os.getloadavg(),
                       "python": platform.python_version(), "torch": torch.__version__,
-                      "command": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/word2vec.py", "commit": _commit()}
+                      "command": " ".join(["python", *sys.argv]), "commit": _commit()}
     if args.part in ("all", "updates"):
         doc["updates"] = {"batch": 256, "dim": 100, "negatives": 5,
                           "rows": time_updates([int(v) for v in args.vocab_sizes.split(",")])}
