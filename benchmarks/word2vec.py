@@ -144,10 +144,12 @@ def main() -> None:
                       "python": platform.python_version(), "torch": torch.__version__,
                       "command": " ".join(["python", *sys.argv]), "commit": _commit()}
     if args.part in ("all", "updates"):
-        doc["updates"] = {"batch": 256, "dim": 100, "negatives": 5,
+        doc["updates"] = {"batch": 256, "dim": 100, "negatives": 5, "threads": args.threads,
+                          "command": doc["machine"]["command"], "load_average": os.getloadavg(),
                           "rows": time_updates([int(v) for v in args.vocab_sizes.split(",")])}
     if args.part in ("all", "gensim"):
         doc["gensim"] = compare_gensim([int(s) for s in args.seeds.split(",")], args.threads, args.epochs)
+        doc["gensim"]["command"] = doc["machine"]["command"]
         doc["machine"]["load_average_after"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1))

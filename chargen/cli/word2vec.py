@@ -36,7 +36,7 @@ def word2vec(
     sample: Annotated[float, typer.Option(help="Subsampling threshold t of frequent words (0: off).",
                                           rich_help_panel=TRAIN)] = 1e-4,
     epochs: Annotated[int, typer.Option(help="Passes over the corpus.", rich_help_panel=TRAIN)] = 5,
-    lr: Annotated[float, typer.Option(help="Starting learning rate (decays linearly).", rich_help_panel=TRAIN)] = 0.025,
+    lr: Annotated[float, typer.Option(help="Starting learning rate (decays linearly).", rich_help_panel=TRAIN)] = 0.05,
     batch_size: Annotated[int, typer.Option(help="Pairs per update.", rich_help_panel=TRAIN)] = 1024,
     seed: Annotated[int, typer.Option(help="Random seed.", rich_help_panel=TRAIN)] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Model folder [default: checkpoints/word2vec-<time>].",

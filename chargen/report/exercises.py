@@ -173,9 +173,9 @@ kept with probability $\sqrt{t/f} + t/f$) and a window drawn from $1..5$ for eac
         grow_s = last["softmax_ms"] / first["softmax_ms"]
         grow_n = last["negative_ms"] / first["negative_ms"]
         parts.append(
-            f"**The cost, measured** (`{machine.get('command', MAKERS['word2vec.json'])} --part updates`; one update of "
+            f"**The cost, measured** (`{up.get('command', MAKERS['word2vec.json'])}`; one update of "
             f"{n.int(up['batch'])} pairs, $d$ = {n.int(up['dim'])}, $K$ = {n.int(up['negatives'])}, "
-            f"{n.int(machine.get('threads', 1))} thread, median of repeated updates):\n\n" + "\n".join(rows)
+            f"{n.int(up.get('threads', machine.get('threads', 1)))} thread(s), median of repeated updates):\n\n" + "\n".join(rows)
             + f"\n\nFrom {n.int(first['vocab'])} to {n.int(last['vocab'])} words the softmax update grows "
             f"{n(grow_s, '.0f')}-fold, in step with the vocabulary; the negative-sampling update changes by a factor of "
             f"{n(grow_n, '.1f')}: flat, whatever the vocabulary (what varies is noise and cache effects).")
@@ -203,11 +203,11 @@ kept with probability $\sqrt{t/f} + t/f$) and a window drawn from $1..5$ for eac
         band, bce_target, seconds_target = TARGETS["wordsim_band"], TARGETS["bce"], TARGETS["seconds"]
         verdict_rho = ("within" if abs(c_rho - g_rho) <= band else ("above" if c_rho > g_rho else "below"))
         parts.append(
-            f"**Against gensim** (`{machine.get('command', MAKERS['word2vec.json'])}`): both train skip-gram on the four "
+            f"**Against gensim** (`{g.get('command', MAKERS['word2vec.json'])}`): both train skip-gram on the four "
             f"books ({n.int(g['tokens'])} word tokens in {n.int(g['sentences'])} sentences) with $d$ = {n.int(s['dim'])}, "
             f"window {n.int(s['window'])}, min count {n.int(s['min_count'])}, $t$ = {n.sci(s['sample'])}, $K$ = "
             f"{n.int(s['negatives'])}, {n.int(s['epochs'])} epochs, learning rate {n(s['lr'], 'g')}, one after the other in one "
-            f"process with {n.int(g['threads'])} thread(s) each, niced.{load_text} WordSim353 is Spearman's ρ on the "
+            f"process with {n.int(g['threads'])} thread(s) each.{load_text} WordSim353 is Spearman's ρ on the "
             f"{n.int(covered)} of {n.int(runs[0]['wordsim_pairs'])} pairs both vocabularies cover; analogies are gensim's "
             f"`evaluate_word_analogies` on questions-words.txt for both.\n\n" + "\n".join(rows)
             + f"\n\nMean over seeds: chargen ρ = {n(c_rho, '.3f')}, gensim ρ = {n(g_rho, '.3f')} (chargen {verdict_rho} "
@@ -223,7 +223,7 @@ kept with probability $\sqrt{t/f} + t/f$) and a window drawn from $1..5$ for eac
             f"({'met' if abs(c_rho - g_rho) <= band else ('above the band, not below it' if c_rho > g_rho else 'missed')}). "
             f"Loss ≤ {n(bce_target, '.2f')}: {n(c_bce, '.3f')} ({'met' if c_bce <= bce_target else 'missed'}). "
             f"{n.int(TARGETS['epochs'])} epochs in ≤ {n.int(seconds_target)} s on {n.int(TARGETS['cores'])} cores: "
-            f"{n(c_sec, '.0f')} s on one thread of a machine loaded by others ({'met' if within_time else 'missed here'}); "
+            f"{n(c_sec, '.0f')} s with {n.int(g['threads'])} thread(s) ({'met' if within_time else 'missed here'}); "
             f"gensim, timed beside it, took {n(g_sec, '.0f')} s.")
         cli = _load(results, "word2vec-cli.json")
         if cli and cli.get("history"):
