@@ -84,6 +84,11 @@ def output_failed(e: OSError) -> None:
     is one a full or closed output gives; anything else is raised again."""
     if e.errno not in (errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT, errno.EBADF):
         raise e
+    _give_up_on_stdout(e)
+
+
+def _give_up_on_stdout(e: OSError) -> None:
+    """Drop what stdout still holds, say why on stderr (if it can take it) and exit 1."""
     _discard_pending_output()
     try:
         sys.stderr.write(f"error: cannot write the output to stdout: {e.strerror or e}\n")
@@ -103,12 +108,7 @@ def flush_stdout() -> None:
     except BrokenPipeError:
         _discard_pending_output()  # the reader left (``| head``): nothing to say
     except OSError as e:
-        _discard_pending_output()
-        try:
-            sys.stderr.write(f"error: cannot write the output to stdout: {e.strerror or e}\n")
-        except (OSError, AttributeError):
-            pass
-        raise SystemExit(1) from None
+        _give_up_on_stdout(e)
 
 
 @contextmanager
