@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chargen.report.numbers import Numbers
+
 from chargen.experiments.exercises import CURVES, PARITY
 from chargen.experiments.optimisers import MOMENTUM
 
@@ -27,7 +29,7 @@ from chargen.experiments.optimisers import MOMENTUM
 TARGETS = {"wordsim_band": 0.05, "bce": 0.40, "epochs": 5, "seconds": 180, "cores": 2}
 
 MAKERS = {
-    "word2vec.json": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/word2vec.py",
+    "word2vec.json": "python benchmarks/word2vec.py --part all --seeds 0,1,2 --threads 2",
     "tutorial.json": "python -c 'from chargen.reference.tutorial import *; "
                      "run_tutorial_study(TutorialSettings(steps=1200), \"docs/report/results/exercises\")'",
     "optimisers.json": "python -c 'from chargen.experiments.optimisers import *; "
@@ -39,28 +41,7 @@ MAKERS = {
 }
 
 
-class Fmt:
-    """A stand-in for the report's ``Numbers`` when none is given: the same calls, no tracing."""
-
-    def __call__(self, value: float | int | None, spec: str = ".3f") -> str:
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            return "n/a"
-        return format(value, spec)
-
-    def int(self, value: float | int) -> str:
-        return self(int(value), ",d")
-
-    def pct(self, value: float | None, digits: int = 1) -> str:
-        return "n/a" if value is None else self(100 * value, f".{digits}f") + "%"
-
-    def sci(self, value: float | None) -> str:
-        return self(value, ".1e")
-
-    def list(self, values: list[float | int], spec: str = "g") -> str:
-        return ", ".join(self(v, spec) for v in values)
-
-
-Formatter = Any  # Fmt or the report's Numbers
+Formatter = Numbers  # the report's, or a fresh one when a section is built on its own
 
 
 def _load(results: Path, name: str) -> dict[str, Any] | None:
@@ -92,7 +73,7 @@ QUESTIONS: list[dict[str, str]] = [
     {"assignment": "palindromes / phased LSTM / book LSTM", "question": "when does the time gate help? which of tau, s, r_on can be learned?",
      "section": "Phased LSTM: when the time gate helps, what can be learned", "command": "chargen train --cell phased-lstm --engine loop"},
     {"assignment": "palindromes / phased LSTM / book LSTM", "question": "what changes as training evolves? what at each temperature?",
-     "section": "Observations: training and temperature", "command": "chargen train --corpus grimm; chargen sample --temperature T"},
+     "section": "Observations: training and temperature", "command": "chargen train --corpus grimm; chargen sample --temp T"},
     {"assignment": "numpy RNN + hand LSTM", "question": "BPTT by hand, checked",
      "section": "Backpropagation through time in the vanilla RNN", "command": "chargen reference numpy-rnn"},
     {"assignment": "numpy RNN + hand LSTM", "question": "LSTM parameter count",
@@ -127,7 +108,7 @@ def question_map_section() -> str:
 
 # -- word2vec ------------------------------------------------------------------------------------
 def word2vec_section(results: Path, n: Formatter | None = None) -> str:
-    n = n or Fmt()
+    n = n or Numbers()
     doc = _load(results, "word2vec.json")
     theory = r"""## word2vec: skip-gram with full softmax and negative sampling
 
@@ -244,7 +225,7 @@ kept with probability $\sqrt{t/f} + t/f$) and a window drawn from $1..5$ for eac
 
 # -- engines ---------------------------------------------------------------------------------------
 def engines_section(results: Path, n: Formatter | None = None) -> str:
-    n = n or Fmt()
+    n = n or Numbers()
     doc = _load(results, "engines.json")
     head = r"""## Three engines: loop, torch-cell, fused
 
@@ -278,7 +259,7 @@ tolerance from the same weights, forward and backward, and for the training curv
 
 # -- the tutorials' networks ---------------------------------------------------------------------------
 def tutorial_section(results: Path, n: Formatter | None = None) -> str:
-    n = n or Fmt()
+    n = n or Numbers()
     doc = _load(results, "tutorial.json")
     head = r"""## The tutorials' own networks
 
@@ -374,7 +355,7 @@ def _tutorial_answers(task: str, key: str, runs: dict, sizes: list[int], n: Form
 
 # -- the hand-weighted LSTM -------------------------------------------------------------------------
 def hand_lstm_section(results: Path, n: Formatter | None = None) -> str:
-    n = n or Fmt()
+    n = n or Numbers()
     doc = _load(results, "hand_lstm.json")
     head = r"""## The hand-weighted LSTM exercise
 
@@ -425,7 +406,7 @@ gate in `bias_ih`, `bias_hh` = 0); `tests/test_exercises.py` pins them."""
 
 # -- parameter count -------------------------------------------------------------------------------
 def lstm_params_section(results: Path, n: Formatter | None = None) -> str:
-    n = n or Fmt()
+    n = n or Numbers()
     doc = _load(results, "lstm_params.json")
     head = r"""## The LSTM parameter count, one bias per gate
 
@@ -447,7 +428,7 @@ gives the textbook count back."""
 
 # -- optimisers ------------------------------------------------------------------------------------
 def optimisers_section(results: Path, n: Formatter | None = None) -> str:
-    n = n or Fmt()
+    n = n or Numbers()
     doc = _load(results, "optimisers.json")
     head = r"""## Optimisers: SGD, momentum, RMSProp, Adam
 
@@ -537,7 +518,7 @@ section](#the-time-gated-phased-lstm) for the gate's equations and a drawing).""
 
 # -- observations ----------------------------------------------------------------------------------
 def observations_section(results: Path, n: Formatter | None = None) -> str:
-    n = n or Fmt()
+    n = n or Numbers()
     doc = _load(results, "observations.json")
     head = "## Observations: training and temperature"
     if doc is None:
@@ -597,7 +578,7 @@ def _code(text: str) -> str:
 
 # -- LSTM vs RNN -----------------------------------------------------------------------------------
 def lstm_vs_rnn_section(results: Path, n: Formatter | None = None) -> str:
-    n = n or Fmt()
+    n = n or Numbers()
     reasons = r"""## Why an LSTM rather than an RNN
 
 **Reasons.** An Elman RNN rewrites its whole state at every step through a squashing nonlinearity, so what it
@@ -672,7 +653,7 @@ SECTIONS: list[Callable[..., str]] = [
 
 def exercises_markdown(results: Path, n: Formatter | None = None) -> str:
     """The question map and every exercise section, in report order."""
-    n = n or Fmt()
+    n = n or Numbers()
     return "\n\n".join([question_map_section(), *(section(results, n) for section in SECTIONS)]) + "\n"
 
 
