@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import shlex
@@ -249,13 +250,15 @@ def fit(
             return training.run()
         except BaseException as e:
             if group is not None:
-                # Free the DDP wrapper here, while its process group lives. Left to the traceback's frames, it
-                # would be freed after the group is destroyed, holding the GIL, and its gloo worker thread
-                # (waiting for the GIL to drop a tensor) would never join: a rank hung on exit (seen once).
-                training = None
-                traceback.clear_frames(e.__traceback__)
+                traceback.clear_frames(e.__traceback__)  # the failed run's frames must not keep the DDP wrapper alive
             raise
         finally:
+            # Free the DDP wrapper here, while its process group lives. Freed after the group is destroyed, it
+            # would hold the GIL while joining gloo's worker thread, which waits for the GIL to drop a tensor:
+            # a rank hung on exit (seen twice in full-suite runs, after a successful resume).
+            training = None
+            if group is not None:
+                gc.collect()  # a reference cycle through the run (signal handlers, exit stack) must not keep it either
             torch.set_num_threads(threads)  # the caller's setting comes back
 
 
