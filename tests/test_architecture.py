@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "chargen.beam": 4,  # beam search over the generation step
     "chargen.stops": 4,  # stop strings over any stream of generated text
     "chargen.models": 3,
+    "chargen.generation": 4,  # the logits pipeline, constraints, decoders
     "chargen.core": 2,
     "chargen.inits": 2,  # weight initialisations of the cells (the paper's init, the forget-gate bias)
     "chargen.cells": 1,

@@ -1,4 +1,4 @@
-"""Models: character embedding (+ optional condition) -> recurrent core -> LM or classifier head."""
+"""Recurrent models: character embedding (+ optional condition) -> recurrent core -> LM or classifier head."""
 
 from __future__ import annotations
 
