@@ -13,6 +13,7 @@ from chargen.cells import CELLS, MomentumCell, State
 from chargen.core import ENGINES, Recurrent, has_torch_cell
 from chargen.errors import UsageError
 from chargen.inits import check_init, initialise
+from chargen.models.ngram_lm import NGramLM
 from chargen.schema import check_model_options
 
 
@@ -21,6 +22,7 @@ class ModelConfig:
     """Everything needed to rebuild a model; stored as JSON in every checkpoint."""
 
     kind: str = "lm"  # "lm" (next character per step) or "classifier" (one label per sequence)
+    family: str = "recurrent"  # "recurrent" | "transformer" | "ngram"
     vocab_size: int = 0
     embed_dim: int = 64
     cell: str = "lstm"
@@ -199,6 +201,8 @@ class EnsembleClassifier(nn.Module):
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The model a config describes."""
+    if cfg.family == "ngram":  # empty: its count tables come with its checkpoint (load_state_dict)
+        return NGramLM(cfg.vocab_size)
     if cfg.kind == "lm":
         return CharLM(cfg)
     if cfg.kind == "classifier":
