@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from chargen import checkpoint
+from chargen.beam import beam_search
 from chargen.cli import app
 from chargen.errors import CheckpointError, UsageError
 from chargen.models import ModelConfig, build_model
@@ -134,6 +135,9 @@ def test_a_text_shorter_than_the_order_counts_what_it_has() -> None:
     model = counts.model(5)
     p = model.next_distribution([1, 2])
     assert p.sum() == pytest.approx(1, abs=1e-12) and (p > 0).all()
+    seq = np.array([1, 2, 1, 2, 0, 1])
+    assert model.log_probs(seq)[:, 0] == pytest.approx([math.log(model.next_distribution(seq[:t])[seq[t]])
+                                                        for t in range(1, 6)], abs=1e-12)
 
 
 # -- discounts ----------------------------------------------------------------------------------
@@ -317,6 +321,11 @@ def test_sampling_is_seeded_and_temperature_zero_follows_the_likeliest_character
         ids.append(int(np.argmax(model.next_distribution(ids))))
     assert greedy == vocab.decode(ids[2:])
     assert "".join(generate(model, vocab, prime="ab", length=30, top_k=1, seed=3)) == greedy
+    assert beam_search(model, vocab, "ab", 30, 1).text == greedy  # one beam is greedy decoding
+    wide = beam_search(model, vocab, "ab", 30, 4)
+    direct = sum(math.log(model.next_distribution(vocab.encode("ab" + wide.text[:t]))[vocab.id(wide.text[t])])
+                 for t in range(30))
+    assert wide.log_prob == pytest.approx(direct, abs=1e-4)
 
 
 def test_sampling_draws_from_the_kn_distribution() -> None:

@@ -64,6 +64,7 @@ NO_CHAR = -1  # a history slot before a stream's first character
 
 
 def check_order(order: int, high: int = MAX_ORDER) -> int:
+    """``order`` as an int, or a UsageError naming it when it is not an integer in ``1..high``."""
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= high:
         raise UsageError(f"order must be an integer from 1 to {high}, got {order!r}", params="order")
     return int(order)
@@ -79,7 +80,6 @@ class NGramCounts:
 
     vocab_size: int
     levels: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]
-    seconds: float = 0.0  # how long counting took
 
     @property
     def max_order(self) -> int:
@@ -90,14 +90,13 @@ class NGramCounts:
         check_order(order, self.max_order)
         counts = [self.levels[j][2] if j < order - 1 else self.levels[j][1] for j in range(order)]
         model = NGramLM(self.vocab_size)
-        model.set_tables([lvl[0] for lvl in self.levels[:order]], counts, discounts_for(counts, discount))  # type: ignore[misc]
+        model.set_tables([lvl[0] for lvl in self.levels[:order]], counts, discounts_for(counts, discount))  # type: ignore[arg-type]
         return model
 
 
 def count_ngrams(ids: Sequence[int] | np.ndarray | Tensor, vocab_size: int, max_order: int) -> NGramCounts:
     """The trie of ``ids`` up to ``max_order`` (see the module docstring)."""
     check_order(max_order)
-    started = time.perf_counter()
     text = _ids(ids, vocab_size)
     V = vocab_size
     node = np.zeros(len(text), dtype=np.int64)  # node of text[i : i + j - 1]; level 0 is the root, node 0
@@ -113,7 +112,7 @@ def count_ngrams(ids: Sequence[int] | np.ndarray | Tensor, vocab_size: int, max_
             levels[-1] = (below, below_raw, np.bincount(node[first + 1], minlength=len(below)))
         levels.append((keys, raw, None))
         node = inverse
-    return NGramCounts(V, levels, time.perf_counter() - started)
+    return NGramCounts(V, levels)
 
 
 def _unique(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -230,6 +229,8 @@ class _Level:
                 node: np.ndarray | None = None) -> np.ndarray:
         """``P_j(char | h)`` for contexts and characters ``(B,)`` from ``P_{j-1}(char | h')`` ``(B,)``;
         ``node``: the node of ``h char`` when known (it depends on the keys only, not on the counts)."""
+        if not len(self.keys):  # a text shorter than this order: no context has a count here
+            return below
         seen = context >= 0
         safe = np.where(seen, context, 0)
         seen &= self.total[safe] > 0
