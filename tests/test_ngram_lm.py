@@ -370,6 +370,14 @@ def test_cli_refuses_recurrent_options_for_an_ngram_and_order_without_it(tmp_pat
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_an_ngram_run_is_not_a_parent_to_fine_tune(tmp_path: Path) -> None:
+    run = small_run(tmp_path, order=3)
+    result = runner.invoke(app, ["train", "--init-from", str(run), "--corpus", str(tmp_path / "tale.txt"),
+                                 "--steps", "1", "--out", str(tmp_path / "child")])
+    assert result.exit_code != 0 and "--init-from" in result.output and "n-gram model" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_a_text_that_is_not_registered_gets_its_baseline_before_training(tmp_path: Path) -> None:
     corpus = tmp_path / "tale.txt"
     corpus.write_text(TALE * 6, encoding="utf-8")
