@@ -30,9 +30,9 @@ def main() -> None:
         choice = choose_order(counts, data.val)
         total = time.process_time() - cpu, time.perf_counter() - wall
         entries = sum(len(keys) for keys, _, _ in counts.levels[: choice.order])
-        print(f"{corpus}: {data.train.numel():,} training characters, V = {len(data.vocab)}; counted 1..{args.max_order} "
-              f"in {counted[0]:.2f} s CPU ({counted[1]:.2f} s wall), chose in {total[0] - counted[0]:.2f} s CPU; "
-              f"fit {total[0]:.2f} s CPU ({total[1]:.2f} s wall)")
+        print(f"{corpus}: {data.train.numel():,} training characters, V = {len(data.vocab)}; "
+              f"counted 1..{args.max_order} in {counted[0]:.2f} s CPU ({counted[1]:.2f} s wall), "
+              f"chose in {total[0] - counted[0]:.2f} s CPU; fit {total[0]:.2f} s CPU ({total[1]:.2f} s wall)")
         print(f"  chosen: {choice.order}-gram, {choice.nats:.4f} nats/char on {data.val.numel():,} validation "
               f"characters; {entries:,} n-grams ({16 * entries / 2**20:.1f} MiB saved)")
         print("  by order: " + "  ".join(f"{n}: {v:.4f}" for n, v in choice.by_order.items()))

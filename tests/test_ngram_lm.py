@@ -171,7 +171,8 @@ def test_distributions_equal_the_dict_reference_for_seen_unseen_and_short_contex
     model = count_ngrams(train, V, order).model(order, discount)
     ref = ReferenceKN(train.tolist(), V, order, model.discounts.numpy())
     rng = np.random.default_rng(3)
-    contexts = [(), (5,), (5, 5, 5), tuple(train[40:43].tolist()), tuple(train[:1].tolist()), tuple(train[7:9].tolist())]
+    contexts = [(), (5,), (5, 5, 5), tuple(train[40:43].tolist()), tuple(train[:1].tolist()),
+                tuple(train[7:9].tolist())]
     contexts += [tuple(rng.integers(0, V, size=int(rng.integers(0, 5))).tolist()) for _ in range(12)]
     for context in contexts:
         p = model.next_distribution(context)
@@ -347,16 +348,18 @@ def test_cli_trains_scores_and_samples_an_ngram_run(tmp_path: Path) -> None:
     corpus = tmp_path / "tale.txt"
     corpus.write_text(TALE * 4, encoding="utf-8")
     run = tmp_path / "ng"
-    result = runner.invoke(app, ["train", "--family", "ngram", "--corpus", str(corpus), "--order", "4", "--out", str(run)])
+    result = runner.invoke(app, ["train", "--family", "ngram", "--corpus", str(corpus), "--order", "4",
+                                 "--out", str(run)])
     assert result.exit_code == 0, result.output
     assert "a 4-gram" in result.stderr and "val_loss" in result.stderr
     scored = runner.invoke(app, ["score", "--model", str(run), "--json", str(corpus)])
     assert scored.exit_code == 0, scored.output
     assert 0 < json.loads(scored.stdout)["nats_per_char"] < 2
-    sampled = runner.invoke(app, ["sample", "--model", str(run), "--prime", "The king", "--length", "40", "--seed", "1"])
+    args = ["sample", "--model", str(run), "--prime", "The king", "--length", "40", "--seed", "1"]
+    sampled = runner.invoke(app, args)
     assert sampled.exit_code == 0, sampled.output
     assert sampled.stdout.startswith("The king") and len(sampled.stdout) == len("The king") + 40 + 1
-    again = runner.invoke(app, ["sample", "--model", str(run), "--prime", "The king", "--length", "40", "--seed", "1"])
+    again = runner.invoke(app, args)
     assert again.stdout == sampled.stdout
 
 
@@ -390,7 +393,8 @@ def test_a_text_that_is_not_registered_gets_its_baseline_before_training(tmp_pat
         "--batch-size", "2", "--steps", "1", "--eval-every", "1", "--sample-every", "5", "--out", str(tmp_path / "r"),
     ])
     assert result.exit_code == 0, result.output
-    assert f"baseline: a {found[0].order}-gram gets {found[0].nats:.2f} nats/char on this validation text" in result.stderr
+    line = f"baseline: a {found[0].order}-gram gets {found[0].nats:.2f} nats/char on this validation text"
+    assert line in result.stderr
 
 
 # -- a real corpus ------------------------------------------------------------------------------

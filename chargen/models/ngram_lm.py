@@ -88,9 +88,10 @@ class NGramCounts:
     def model(self, order: int, discount: str | float | np.ndarray = "modified") -> NGramLM:
         """The order-``order`` interpolated KN model over these counts (raw at the top level, continuation below)."""
         check_order(order, self.max_order)
-        counts = [self.levels[j][2] if j < order - 1 else self.levels[j][1] for j in range(order)]
+        counts: list[np.ndarray] = [cont if j < order - 1 and cont is not None else raw
+                                    for j, (_, raw, cont) in enumerate(self.levels[:order])]
         model = NGramLM(self.vocab_size)
-        model.set_tables([lvl[0] for lvl in self.levels[:order]], counts, discounts_for(counts, discount))  # type: ignore[arg-type]
+        model.set_tables([keys for keys, _, _ in self.levels[:order]], counts, discounts_for(counts, discount))
         return model
 
 
@@ -325,7 +326,7 @@ class NGramLM(nn.Module):
         condition: Tensor | None = None,
         ignore_index: int = -100,
     ) -> tuple[Tensor, Tensor | None, tuple[Tensor, ...]]:
-        """``idx (T, N)`` -> log-probabilities of the next character ``(T, N, V)``, loss, state ``((1, N, order-1),)``."""
+        """``idx (T, N)`` -> next-character log-probabilities ``(T, N, V)``, loss, state ``((1, N, order - 1),)``."""
         if condition is not None:
             raise ValueError("an n-gram model is not conditioned; pass no condition")
         if not self._levels:
@@ -353,7 +354,8 @@ class NGramLM(nn.Module):
             return np.full((h, batch), NO_CHAR, dtype=np.int64)
         (carried,) = state
         if tuple(carried.shape) != (1, batch, h):
-            raise ValueError(f"an order-{self.order} state is one (1, N, {h}) tensor of ids, got {tuple(carried.shape)}")
+            raise ValueError(f"an order-{self.order} state is one (1, N, {h}) tensor of ids, "
+                             f"got {tuple(carried.shape)}")
         return carried[0].cpu().numpy().astype(np.int64).T
 
     def log_probs(self, seq: np.ndarray, nodes: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> np.ndarray:
