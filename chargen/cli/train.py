@@ -250,8 +250,9 @@ def train(
             from chargen.tasks.lm_ngram import unregistered_baseline
 
             if found := unregistered_baseline(built, task_options.get("corpus")):
-                err_console.print(f"[dim]baseline: a {found[0].order}-gram gets {found[0].nats:.2f} nats/char on this "
-                                  f"validation text (counted in {found[1]:.1f}s)[/]", highlight=False)
+                choice, seconds = found
+                err_console.print(f"[dim]baseline: {_a(choice.order)} {choice.order}-gram gets {choice.nats:.2f} "
+                                  f"nats/char on this validation text (counted in {seconds:.1f}s)[/]", highlight=False)
         result = fit(built, model_cfg, train_cfg, run_dir, callbacks, resume=resume is not None,
                      init_weights=parent.weights if parent else None, parent=parent.record() if parent else None)
     finally:
@@ -288,9 +289,14 @@ def _train_ngram(ctx: typer.Context, family: str, task: str, corpus: Optional[st
     if not quiet and len(run.by_order) > 1:
         err_console.print("[dim]val nats/char by order: " + "  ".join(f"{n}: {v:.3f}" for n, v in run.by_order.items())
                           + "[/]", highlight=False)
-    err_console.print(f"[bold green]done[/] a {run.order}-gram from {run.train_chars:,} characters in {run.seconds:.1f}s  "
-                      f"val_loss {run.val_loss:.4f}  val_bpc {run.val_bpc:.4f}", highlight=False)
+    err_console.print(f"[bold green]done[/] {_a(run.order)} {run.order}-gram from {run.train_chars:,} characters "
+                      f"in {run.seconds:.1f}s  val_loss {run.val_loss:.4f}  val_bpc {run.val_bpc:.4f}", highlight=False)
     err_console.print(f"saved to [bold]{run.run_dir}[/]", highlight=False)
+
+
+def _a(number: int) -> str:
+    """The article before a number read aloud: an 8-gram, an 11-gram, an 18-gram; a 6-gram."""
+    return "an" if str(number).startswith("8") or number in (11, 18) else "a"
 
 
 def _parent_settings(init_from: str, task_name: str, model_options: dict[str, Any]) -> tuple[Any, str | None, Any]:
