@@ -282,6 +282,7 @@ def test_a_saved_run_loads_without_pickle_and_scores_as_recorded(tmp_path: Path)
     ids = loaded.vocab.encode(text)
     direct = sum(math.log(loaded.model.next_distribution(ids[:t])[ids[t]]) for t in range(1, len(ids)))
     assert whole.log_prob == pytest.approx(direct, abs=1e-4) and chunked.log_prob == pytest.approx(whole.log_prob)
+    assert loaded.model.nats_per_char(ids) == pytest.approx(whole.nats_per_char, abs=1e-6)
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -29,7 +29,9 @@ a level is one ``np.unique`` over the text (seconds for a few MB, any order up t
 
 The model follows the recurrent LM's contract, ``forward(idx (T, N), state) -> (log P (T, N, V),
 loss, state)``, with the state the last ``n - 1`` characters of each stream (``-1``: none yet),
-so ``evaluate_lm``, ``score``, ``sample`` and beam search run it unchanged. Its tables are saved as
+so ``evaluate_lm``, ``score``, ``sample`` and beam search run it unchanged; its "logits" are log-probabilities,
+so sampling at temperature ``T`` draws from ``P^(1/T)`` renormalised (``T = 1``: the KN distribution itself)
+and top-k keeps the k likeliest characters. Its tables are saved as
 float64 tensors (exact for integers below 2**53) and loaded with ``torch.load(weights_only=True)``.
 
 Validation characters: :func:`eval_layout` cuts the validation ids as ``chargen.tasks.lm.evaluate_lm``
@@ -42,6 +44,7 @@ context the recurrent model's evaluation gives it (cold at a stream's start). Th
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -382,6 +385,12 @@ class NGramLM(nn.Module):
         contexts = [k[:-1] for k in self._contexts(seq)]
         found = [level.child(context, seq[1:]) for level, context in zip(self._levels, contexts)]
         return contexts, found
+
+    def nats_per_char(self, ids: Sequence[int] | np.ndarray | Tensor) -> float:
+        """Mean ``-log P`` of a text read as one stream: every character after the first, from all before it
+        (as ``chargen.score.score_text`` without a prime)."""
+        text = _ids(ids, self.vocab_size)
+        return float(-self.log_probs(text).mean()) if text.size > 1 else math.nan
 
     def validation_nats(self, val_ids: Sequence[int] | np.ndarray | Tensor) -> float:
         """Mean nats per character over the validation characters ``evaluate_lm`` scores (``eval_layout``)."""
