@@ -147,8 +147,6 @@ def train(
     balance: Annotated[Optional[str], typer.Option(help="Classifier: class imbalance handling ([b]adjusted[/] logits, [b]weighted[/] loss, balanced [b]sampler[/], or [b]none[/]).", rich_help_panel=DATA)] = None,
     balance_power: Annotated[Optional[float], typer.Option("--balance-power", help="Classifier: how far to balance, in [0, 1]: logits + power * log prior ([b]adjusted[/]), or weight ~ count^-power.", rich_help_panel=DATA)] = None,
     char_dropout: Annotated[Optional[float], typer.Option("--char-dropout", help="Classifier: chance that a training character is blanked out (augmentation; 0 = off).", rich_help_panel=DATA)] = None,
-    family: Annotated[str, typer.Option(help="Model family: [b]recurrent[/], [b]transformer[/] or [b]ngram[/] (a Kneser-Ney count model of the lm task's text, fitted in seconds).", rich_help_panel=MODEL)] = "recurrent",
-    order: Annotated[Optional[int], typer.Option(help="N-gram family: the order (context + 1 characters, 1 to 10). Default: the best of 1..8 on the validation text.", rich_help_panel=MODEL)] = None,
     cell: Annotated[Optional[str], typer.Option(help=f"Recurrent cell from the registry (a wrong name lists the registered ones). Default: {HELP_DEFAULTS['cell']}.", rich_help_panel=MODEL)] = None,
     engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels), [b]loop[/] (step-by-step reference) or [b]torch-cell[/] (a loop over nn.RNNCell/nn.LSTMCell; rnn and lstm).", rich_help_panel=MODEL)] = None,
     layers: Annotated[Optional[int], typer.Option(help=f"Stacked recurrent layers. Default: {HELP_DEFAULTS['layers']}.", rich_help_panel=MODEL)] = None,
@@ -160,6 +158,8 @@ def train(
     init: Annotated[Optional[str], typer.Option(help="Weight init: [b]pytorch[/] (uniform) or [b]paper[/] (MomentumRNN's: orthogonal W_ih, identity W_hh, forget bias 2).", rich_help_panel=MODEL)] = None,
     forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM family: forget-gate bias at init, b_ih[f] + b_hh[f] (char-rnn: 1).", rich_help_panel=MODEL)] = None,
     learn_momentum: Annotated[bool, typer.Option("--learn-momentum", help="Momentum cells: learn mu and s.", rich_help_panel=MODEL)] = False,
+    family: Annotated[Optional[str], typer.Option(help="Model family: [b]recurrent[/] (--cell and its options) or [b]ngram[/] (a Kneser-Ney count model of the lm task's text, fitted in seconds; --order). Default: recurrent.", rich_help_panel=MODEL)] = None,
+    order: Annotated[Optional[int], typer.Option(help="N-gram family: the order (context + 1 characters, 1 to 10). Default: the best of 1..8 on the validation text.", rich_help_panel=MODEL)] = None,
     steps: Annotated[Optional[int], typer.Option(help=f"Optimisation steps (the budget, with or instead of --time). Default: {HELP_DEFAULTS['steps']}.", rich_help_panel=OPTIM)] = None,
     time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it.", rich_help_panel=OPTIM)] = None,
     lr: Annotated[Optional[float], typer.Option(help=f"Peak learning rate. Default: {HELP_DEFAULTS['lr']}.", rich_help_panel=OPTIM)] = None,
@@ -269,7 +269,7 @@ def train(
 NGRAM_OPTIONS = {"family", "order", "task", "corpus", "out", "quiet"}  # what an n-gram run takes
 
 
-def _train_ngram(ctx: typer.Context, family: str, task: str, corpus: Optional[str], order: Optional[int],
+def _train_ngram(ctx: typer.Context, family: Optional[str], task: str, corpus: Optional[str], order: Optional[int],
                  out: Optional[Path], quiet: bool) -> None:
     """--family ngram: count the lm task's training text, choose the order on validation, save the run."""
     from chargen.tasks.lm_ngram import train_ngram
