@@ -22,7 +22,6 @@ class ModelConfig:
     """Everything needed to rebuild a model; stored as JSON in every checkpoint."""
 
     kind: str = "lm"  # "lm" (next character per step) or "classifier" (one label per sequence)
-    family: str = "recurrent"  # "recurrent" | "transformer" | "ngram"
     vocab_size: int = 0
     embed_dim: int = 64
     cell: str = "lstm"
@@ -39,6 +38,7 @@ class ModelConfig:
     num_conditions: int = 0  # LM conditioned on a class (e.g. a language) at every step
     condition_dim: int = 0
     members: int = 1  # classifier: an ensemble of this many independently trained networks
+    family: str = "recurrent"  # "recurrent" | "transformer" | "ngram"
 
     def check(self) -> None:
         """Raise a UsageError, naming the parameter, for settings no model can have."""
