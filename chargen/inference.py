@@ -387,7 +387,7 @@ Stepper = LeanStepper | ReferenceStepper
 
 def make_stepper(model: nn.Module, batch: int = 1, condition: Tensor | None = None, lean: bool = True) -> Stepper:
     """The lean stepper for a model in eval mode; the reference one in training mode or when ``lean`` is False."""
-    if lean and not model.training:
+    if lean and not model.training and isinstance(model, CharLM):  # other families step through their forward
         return LeanStepper(model, batch, condition)  # type: ignore[arg-type]
     return ReferenceStepper(model, batch, condition)  # type: ignore[arg-type]
 

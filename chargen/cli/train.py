@@ -158,6 +158,8 @@ def train(
     init: Annotated[Optional[str], typer.Option(help="Weight init: [b]pytorch[/] (uniform) or [b]paper[/] (MomentumRNN's: orthogonal W_ih, identity W_hh, forget bias 2).", rich_help_panel=MODEL)] = None,
     forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM family: forget-gate bias at init, b_ih[f] + b_hh[f] (char-rnn: 1).", rich_help_panel=MODEL)] = None,
     learn_momentum: Annotated[bool, typer.Option("--learn-momentum", help="Momentum cells: learn mu and s.", rich_help_panel=MODEL)] = False,
+    family: Annotated[Optional[str], typer.Option(help="Model family: [b]recurrent[/] (--cell and its options) or [b]ngram[/] (a Kneser-Ney count model of the lm task's text, fitted in seconds; --order). Default: recurrent.", rich_help_panel=MODEL)] = None,
+    order: Annotated[Optional[int], typer.Option(help="N-gram family: the order (context + 1 characters, 1 to 10). Default: the best of 1..8 on the validation text.", rich_help_panel=MODEL)] = None,
     steps: Annotated[Optional[int], typer.Option(help=f"Optimisation steps (the budget, with or instead of --time). Default: {HELP_DEFAULTS['steps']}.", rich_help_panel=OPTIM)] = None,
     time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it.", rich_help_panel=OPTIM)] = None,
     lr: Annotated[Optional[float], typer.Option(help=f"Peak learning rate. Default: {HELP_DEFAULTS['lr']}.", rich_help_panel=OPTIM)] = None,
@@ -189,6 +191,9 @@ def train(
     from chargen.tasks.resolve import resolve
     from chargen.train import TrainConfig, check_new_run_dir, fit, resume_settings
 
+    if family == "ngram" or order is not None:
+        _train_ngram(ctx, family, task, corpus, order, out, quiet)
+        return
     budget = {"steps": steps, "time_limit": parse_duration(time_limit) if time_limit else None}
     parent, parent_note, extra_options = None, None, {}
     if resume is not None and init_from is not None:
@@ -241,6 +246,13 @@ def train(
                 say_note(parent_note)  # once the new text is known to fit: a failure stays one line
             else:
                 built = build_task(task_name, seed=train_cfg.seed, progress=progress, **task_options, **extra_options)
+        if resume is None and is_main_process() and not quiet:
+            from chargen.tasks.lm_ngram import unregistered_baseline
+
+            if found := unregistered_baseline(built, task_options.get("corpus")):
+                choice, seconds = found
+                err_console.print(f"[dim]baseline: {_a(choice.order)} {choice.order}-gram gets {choice.nats:.2f} "
+                                  f"nats/char on this validation text (counted in {seconds:.1f}s)[/]", highlight=False)
         result = fit(built, model_cfg, train_cfg, run_dir, callbacks, resume=resume is not None,
                      init_weights=parent.weights if parent else None, parent=parent.record() if parent else None)
     finally:
@@ -252,6 +264,39 @@ def train(
         if result.best_step is not None and (result.run_dir / "best").is_dir():
             err_console.print(f"best val_loss {result.best_val_loss:.4f} at step {result.best_step:,} in "
                               f"[bold]{result.run_dir / 'best'}[/] (sample and evaluate use it)", highlight=False)
+
+
+NGRAM_OPTIONS = {"family", "order", "task", "corpus", "out", "quiet"}  # what an n-gram run takes
+
+
+def _train_ngram(ctx: typer.Context, family: Optional[str], task: str, corpus: Optional[str], order: Optional[int],
+                 out: Optional[Path], quiet: bool) -> None:
+    """--family ngram: count the lm task's training text, choose the order on validation, save the run."""
+    from chargen.tasks.lm_ngram import train_ngram
+    from chargen.train import check_new_run_dir, command_line
+
+    if family != "ngram":
+        raise UsageError("--order is the n-gram family's; add --family ngram")
+    if task != "lm":
+        raise UsageError(f"--family ngram models text (--task lm); --task is {task!r}")
+    if given := _given_options(ctx, NGRAM_OPTIONS):
+        raise UsageError(f"--family ngram counts characters, so {', '.join(given)} would be ignored: leave "
+                         f"{'it' if len(given) == 1 else 'them'} out (it takes --corpus, --order and --out)")
+    run_dir = out or default_run_dir(corpus or "grimm")
+    check_new_run_dir(run_dir)
+    with download_progress(quiet) as progress:
+        run = train_ngram(corpus or "grimm", run_dir, order=order, progress=progress, command=command_line())
+    if not quiet and len(run.by_order) > 1:
+        err_console.print("[dim]val nats/char by order: " + "  ".join(f"{n}: {v:.3f}" for n, v in run.by_order.items())
+                          + "[/]", highlight=False)
+    err_console.print(f"[bold green]done[/] {_a(run.order)} {run.order}-gram from {run.train_chars:,} characters "
+                      f"in {run.seconds:.1f}s  val_loss {run.val_loss:.4f}  val_bpc {run.val_bpc:.4f}", highlight=False)
+    err_console.print(f"saved to [bold]{run.run_dir}[/]", highlight=False)
+
+
+def _a(number: int) -> str:
+    """The article before a number read aloud: an 8-gram, an 11-gram, an 18-gram; a 6-gram."""
+    return "an" if str(number).startswith("8") or number in (11, 18) else "a"
 
 
 def _parent_settings(init_from: str, task_name: str, model_options: dict[str, Any]) -> tuple[Any, str | None, Any]:
@@ -276,14 +321,18 @@ RESUME_OPTIONS = {"resume", "steps", "time_limit", "quiet", "threads", "early_st
 
 def _refuse_ignored_options(ctx: typer.Context) -> None:
     """``--resume`` continues the run as recorded: an option it would ignore is refused, named."""
-    def given_by_user(name: str) -> bool:
-        source = ctx.get_parameter_source(name)
-        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
-
-    given = [p for p in ctx.command.params if p.name not in RESUME_OPTIONS and given_by_user(p.name or "")]
+    given = _given_options(ctx, RESUME_OPTIONS)
     if given:
-        flags = ", ".join(p.opts[0] for p in given)
+        flags = ", ".join(given)
         raise UsageError(f"--resume continues the run with its recorded settings; it takes only --steps, --time, "
                          f"--early-stop, --threads and --quiet, so {flags} would be ignored: leave {'it' if len(given) == 1 else 'them'} out "
                          "(or start a new run with --out)")
 
+
+def _given_options(ctx: typer.Context, allowed: set[str]) -> list[str]:
+    """The flags of the options the user gave on the command line, other than ``allowed``."""
+    def given_by_user(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    return [p.opts[0] for p in ctx.command.params if p.name not in allowed and given_by_user(p.name or "")]

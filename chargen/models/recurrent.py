@@ -13,6 +13,7 @@ from chargen.cells import CELLS, MomentumCell, State
 from chargen.core import ENGINES, Recurrent, has_torch_cell
 from chargen.errors import UsageError
 from chargen.inits import check_init, initialise
+from chargen.models.ngram_lm import NGramLM
 from chargen.schema import check_model_options
 
 
@@ -37,6 +38,7 @@ class ModelConfig:
     num_conditions: int = 0  # LM conditioned on a class (e.g. a language) at every step
     condition_dim: int = 0
     members: int = 1  # classifier: an ensemble of this many independently trained networks
+    family: str = "recurrent"  # "recurrent" | "transformer" | "ngram"
 
     def check(self) -> None:
         """Raise a UsageError, naming the parameter, for settings no model can have."""
@@ -199,6 +201,8 @@ class EnsembleClassifier(nn.Module):
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The model a config describes."""
+    if cfg.family == "ngram":  # empty: its count tables come with its checkpoint (load_state_dict)
+        return NGramLM(cfg.vocab_size)
     if cfg.kind == "lm":
         return CharLM(cfg)
     if cfg.kind == "classifier":
