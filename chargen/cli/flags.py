@@ -21,6 +21,8 @@ FLAGS: dict[str, str] = {
     "early_stop": "--early-stop", "beams": "--beam", "stop": "--stop",
     "skip_unknown": "--skip-unknown",
     "init": "--init", "forget_bias": "--forget-bias", "mu": "--mu", "s": "--s", "grid": "--grid",
+    "family": "--family", "n_layer": "--n-layer", "n_head": "--n-head", "d_model": "--d-model", "context": "--context",
+    "positions": "--positions", "tie_weights": "--tie-weights",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
 
