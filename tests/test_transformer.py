@@ -331,6 +331,12 @@ def test_the_cli_trains_samples_scores_and_exports_a_transformer(corpus: Path, t
     refused = runner.invoke(app, ["train", "--family", "transformer", "--hidden", "8", "--corpus", str(corpus),
                                   "--out", str(tmp_path / "other")])
     assert refused.exit_code == 2 and "--hidden is not read by --family 'transformer'" in refused.stderr
+    beam = runner.invoke(app, ["sample", "--model", str(run), "--beam", "3", "--prime", "Once"])
+    assert beam.exit_code == 2 and "leave out --beam" in beam.stderr
+    tuned = runner.invoke(app, ["train", "--init-from", str(run), "--corpus", str(corpus), "--batch-size", "4",
+                                "--steps", "2", "--eval-every", "2", "--out", str(tmp_path / "tuned"), "-q"])
+    assert tuned.exit_code == 0, tuned.stderr  # the parent's context is the fine-tune's seq_len
+    assert checkpoint.load_config(tmp_path / "tuned")["task_config"]["options"]["seq_len"] == 16
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
@@ -381,3 +387,14 @@ def test_a_crafted_transformer_config_is_refused_naming_the_field(field: str, va
     model = {**ModelConfig(family="transformer", vocab_size=30).to_dict(), field: value}
     with pytest.raises(schema.SchemaError, match=says):
         schema.check_model(model, "model.")
+
+
+def test_the_train_help_shows_the_transformer_defaults() -> None:
+    from chargen.cli.train import TRANSFORMER_HELP_DEFAULTS
+    from chargen.models import TRANSFORMER_SETTINGS
+
+    defaults = {k: ModelConfig.__dataclass_fields__[k].default for k in TRANSFORMER_SETTINGS}
+    assert TRANSFORMER_HELP_DEFAULTS == {k: ("on" if v else "off") if isinstance(v, bool) else str(v)
+                                         for k, v in defaults.items()}
+    shown = " ".join(runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).stdout.split())
+    assert "Transformer blocks. Default: 4." in shown and "--family" in shown

@@ -251,6 +251,8 @@ def train(
             train_cfg = resolve_train(task_name, train)
             parent, parent_note, model_cfg = _parent_settings(init_from, task_name, model)
             task_options = resolve_options(task_name, options)
+            if model_cfg.family == "transformer" and seq_len is None:
+                task_options["seq_len"] = model_cfg.context  # its training windows are its contexts
         else:
             resolved = resolve(task_name, model=model, train=train, options=options)
             model_cfg, train_cfg, task_options = resolved.model, resolved.train, resolved.options

@@ -49,6 +49,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 __all__ = [
     "FAMILIES",
+    "RECURRENT_SETTINGS",
+    "TRANSFORMER_SETTINGS",
     "CharLM",
     "Encoder",
     "EnsembleClassifier",
