@@ -95,7 +95,8 @@ def export(loaded: Loaded, fmt: str, out: Path) -> Path:
     # written beside the target and renamed, so a failed export leaves nothing behind
     part = out.with_name(f".{out.name}.part")
     try:
-        part.write_bytes(_serialise(step, inputs, meta, fmt))
+        # the state's batch axis: (layers, N, size) for a recurrent model, (N, ...) for a transformer's window
+        part.write_bytes(_serialise(step, inputs, meta, fmt, 0 if isinstance(model, TransformerLM) else 1))
         part.replace(out)
     except OSError as e:
         raise UsageError(f"out: cannot write {out}: {e.strerror or e}") from None
@@ -104,7 +105,7 @@ def export(loaded: Loaded, fmt: str, out: Path) -> Path:
     return out
 
 
-def _serialise(step: nn.Module, inputs: tuple[Tensor, ...], meta: str, fmt: str) -> bytes:
+def _serialise(step: nn.Module, inputs: tuple[Tensor, ...], meta: str, fmt: str, state_batch_axis: int = 1) -> bytes:
     """The exported file's bytes."""
     buffer = io.BytesIO()
     if fmt == "torchscript":
@@ -122,7 +123,7 @@ def _serialise(step: nn.Module, inputs: tuple[Tensor, ...], meta: str, fmt: str)
     info = json.loads(meta)
     dynamic = {name: {0: "batch"} for name in info["outputs"][:2]}
     dynamic.update({"ids": {0: "batch"}})
-    dynamic.update({name: {1: "batch"} for name in info["inputs"][1:] + info["outputs"][2:]})
+    dynamic.update({name: {state_batch_axis: "batch"} for name in info["inputs"][1:] + info["outputs"][2:]})
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(step, inputs, buffer, input_names=info["inputs"], output_names=info["outputs"],

@@ -138,7 +138,7 @@ def test_impossible_settings_are_usage_errors_naming_them(settings: dict[str, An
 
 
 def test_a_transformer_classifier_and_settings_of_the_other_family_are_refused() -> None:
-    with pytest.raises(UsageError, match="language models") as caught:
+    with pytest.raises(UsageError, match="builds language models") as caught:
         build_model(ModelConfig(family="transformer", kind="classifier", vocab_size=5, num_classes=2))
     assert caught.value.params == ("family",)
     with pytest.raises(UsageError, match="hidden_size is not read by family 'transformer'"):
@@ -340,15 +340,19 @@ def test_the_cli_trains_samples_scores_and_exports_a_transformer(corpus: Path, t
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 @pytest.mark.parametrize("positions", POSITIONS)
-def test_the_torchscript_step_equals_generation_across_slides(positions: str, tmp_path: Path) -> None:
+def test_the_exported_step_equals_generation_across_slides(positions: str, fmt: str, tmp_path: Path) -> None:
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
     model = tiny(positions, context=8)
     config = {"task": "lm", "model": model.cfg.to_dict(), "vocab": VOCAB.to_json(), "task_config": {"options": {}}}
     loaded = Loaded(tmp_path, config, model, VOCAB)
-    out = export(loaded, "torchscript", tmp_path / "m.pt")
+    out = export(loaded, fmt, tmp_path / "m.pt")
     text = "abc def ghij. klm nopq rs. sea"
-    assert max_difference(loaded, out, "torchscript", text) < 1e-5
-    run = load_runner(out, "torchscript")  # two streams at once, against the cached stepper
+    assert max_difference(loaded, out, fmt, text) < 1e-5
+    run = load_runner(out, fmt)  # two streams at once (the batch axis is dynamic), against the cached stepper
     stepper = KVCacheStepper(model, 2)
     state: list[Any] = [torch.zeros(2, 8, dtype=torch.long).numpy(), torch.zeros(2, dtype=torch.long).numpy()]
     for t, i in enumerate(VOCAB.encode(text)):

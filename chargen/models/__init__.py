@@ -39,7 +39,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     """The model a config describes, of its ``family``."""
     if cfg.family == "transformer":
         if cfg.kind != "lm":
-            raise UsageError(f"the transformer family builds language models (tasks lm and generate), not a {cfg.kind}",
+            raise UsageError(f"family 'transformer' builds language models (tasks lm and generate), not a {cfg.kind}",
                              params="family")
         return TransformerLM(cfg)
     if cfg.family == "recurrent":
