@@ -259,6 +259,22 @@ def test_a_long_prime_keeps_its_last_context() -> None:
     torch.testing.assert_close(got, full[-1], rtol=1e-5, atol=1e-5)
 
 
+def test_cached_generation_runs_each_character_once_plus_a_half_window_per_slide() -> None:
+    """Flat cost: one position per character, and a re-prime of context/2 positions every context/2 characters."""
+    model = tiny(context=8)
+    lengths: list[int] = []
+    hook = model.embed.register_forward_hook(lambda m, i, o: lengths.append(i[0].shape[1]))  # positions per forward
+    "".join(generate(model, VOCAB, prime="abcdef", length=100, seed=0))
+    hook.remove()
+    keep = keep_on_slide(8)
+    assert lengths[0] == 6 and set(lengths[1:]) == {1, keep}
+    # 100 steps (one per character drawn); the window (6 after the prime, one more per step) is full after
+    # 2 steps, so step 3 slides it to `keep`, and so does every (8 - keep + 1)-th step after that
+    assert len(lengths) == 1 + 100
+    assert lengths.count(keep) == 1 + (100 - 3) // (8 - keep + 1)
+    assert sum(lengths) <= 6 + 100 * (1 + keep / (8 - keep + 1))
+
+
 @pytest.mark.parametrize("positions", POSITIONS)
 def test_seeded_sampling_is_reproducible_and_the_cache_writes_the_uncached_text(positions: str) -> None:
     model = tiny(positions, context=8)
