@@ -41,7 +41,8 @@ from chargen.cells import (
     RNNCell,
     State,
 )
-from chargen.models import CharLM
+from chargen.generation.kvcache import KVCacheStepper
+from chargen.models import CharLM, TransformerLM
 
 
 class ReferenceStepper:
@@ -382,11 +383,16 @@ class LeanStepper:
         return torch.addmm(self.head_b, x, self.head_w, out=self.logits)
 
 
-Stepper = LeanStepper | ReferenceStepper
+Stepper = LeanStepper | ReferenceStepper | KVCacheStepper
 
 
 def make_stepper(model: nn.Module, batch: int = 1, condition: Tensor | None = None, lean: bool = True) -> Stepper:
-    """The lean stepper for a model in eval mode; the reference one in training mode or when ``lean`` is False."""
+    """The lean stepper for a model in eval mode; the reference one in training mode or when ``lean`` is False.
+
+    A transformer gets its key/value-cache stepper (uncached, the full window each step, where the
+    recurrent models would get the reference one)."""
+    if isinstance(model, TransformerLM):
+        return KVCacheStepper(model, batch, condition, cached=lean and not model.training)
     if lean and not model.training and isinstance(model, CharLM):  # other families step through their forward
         return LeanStepper(model, batch, condition)  # type: ignore[arg-type]
     return ReferenceStepper(model, batch, condition)  # type: ignore[arg-type]
