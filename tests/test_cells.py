@@ -135,6 +135,17 @@ def test_gradcheck_base_cells(kind: str) -> None:
     assert torch.autograd.gradcheck(lambda x, *rest: cell(x, rest[: len(state)])[1], (x, *state, *params))
 
 
+def test_the_clis_help_lists_the_registry() -> None:
+    from typer.testing import CliRunner
+
+    from chargen.cli import app
+    from chargen.cli.ui import CELL_NAMES
+
+    assert CELL_NAMES == ", ".join(CELLS)  # help text cannot import the registry (it would load torch)
+    shown = " ".join(CliRunner().invoke(app, ["train", "--cell", "gru", "--help"], env={"COLUMNS": "300"}).stdout.split())
+    assert f"Recurrent cell from the registry: {CELL_NAMES}." in shown
+
+
 def test_registry_and_unknown_name() -> None:
     assert get_cell("momentum-lstm") is MomentumLSTMCell
     assert get_cell("gru") is GRUCell and get_cell("momentum-gru") is MomentumGRUCell
