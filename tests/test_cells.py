@@ -423,3 +423,42 @@ def test_fused_cells_have_in_place_fast_steps_and_a_subclass_does_not_inherit_on
         pass
 
     assert Tweaked.fast is ReferenceStep
+
+
+@pytest.mark.parametrize("kind", ["gru", "momentum-gru"])
+def test_gru_paper_init_and_no_forget_bias(kind: str) -> None:
+    """The paper init gives the GRU orthogonal W_ih, the identity in each of its r, z, n blocks and zero biases;
+    a forget bias is refused (the GRU has no forget gate: chargen.inits says why z's bias is not one)."""
+    from chargen.errors import UsageError
+    from chargen.inits import initialise
+    from chargen.models import ModelConfig, settings_for_cell
+
+    torch.manual_seed(0)
+    cell = CELLS[kind](6, 5)
+    initialise(cell, "paper")
+    w = cell.weight_ih.detach()  # (15, 6): orthonormal columns
+    torch.testing.assert_close(w.T @ w, torch.eye(6), atol=1e-5, rtol=0)
+    for block in cell.weight_hh.detach().chunk(3, dim=0):
+        torch.testing.assert_close(block, torch.eye(5))
+    assert not cell.bias_ih.any() and not cell.bias_hh.any()
+    with pytest.raises(ValueError, match="forget_bias: .*has no forget gate"):
+        initialise(cell, "paper", forget_bias=1.0)
+    with pytest.raises(UsageError, match=f"forget_bias: cell '{kind}' has no forget gate") as caught:
+        ModelConfig(cell=kind, forget_bias=1.0).check()
+    assert caught.value.params == ("forget_bias",)
+    shared = {"mu": 0.6, "s": 0.6, "forget_bias": 2.0, "init": "paper"}
+    kept = {"init": "paper"} if kind == "gru" else {"mu": 0.6, "s": 0.6, "init": "paper"}
+    assert settings_for_cell(kind, shared) == kept  # a mixed --cells list gives each cell what it takes
+
+
+def test_momentum_gru_at_mu_0_s_1_with_paper_init_equals_the_gru() -> None:
+    from chargen.models import ModelConfig, build_model
+
+    x = torch.randint(0, 5, (7, 3))
+    outs = []
+    for cell, momentum in (("gru", {}), ("momentum-gru", {"mu": 0.0, "s": 1.0})):
+        torch.manual_seed(5)
+        cfg = ModelConfig(kind="lm", vocab_size=5, embed_dim=3, cell=cell, hidden_size=4, num_layers=2,
+                          init="paper", **momentum)
+        outs.append(build_model(cfg)(x)[0])
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=0)
