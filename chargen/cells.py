@@ -241,7 +241,7 @@ class GRUCell(Cell):
         r = torch.sigmoid(x_r + h_r)
         z = torch.sigmoid(x_z + h_z)
         n = torch.tanh(x_n + r * h_n)
-        h = n + z * (h - n)  # (1 - z) n + z h with one product
+        h = torch.lerp(n, h, z)  # (1 - z) n + z h
         return h, (h,), {"r": r, "z": z, "n": n}
 
     def _kernel(self, x: Tensor, state: State, weights: list[Tensor]) -> tuple[Tensor, State]:
