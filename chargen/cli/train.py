@@ -14,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from chargen.cli.app import app
 from chargen.cli.flags import flag_for
 from chargen.errors import UsageError
-from chargen.cli.ui import download_progress, err_console, parse_duration, sample_panel, say_note, timestamped_dir
+from chargen.cli.ui import (CELL_NAMES, download_progress, err_console, parse_duration, sample_panel, say_note,
+                            timestamped_dir)
 
 MODEL = "Model"
 DATA = "Data"
@@ -158,8 +159,8 @@ def train(
     balance: Annotated[Optional[str], typer.Option(help="Classifier: class imbalance handling ([b]adjusted[/] logits, [b]weighted[/] loss, balanced [b]sampler[/], or [b]none[/]).", rich_help_panel=DATA)] = None,
     balance_power: Annotated[Optional[float], typer.Option("--balance-power", help="Classifier: how far to balance, in [0, 1]: logits + power * log prior ([b]adjusted[/]), or weight ~ count^-power.", rich_help_panel=DATA)] = None,
     char_dropout: Annotated[Optional[float], typer.Option("--char-dropout", help="Classifier: chance that a training character is blanked out (augmentation; 0 = off).", rich_help_panel=DATA)] = None,
-    cell: Annotated[Optional[str], typer.Option(help=f"Recurrent cell from the registry (a wrong name lists the registered ones). Default: {HELP_DEFAULTS['cell']}.", rich_help_panel=MODEL)] = None,
-    engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels), [b]loop[/] (step-by-step reference) or [b]torch-cell[/] (a loop over nn.RNNCell/nn.LSTMCell; rnn and lstm).", rich_help_panel=MODEL)] = None,
+    cell: Annotated[Optional[str], typer.Option(help=f"Recurrent cell from the registry: {CELL_NAMES}. Default: {HELP_DEFAULTS['cell']}.", rich_help_panel=MODEL)] = None,
+    engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels), [b]loop[/] (step-by-step reference) or [b]torch-cell[/] (a loop over nn.RNNCell, nn.LSTMCell or nn.GRUCell; rnn, lstm and gru).", rich_help_panel=MODEL)] = None,
     layers: Annotated[Optional[int], typer.Option(help=f"Stacked recurrent layers. Default: {HELP_DEFAULTS['layers']}.", rich_help_panel=MODEL)] = None,
     hidden: Annotated[Optional[int], typer.Option(help=f"Hidden units per layer. Default: {HELP_DEFAULTS['hidden']}.", rich_help_panel=MODEL)] = None,
     embed: Annotated[Optional[int], typer.Option(help=f"Character embedding size. Default: {HELP_DEFAULTS['embed']}.", rich_help_panel=MODEL)] = None,

@@ -68,7 +68,7 @@ class ModelConfig:
         if self.engine == "fused" and not CELLS[self.cell].has_fused:
             raise UsageError(f"cell {self.cell} has no fused kernel; use engine loop", params=("cell", "engine"))
         if self.engine == "torch-cell" and not has_torch_cell(CELLS[self.cell]):
-            raise UsageError(f"engine torch-cell loops nn.RNNCell/nn.LSTMCell, which cell {self.cell} has no twin of; "
+            raise UsageError(f"engine torch-cell loops nn.RNNCell/nn.LSTMCell/nn.GRUCell, which cell {self.cell} has no twin of; "
                              "use the loop engine", params=("engine", "cell"))
         self._check_init_and_momentum()
         check_model_options(self.to_dict())  # types and sizes: nothing absurd reaches the allocator
