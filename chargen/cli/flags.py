@@ -19,7 +19,9 @@ FLAGS: dict[str, str] = {
     "time_limit": "--time", "top": "--top", "top_k": "--top-k", "run_dir": "--out",
     "batch": "--batch", "n": "-n", "seed": "--seed", "names_file": "--names",
     "early_stop": "--early-stop", "beams": "--beam", "stop": "--stop",
-    "skip_unknown": "--skip-unknown",
+    "skip_unknown": "--skip-unknown", "greedy": "--greedy", "top_p": "--top-p", "min_p": "--min-p",
+    "typical": "--typical", "repetition_penalty": "--repetition-penalty", "repetition_window": "--repetition-window",
+    "no_repeat": "--no-repeat",
     "init": "--init", "forget_bias": "--forget-bias", "mu": "--mu", "s": "--s", "grid": "--grid",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
