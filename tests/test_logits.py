@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from chargen import checkpoint
 from chargen.cli import app
 from chargen.errors import UsageError
-from chargen.generation.logits import DeadEnd, DecodeConfig, LogitsPipeline, decode_config, parse_schedule
+from chargen.generation.logits import DeadEnd, DecodeConfig, LogitsPipeline, decode_config
+from chargen.generation.schedule import parse_schedule
 from chargen.models import CharLM, ModelConfig
 from chargen.paths import PROJECT_ROOT
 from chargen.sample import generate, generate_streams, sample_next

@@ -46,11 +46,8 @@ of verse). N sets the scale: 3-5 forbids ordinary spelling, so use a span of a f
 12-20 characters, which breaks the attractor loops of low-temperature sampling ("and the second
 son went into the...") while leaving common words free.
 
-**Temperature schedules** (``temperature`` as a string, parsed by :func:`parse_schedule`):
-``"0.8"`` constant; ``"0.8:0.4"`` linear from 0.8 at the first generated character to 0.4 at the
-last (over the sample's length); ``"0.8:0.4@100"`` linear over the first 100 characters, then 0.4;
-``"1.0,0.7@50,0.4@200"`` a step function: 1.0 from the start, 0.7 from character 50, 0.4 from
-character 200. A temperature of 0 at a step is greedy at that step.
+**Temperature schedules** (``temperature`` as a string such as ``"0.8:0.4"``): see
+``chargen.generation.schedule``. A temperature of 0 at a step is greedy at that step.
 """
 
 from __future__ import annotations
@@ -65,6 +62,7 @@ from torch import Tensor
 
 from chargen.errors import ChargenError, UsageError
 from chargen.generation.masks import CharMask
+from chargen.generation.schedule import Schedule, parse_schedule
 
 MAX_WINDOW = 1_000_000  # a repetition window or n-gram larger than any sample is a typo
 NEG_INF = float("-inf")
@@ -72,106 +70,6 @@ NEG_INF = float("-inf")
 
 class DeadEnd(ChargenError):
     """Every character is forbidden for a stream (by its masks or no-repeat): generation cannot go on."""
-
-
-# --------------------------------------------------------------------------- temperature schedules
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """A temperature as a function of the generated character's index ``t`` (0-based).
-
-    ``kind`` is ``"constant"`` (``values[0]``), ``"linear"`` (from ``values[0]`` to ``values[1]`` over
-    ``span`` characters, or over the sample's length when ``span`` is None) or ``"steps"``
-    (``values[i]`` from character ``starts[i]`` on).
-    """
-
-    kind: str
-    values: tuple[float, ...]
-    starts: tuple[int, ...] = (0,)
-    span: int | None = None
-
-    def at(self, t: int, length: int) -> float:
-        """The temperature of generated character ``t`` of a sample of ``length`` characters."""
-        if self.kind == "constant":
-            return self.values[0]
-        if self.kind == "linear":
-            span = self.span if self.span is not None else length
-            if span <= 1 or t >= span - 1:
-                return self.values[1] if span > 1 or t > 0 else self.values[0]
-            return self.values[0] + (self.values[1] - self.values[0]) * t / (span - 1)
-        value = self.values[0]
-        for start, v in zip(self.starts, self.values):
-            if t >= start:
-                value = v
-        return value
-
-    def is_constant(self) -> bool:
-        return self.kind == "constant"
-
-
-def _temperature_value(text: str, spec: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"temperature schedule {spec!r}: {text.strip()!r} is not a number "
-                         "(schedules: 0.8, 0.8:0.4, 0.8:0.4@100, 1.0,0.7@50)", params="temperature") from None
-    _check_temperature(value)
-    return value
-
-
-def _schedule_start(text: str, spec: str) -> int:
-    if not text.strip().isdigit():
-        raise UsageError(f"temperature schedule {spec!r}: @{text.strip()} is not a character index (a whole number)",
-                         params="temperature")
-    return int(text)
-
-
-def parse_schedule(spec: str | float | int) -> Schedule:
-    """A temperature or a schedule spec (see the module docstring) as a :class:`Schedule`."""
-    if isinstance(spec, bool):
-        raise UsageError(f"temperature must be a number or a schedule such as '0.8:0.4', got {spec!r}",
-                         params="temperature")
-    if isinstance(spec, (int, float)):
-        _check_temperature(float(spec))
-        return Schedule("constant", (float(spec),))
-    if not isinstance(spec, str):
-        raise UsageError(f"temperature must be a number or a schedule such as '0.8:0.4', got {spec!r}",
-                         params="temperature")
-    text = spec.strip()
-    if ":" in text:
-        ends, _, span_text = text.partition("@")
-        first, _, last = ends.partition(":")
-        values = (_temperature_value(first, spec), _temperature_value(last, spec))
-        span = None
-        if span_text:
-            span = _schedule_start(span_text, spec)
-            if span < 1:
-                raise UsageError(f"temperature schedule {spec!r}: the span after @ must be at least 1",
-                                 params="temperature")
-        return Schedule("linear", values, span=span)
-    if "," in text:
-        parts = text.split(",")
-        values, starts = [_temperature_value(parts[0], spec)], [0]
-        for part in parts[1:]:
-            value, at, start = part.partition("@")
-            if not at:
-                raise UsageError(f"temperature schedule {spec!r}: every step after the first needs @CHARACTER "
-                                 f"(as in 1.0,0.7@50), got {part.strip()!r}", params="temperature")
-            values.append(_temperature_value(value, spec))
-            starts.append(_schedule_start(start, spec))
-            if starts[-1] <= starts[-2]:
-                raise UsageError(f"temperature schedule {spec!r}: step starts must increase, got "
-                                 f"{starts[-2]} then {starts[-1]}", params="temperature")
-        return Schedule("steps", tuple(values), tuple(starts))
-    return Schedule("constant", (_temperature_value(text, spec),))
-
-
-def _check_temperature(value: float) -> None:
-    if not math.isfinite(value):
-        raise UsageError(f"temperature must be a finite number (0 = greedy), got {value}", params="temperature")
-    if value < 0:
-        raise UsageError(f"temperature must be 0 (greedy) or positive, got {value}", params="temperature")
 
 
 # --------------------------------------------------------------------------- the controls
@@ -359,7 +257,8 @@ class LogitsPipeline:
             self.penalty: _Penalty | None = None
             if config.repetition_penalty != 1.0:
                 self.penalty = _Penalty(config, contexts, vocab_size, dtype, device)
-            self.no_repeat = _NoRepeat(config.no_repeat, contexts) if config.no_repeat else None
+            room = vocab_size - (0 if self.banned is None else len(set(self.banned.tolist())))
+            self.no_repeat = _NoRepeat(config.no_repeat, contexts, room) if config.no_repeat else None
             self.top_k = config.top_k if config.top_k is not None and config.top_k < vocab_size else None
             self.top_k_alone = self.top_k is not None and config.top_p == 1.0  # else top-p's sort serves it
             if self.top_k_alone:
@@ -374,6 +273,8 @@ class LogitsPipeline:
                 self.before = torch.empty(batch, vocab_size, dtype=dtype, **kw)
                 self.cut = torch.empty(batch, vocab_size, dtype=torch.bool, **kw)
                 self.top_p = torch.tensor(config.top_p, dtype=dtype, **kw)
+                if self.top_k is not None:
+                    self.sorted_tail = self.sorted[:, self.top_k :]
                 self.mass = torch.tensor(config.typical, dtype=dtype, **kw)
             if config.min_p > 0:
                 self.log_min_p = torch.tensor(math.log(config.min_p), dtype=dtype, **kw)
@@ -383,6 +284,8 @@ class LogitsPipeline:
                 self.entropy = torch.empty(batch, 1, dtype=dtype, **kw)
         self.constant = config.schedule.is_constant()
         self.temperature = float(config.schedule.values[0])
+        with torch.inference_mode():  # a tensor: dividing by a Python float would wrap it anew every step
+            self.t_value = torch.tensor(self.temperature, dtype=dtype, device=device)
         self.hard = self.banned is not None or bool(self.masks) or self.no_repeat is not None
         self._tiny = torch.finfo(dtype).tiny
         self.step_greedy = config.is_greedy  # whether the step process() last prepared is argmax
@@ -398,6 +301,7 @@ class LogitsPipeline:
         config = self.config
         if not self.constant:
             self.temperature = config.schedule.at(self.t, self.length)
+            self.t_value.fill_(self.temperature)
         # a temperature that underflows in the logits' dtype is greedy too: (x - max) / T would be -inf or NaN
         self.step_greedy = config.greedy or self.temperature < self._tiny
         scores = logits
@@ -412,7 +316,7 @@ class LogitsPipeline:
             torch.amax(scores, dim=-1, keepdim=True, out=self.peak)
             scores = torch.sub(scores, self.peak, out=self.scores)
             if self.temperature != 1.0:
-                scores.div_(self.temperature)
+                scores.div_(self.t_value)
         if self.top_k_alone:
             torch.topk(scores, self.top_k, dim=-1, out=(self.top_vals, self.top_idx))
             torch.lt(scores, self.kth, out=self.mask)
@@ -454,8 +358,7 @@ class LogitsPipeline:
         for mask, state in zip(self.masks, self.mask_states):
             torch.logical_not(mask.allowed(state, remaining), out=self.mask)
             scores.masked_fill_(self.mask, NEG_INF)
-        banned_any = self.no_repeat is not None and self.no_repeat.ban(scores)
-        if self.masks or banned_any:
+        if self.masks or (self.no_repeat is not None and self.no_repeat.ban(scores)):
             dead = torch.isneginf(scores).all(dim=-1)
             if bool(dead.any()):
                 self._dead_end(int(dead.nonzero()[0, 0]))
@@ -471,8 +374,8 @@ class LogitsPipeline:
                       params="no_repeat")
 
     def _nucleus(self, mass: Tensor, scores: Tensor) -> None:
-        """Cut the sorted characters (``self.sorted``, ``self.order``) once the mass before each reaches ``mass``."""
-        torch.softmax(self.sorted, dim=-1, out=self.sorted_p)
+        """Cut the characters ranked by ``self.order`` (probabilities ``self.sorted_p`` in that order) once the
+        mass of those ranked before reaches ``mass``."""
         torch.cumsum(self.sorted_p, dim=-1, out=self.before)
         self.before.sub_(self.sorted_p)  # the mass of the characters ranked before each: the first always stays
         torch.ge(self.before, mass, out=self.cut)
@@ -483,7 +386,8 @@ class LogitsPipeline:
         # stable: among equal scores the lower id ranks first, as argmax picks it (top_p -> 0 is greedy)
         torch.sort(scores, dim=-1, descending=True, stable=True, out=(self.sorted, self.order))
         if self.top_k is not None:  # top-k on the sorted scores, before top-p renormalises
-            self.sorted[:, self.top_k :] = NEG_INF
+            self.sorted_tail.fill_(NEG_INF)
+        torch.softmax(self.sorted, dim=-1, out=self.sorted_p)
         self._nucleus(self.top_p, scores)
 
     def _typical(self, scores: Tensor) -> None:
@@ -493,8 +397,9 @@ class LogitsPipeline:
         torch.nansum(self.before, dim=-1, keepdim=True, out=self.entropy)  # -H (0 * -inf is NaN: skipped)
         torch.sub(self.logp, self.entropy, out=self.before)  # log p + H = -(surprisal - H)
         self.before.abs_()
-        torch.sort(self.before, dim=-1, stable=True, out=(self.sorted_p, self.order))
-        torch.gather(scores, 1, self.order, out=self.sorted)
+        # a full topk sorts too, about twice as fast as sort at these sizes; ties in distance need no order
+        torch.topk(self.before, self.vocab_size, dim=-1, largest=False, out=(self.sorted, self.order))
+        torch.gather(self.p, 1, self.order, out=self.sorted_p)
         self._nucleus(self.mass, scores)
 
 
@@ -530,19 +435,19 @@ class _Penalty:
             self.ring.copy_(torch.tensor([_fill(row[-self.window :], self.window) for row in contexts], device=device))
         self.slots = list(self.ring.unbind(1))
         self.pos = len(contexts[0][-self.window :]) % self.window
-        self.zero = torch.zeros((), dtype=dtype, device=device)
+        self.factor = torch.tensor(self.penalty, dtype=dtype, device=device)
+        self.pick = torch.minimum if self.penalty > 1 else torch.maximum
         self.picked = torch.empty(len(contexts), self.window, dtype=dtype, device=device)
-        self.pos_mask = torch.empty(len(contexts), self.window, dtype=torch.bool, device=device)
         self.divided = torch.empty_like(self.picked)
 
     def apply(self, logits: Tensor, out: Tensor) -> Tensor:
         if not self.started:
             return logits
         torch.gather(logits, 1, self.ring, out=self.picked)
-        torch.gt(self.picked, self.zero, out=self.pos_mask)
-        torch.div(self.picked, self.penalty, out=self.divided)
-        self.picked.mul_(self.penalty)
-        torch.where(self.pos_mask, self.divided, self.picked, out=self.picked)
+        torch.div(self.picked, self.factor, out=self.divided)
+        self.picked.mul_(self.factor)
+        # x / p for x > 0, x * p for x < 0 is the smaller of the two when p > 1, the larger when p < 1
+        self.pick(self.picked, self.divided, out=self.picked)
         if out is not logits:
             out.copy_(logits)
         return out.scatter_(1, self.ring, self.picked)
@@ -569,8 +474,8 @@ class _NoRepeat:
     last n-1 characters before.
     """
 
-    def __init__(self, n: int, contexts: list[list[int]]) -> None:
-        self.n = n
+    def __init__(self, n: int, contexts: list[list[int]], room: int) -> None:
+        self.n, self.room = n, room  # room: how many characters a stream may write at all
         self.seen: list[dict[tuple[int, ...], set[int]]] = []
         self.tails: list[list[int]] = []
         for row in contexts:
@@ -581,8 +486,9 @@ class _NoRepeat:
             self.tails.append(row[len(row) - (n - 1) :] if n > 1 else [])
 
     def ban(self, scores: Tensor) -> bool:
-        """-inf where a stream would complete a seen n-gram; whether anything was banned."""
-        rows, cols = [], []
+        """-inf where a stream would complete a seen n-gram; whether that may have left a stream nothing."""
+        rows: list[int] = []
+        cols: list[int] = []
         for i, (seen, tail) in enumerate(zip(self.seen, self.tails)):
             if len(tail) == self.n - 1:
                 followers = seen.get(tuple(tail))
@@ -591,7 +497,9 @@ class _NoRepeat:
                     cols += followers
         if rows:
             scores[torch.tensor(rows, device=scores.device), torch.tensor(cols, device=scores.device)] = NEG_INF
-        return bool(rows)
+        # followers were written, so none is a banned id: they leave nothing only when they fill the room
+        return any(len(seen.get(tuple(tail), ())) >= self.room for seen, tail in zip(self.seen, self.tails)) \
+            if rows else False
 
     def advance(self, ids: list[int]) -> None:
         keep = self.n - 1

@@ -1,0 +1,79 @@
+"""What the decoding controls cost per character on the shipped grimm model: plain temperature sampling, all controls, each alone.
+
+    python benchmarks/decoding.py [--model grimm --chars 2000 --repeats 5 --threads 1]
+
+One process, one thread (unless ``--threads``), one lean stream (``chargen.sample.generate``, what
+``chargen sample`` runs); repetitions interleaved across the rows so that machine noise hits them
+alike; each row's best repetition is compared with the plain row's. The issue's target: all the
+controls on add at most 15% to the per-character time of plain temperature sampling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from chargen import checkpoint
+from chargen.sample import generate
+
+PLAIN: dict[str, Any] = {"temperature": 0.8}
+ALONE: dict[str, dict[str, Any]] = {
+    "schedule 0.9:0.6": {"temperature": "0.9:0.6"},
+    "top_k 40": {"top_k": 40},
+    "top_p 0.9": {"top_p": 0.9},
+    "min_p 0.05": {"min_p": 0.05},
+    "typical 0.95": {"typical": 0.95},
+    "repetition_penalty 1.2": {"repetition_penalty": 1.2},
+    "no_repeat 12": {"no_repeat": 12},
+}
+TARGET = 1.15  # all controls / plain, per character
+
+
+def timed(model: Any, vocab: Any, chars: int, controls: dict[str, Any]) -> Callable[[], float]:
+    def run() -> float:
+        start = time.perf_counter()
+        written = sum(map(len, generate(model, vocab, prime="The king", length=chars, seed=0, **controls)))
+        assert written == chars
+        return (time.perf_counter() - start) / chars
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="grimm")
+    parser.add_argument("--chars", type=int, default=2000, help="characters per repetition")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    loaded = checkpoint.load(args.model, task="lm")
+    every = {k: v for controls in ALONE.values() for k, v in controls.items()}
+    rows = {"plain (temperature 0.8)": PLAIN, "all controls": {**PLAIN, **every}}
+    rows.update({f"  {name} alone": {**PLAIN, **controls} for name, controls in ALONE.items()})
+    runs = {name: timed(loaded.model, loaded.vocab, args.chars, controls) for name, controls in rows.items()}
+    for run in runs.values():  # warm-up
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            times[name].append(run())
+    best = {name: min(t) for name, t in times.items()}
+    plain = best["plain (temperature 0.8)"]
+    cfg = loaded.model.cfg
+    print(f"model {args.model}: {cfg.num_layers} x {cfg.hidden_size} {cfg.cell}, vocab {cfg.vocab_size}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.chars} characters x "
+          f"{args.repeats} interleaved repeats")
+    print(f"{'row':<34}{'best us/char':>13}{'median':>9}{'vs plain':>10}")
+    for name, t in times.items():
+        print(f"{name:<34}{best[name] * 1e6:>13.1f}{sorted(t)[len(t) // 2] * 1e6:>9.1f}{best[name] / plain:>9.2f}x")
+    ratio = best["all controls"] / plain
+    print(f"\nall controls / plain: {ratio:.3f} (target <= {TARGET}: {'ok' if ratio <= TARGET else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()
