@@ -12,7 +12,10 @@ The order, as in Hugging Face's ``GenerationConfig`` (processors, then warpers):
 1. **repetition penalty** (CTRL, Keskar et al. 2019; HF's ``RepetitionPenaltyLogitsProcessor``):
    each character present in the last ``repetition_window`` characters of the stream's text has
    its raw logit divided by the penalty if positive, multiplied by it if negative (once, however
-   often it occurs);
+   often it occurs). As in CTRL and HF, the rule reads the sign of the raw logit, which a softmax
+   ignores: a character model's logits sit around 0, so both branches occur. A character window
+   matters more than a token one would: "e" and " " are in almost every window of 64, so keep
+   the penalty mild (1.1-1.3) or the window short;
 2. **hard masks**: ``banned`` ids (special tokens) and each ``chargen.generation.masks.CharMask``'s
    ``allowed()`` set to -inf, so every warper below renormalises over what the constraints permit;
 3. **no-repeat**: -inf for every character that would complete a character ``no_repeat``-gram
@@ -48,6 +51,11 @@ son went into the...") while leaving common words free.
 
 **Temperature schedules** (``temperature`` as a string such as ``"0.8:0.4"``): see
 ``chargen.generation.schedule``. A temperature of 0 at a step is greedy at that step.
+
+**Dead ends.** When the hard masks (steps 2-3) leave a stream no character at all, generation stops
+with :class:`DeadEnd`, one line naming the stream and the reason (the mask's ``dead_end``, or the
+``no_repeat`` length to raise); nothing is drawn from an empty distribution. The warpers (5-9)
+always keep at least one character, so they never cause one.
 """
 
 from __future__ import annotations
@@ -369,6 +377,8 @@ class LogitsPipeline:
         for mask, state in zip(self.masks, self.mask_states):
             if not bool(mask.allowed(state, remaining)[row].any()):
                 raise DeadEnd(f"stream {row}: {mask.dead_end(state, row)}")
+        if self.no_repeat is None:
+            raise DeadEnd(f"stream {row}: the masks together leave it no character to write")
         raise DeadEnd(f"stream {row}: every character it may write next would repeat a {self.config.no_repeat}-character "
                       f"sequence already in its text (no_repeat={self.config.no_repeat}); raise no_repeat",
                       params="no_repeat")
