@@ -11,6 +11,7 @@ from torch import Tensor
 from typer.testing import CliRunner
 
 from chargen import checkpoint
+from chargen.beam import beam_search
 from chargen.cli import app
 from chargen.errors import UsageError
 from chargen.generation.logits import DeadEnd, DecodeConfig, LogitsPipeline, decode_config
@@ -357,6 +358,9 @@ def test_from_dict_round_trips_and_refuses_unknown_names() -> None:
         DecodeConfig(temperature=0.7, top_p=0.9).check_beam()
     assert beam.value.params == ("beams", "temperature", "top_p")
     DecodeConfig(repetition_window=10).check_beam()  # a window without a penalty changes nothing
+    with pytest.raises(UsageError, match="drop no_repeat, greedy"):
+        beam_search(tiny(), VOCAB, "ab", 5, 2, DecodeConfig(greedy=True, no_repeat=3))
+    assert beam_search(tiny(), VOCAB, "ab", 5, 2, DecodeConfig()).text == beam_search(tiny(), VOCAB, "ab", 5, 2).text
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -67,8 +67,6 @@ def sample(
         raise UsageError("--beam needs a --prime to continue (beam search has no random first character)")
     if beam is not None and n > 1:
         raise UsageError("--beam finds one continuation (it is deterministic); drop -n")
-    if beam is not None:
-        decode.check_beam()
     path, note = checkpoint.choose(model, last)
     loaded = checkpoint.load(path, task=("lm", "generate"), device=resolve_device(device))
     if (stops or beam is not None) and loaded.config["task"] != "lm":
@@ -76,7 +74,7 @@ def sample(
     if beam is not None:
         if lang or start:
             raise UsageError("--lang and --start are for name generators; this is a text model (use --prime)")
-        _beam(loaded, prime, length, beam, stops, note)
+        _beam(loaded, prime, length, beam, decode, stops, note)
         return
     pieces = iter(sample_saved(loaded, prime=prime, length=length, n=n, decode=decode, seed=seed, lang=lang,
                                start=start, stop=stops))
@@ -87,14 +85,14 @@ def sample(
         sys.stdout.flush()
 
 
-def _beam(loaded: Any, prime: str, length: int, beams: int, stops: list[str], note: str | None) -> None:
+def _beam(loaded: Any, prime: str, length: int, beams: int, decode: Any, stops: list[str], note: str | None) -> None:
     """--beam: the best beam's text on stdout (cut at a stop string), its log-probability on stderr."""
     from chargen.beam import beam_search
     from chargen.stops import stop_at
 
     for text in stops:
         loaded.vocab.encode(text, what=f"the stop string {text!r}")  # one the model cannot write never stops it
-    found = beam_search(loaded.model, loaded.vocab, prime, length, beams)
+    found = beam_search(loaded.model, loaded.vocab, prime, length, beams, decode)
     say_note(note)
     text = "".join(stop_at([found.text], stops))
     sys.stdout.write(prime + text + "\n")
