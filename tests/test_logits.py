@@ -274,6 +274,21 @@ def test_seeded_batched_chunked_and_lean_text_agree_with_every_control(controls:
                                                                      if k not in controls}) == alone[1]
 
 
+def test_unprimed_streams_draw_their_first_character_within_the_masks() -> None:
+    model = tiny()
+    # this vocabulary has no newline: an unprimed stream's first character is drawn uniformly (among what the
+    # masks allow); the penalty and no-repeat start from it
+    kwargs = dict(length=60, chunk_size=20, masks=[EvenOnly()], **{**ALL_ON, "no_repeat": 3})
+    batch = list(generate_streams(model, VOCAB, n=3, seed=7, **kwargs))
+    streams = ["".join(chunk[i] for chunk in batch) for i in range(3)]
+    assert streams == [text(model, seed=7 + i, **kwargs) for i in range(3)]
+    assert streams == ["".join(generate(model, VOCAB, seed=7 + i, lean=False, **kwargs)) for i in range(3)]
+    for out in streams:
+        assert len(out) == 60 and all(VOCAB.id(ch) % 2 == 0 for ch in out)
+        assert len({out[i : i + 3] for i in range(58)}) == 58  # no 3-gram twice
+    assert len({text(model, seed=s, length=1) for s in range(20)}) > 3  # a uniform first character
+
+
 def test_no_repeat_holds_over_prime_and_text_and_breaks_greedy_loops() -> None:
     model = tiny(1)
     prime = "sea and sea "

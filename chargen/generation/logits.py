@@ -366,7 +366,8 @@ class LogitsPipeline:
         for mask, state in zip(self.masks, self.mask_states):
             torch.logical_not(mask.allowed(state, remaining), out=self.mask)
             scores.masked_fill_(self.mask, NEG_INF)
-        if self.masks or (self.no_repeat is not None and self.no_repeat.ban(scores)):
+        maybe_dead = self.no_repeat is not None and self.no_repeat.ban(scores)
+        if maybe_dead or self.masks:
             dead = torch.isneginf(scores).all(dim=-1)
             if bool(dead.any()):
                 self._dead_end(int(dead.nonzero()[0, 0]))
@@ -458,9 +459,7 @@ class _Penalty:
         self.picked.mul_(self.factor)
         # x / p for x > 0, x * p for x < 0 is the smaller of the two when p > 1, the larger when p < 1
         self.pick(self.picked, self.divided, out=self.picked)
-        if out is not logits:
-            out.copy_(logits)
-        return out.scatter_(1, self.ring, self.picked)
+        return torch.scatter(logits, 1, self.ring, self.picked, out=out)  # the copy and the write in one kernel
 
     def advance(self, ids: Tensor) -> None:
         if not self.started:  # the first character written: the whole ring holds it
