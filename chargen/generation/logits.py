@@ -496,19 +496,18 @@ class _NoRepeat:
 
     def ban(self, scores: Tensor) -> bool:
         """-inf where a stream would complete a seen n-gram; whether that may have left a stream nothing."""
-        rows: list[int] = []
-        cols: list[int] = []
+        flat: list[int] = []  # row * V + id: one index_fill over the flattened scores
+        width = scores.shape[1]
         for i, (seen, tail) in enumerate(zip(self.seen, self.tails)):
             if len(tail) == self.n - 1:
                 followers = seen.get(tuple(tail))
                 if followers:
-                    rows += [i] * len(followers)
-                    cols += followers
-        if rows:
-            scores[torch.tensor(rows, device=scores.device), torch.tensor(cols, device=scores.device)] = NEG_INF
+                    flat += [i * width + c for c in followers]
+        if flat:
+            scores.view(-1).index_fill_(0, torch.tensor(flat, device=scores.device), NEG_INF)
         # followers were written, so none is a banned id: they leave nothing only when they fill the room
         return any(len(seen.get(tuple(tail), ())) >= self.room for seen, tail in zip(self.seen, self.tails)) \
-            if rows else False
+            if flat else False
 
     def advance(self, ids: list[int]) -> None:
         keep = self.n - 1
