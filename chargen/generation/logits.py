@@ -278,7 +278,8 @@ class LogitsPipeline:
                 self.sorted = torch.empty(batch, vocab_size, dtype=dtype, **kw)
                 self.order = torch.empty(batch, vocab_size, dtype=torch.long, **kw)
                 self.sorted_p = torch.empty(batch, vocab_size, dtype=dtype, **kw)
-                self.before = torch.empty(batch, vocab_size, dtype=dtype, **kw)
+                self.before = torch.zeros(batch, vocab_size, dtype=dtype, **kw)  # column 0 stays 0
+                self.before_tail, self.sorted_head = self.before[:, 1:], self.sorted_p[:, :-1]
                 self.cut = torch.empty(batch, vocab_size, dtype=torch.bool, **kw)
                 self.top_p = torch.tensor(config.top_p, dtype=dtype, **kw)
                 if self.top_k is not None:
@@ -287,9 +288,9 @@ class LogitsPipeline:
             if config.min_p > 0:
                 self.log_min_p = torch.tensor(math.log(config.min_p), dtype=dtype, **kw)
             if config.typical < 1:
-                self.logp = torch.empty(batch, vocab_size, dtype=dtype, **kw)
                 self.p = torch.empty(batch, vocab_size, dtype=dtype, **kw)
-                self.entropy = torch.empty(batch, 1, dtype=dtype, **kw)
+                self.distance = torch.empty(batch, vocab_size, dtype=dtype, **kw)
+                self.mean = torch.empty(batch, 1, dtype=dtype, **kw)
         self.constant = config.schedule.is_constant()
         self.temperature = float(config.schedule.values[0])
         with torch.inference_mode():  # a tensor: dividing by a Python float would wrap it anew every step
@@ -387,8 +388,8 @@ class LogitsPipeline:
     def _nucleus(self, mass: Tensor, scores: Tensor) -> None:
         """Cut the characters ranked by ``self.order`` (probabilities ``self.sorted_p`` in that order) once the
         mass of those ranked before reaches ``mass``."""
-        torch.cumsum(self.sorted_p, dim=-1, out=self.before)
-        self.before.sub_(self.sorted_p)  # the mass of the characters ranked before each: the first always stays
+        # the mass of the characters ranked before each (an exclusive cumsum): the first always stays
+        torch.cumsum(self.sorted_head, dim=-1, out=self.before_tail)
         torch.ge(self.before, mass, out=self.cut)
         self.mask.scatter_(1, self.order, self.cut)  # back to vocabulary order
         scores.masked_fill_(self.mask, NEG_INF)
@@ -402,14 +403,13 @@ class LogitsPipeline:
         self._nucleus(self.top_p, scores)
 
     def _typical(self, scores: Tensor) -> None:
-        torch.log_softmax(scores, dim=-1, out=self.logp)
-        torch.exp(self.logp, out=self.p)
-        torch.mul(self.logp, self.p, out=self.before)
-        torch.nansum(self.before, dim=-1, keepdim=True, out=self.entropy)  # -H (0 * -inf is NaN: skipped)
-        torch.sub(self.logp, self.entropy, out=self.before)  # log p + H = -(surprisal - H)
-        self.before.abs_()
+        # |surprisal - H| = |-log p_i - H| = |x_i - E_p[x]|: log p_i = x_i - log Z and H = log Z - E_p[x]
+        torch.softmax(scores, dim=-1, out=self.p)
+        torch.mul(self.p, scores, out=self.distance)
+        torch.nansum(self.distance, dim=-1, keepdim=True, out=self.mean)  # 0 * -inf is NaN: skipped
+        torch.sub(scores, self.mean, out=self.distance).abs_()
         # a full topk sorts too, about twice as fast as sort at these sizes; ties in distance need no order
-        torch.topk(self.before, self.vocab_size, dim=-1, largest=False, out=(self.sorted, self.order))
+        torch.topk(self.distance, self.vocab_size, dim=-1, largest=False, out=(self.sorted, self.order))
         torch.gather(self.p, 1, self.order, out=self.sorted_p)
         self._nucleus(self.mass, scores)
 
