@@ -17,7 +17,7 @@ def sample(
     model: Annotated[str, typer.Option("--model", "-m", help="Run directory, or a name under checkpoints/ (shipped: [b]grimm[/]).")] = "grimm",
     prime: Annotated[str, typer.Option("--prime", "-p", help="Text to continue; run through the network once, then echoed.")] = "",
     length: Annotated[int, typer.Option("--length", "-l", help="Characters to generate after the prime.")] = 500,
-    temp: Annotated[Optional[str], typer.Option("--temp", "-t", help="Temperature: 0 = greedy (argmax), 1 = the model's distribution; or a schedule: [b]0.8:0.4[/] (linear over the sample), [b]0.8:0.4@100[/] (over 100 characters), [b]1.0,0.7@50[/] (steps).")] = None,
+    temp: Annotated[Optional[str], typer.Option("--temp", "-t", metavar="T|SCHEDULE", help="Temperature: 0 = greedy (argmax), 1 = the model's distribution; or a schedule: [b]0.8:0.4[/] (linear over the sample), [b]0.8:0.4@100[/] (over 100 characters), [b]1.0,0.7@50[/] (steps).")] = None,
     greedy: Annotated[bool, typer.Option("--greedy", help="Argmax after penalties and masks (same as --temp 0).")] = False,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample only among the k likeliest characters.")] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling: the likeliest characters holding this much probability (0-1].")] = None,
