@@ -364,6 +364,10 @@ def test_from_dict_round_trips_and_refuses_unknown_names() -> None:
     config = DecodeConfig(**ALL_ON)
     assert DecodeConfig.from_dict(config.to_dict()) == config
     assert DecodeConfig.from_dict({"temperature": None, "top_p": 0.9}) == DecodeConfig(top_p=0.9)
+    body = {"prime": "The", "length": 80, "seed": 1, "top_p": 0.9, "no_repeat": 12}  # a request body
+    assert DecodeConfig.from_dict(body, others=("prime", "length", "seed")) == DecodeConfig(top_p=0.9, no_repeat=12)
+    with pytest.raises(UsageError, match="unknown decoding control seed"):
+        DecodeConfig.from_dict(body, others=("prime", "length"))
     with pytest.raises(UsageError, match="unknown decoding control top_q; known: temperature, top_k") as caught:
         DecodeConfig.from_dict({"top_q": 0.9})
     assert caught.value.params == ("top_q",)

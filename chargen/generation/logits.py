@@ -61,7 +61,7 @@ always keep at least one character, so they never cause one.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -194,12 +194,14 @@ class DecodeConfig:
         return {k: v for k, v in asdict(self).items() if k != "schedule"}
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> DecodeConfig:
+    def from_dict(cls, values: Mapping[str, Any], *, others: Iterable[str] = ()) -> DecodeConfig:
         """Controls from a mapping of the same names (a request body, a config file); None means the default.
 
-        Unknown names are refused, listing the known ones, so a typo is never a silent default.
+        ``others``: names the caller reads itself (a request's ``prime``, ``length``, ``seed``), skipped.
+        Any other unknown name is refused, listing the known ones, so a typo is never a silent default.
         """
         known = [f.name for f in fields(cls) if f.init]
+        values = {k: v for k, v in values.items() if k not in set(others)}
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise UsageError(f"unknown decoding control{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
