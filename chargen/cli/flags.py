@@ -21,6 +21,7 @@ FLAGS: dict[str, str] = {
     "early_stop": "--early-stop", "beams": "--beam", "stop": "--stop",
     "skip_unknown": "--skip-unknown",
     "init": "--init", "forget_bias": "--forget-bias", "mu": "--mu", "s": "--s", "grid": "--grid",
+    "host": "--host", "port": "--port", "max_length": "--max-length", "max_text": "--max-text", "max_batch": "--max-batch",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
 
