@@ -9,8 +9,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -517,6 +519,29 @@ def test_serve_without_the_extra_says_how_to_install_it(tiny_run: Path, monkeypa
     assert result.exit_code == 1
     assert result.stderr.strip().count("\n") == 0 and 'pip install -e ".[serve]"' in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_chargen_serve_prints_its_url_with_the_token_and_stops_cleanly_on_ctrl_c(tiny_run: Path) -> None:
+    need_extra()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "chargen", "serve", "--model", str(tiny_run), "--port", "0",
+                                "--token", "auto"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        found = re.search(r"serving tiny on (http://127\.0\.0\.1:\d+)/\?token=([\w-]{20,}) \(Ctrl-C stops\)", first)
+        assert found, first
+        url, token = found.groups()
+        assert call(url, "/api/score", {"text": "a cat"})[0] == 401
+        assert call(url, f"/api/score?token={token}", {"text": "a cat"})[0] == 200
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        rest = process.stderr.read()
+        assert "Traceback" not in rest and rest.strip().splitlines()[-1] == "stopped"
+        assert '"POST /api/score?token=... HTTP/1.1" 200' in rest and token not in rest  # logged, the token hidden
+    finally:
+        process.kill()
+        process.wait()
 
 
 # --------------------------------------------------------------------------- the page in a browser

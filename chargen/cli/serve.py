@@ -25,18 +25,16 @@ def serve(
     threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models).")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
 ) -> None:
-    """Serve models over HTTP: generate (streamed, many requests in one batch), score, classify, inspect; a page at /.
+    """Serve models over HTTP: generate (streamed; concurrent requests share one batch), score, classify, inspect; a page at /.
 
-    Endpoints (JSON bodies): POST /api/generate {prime, length, temperature, top_k, seed, stop, stream},
-    /api/score {text}, /api/classify {names, top}, /api/inspect {text, unit, layer, what, top};
-    GET /api/models. Each may name a loaded model with "model". Only this machine's names
-    and the page's own origin are answered unless allowed; needs the serve extra
-    (pip install -e ".\\[serve]").
+    POST /api/generate {prime, length, temperature, top_k, seed, stop, stream}, /api/score {text}, /api/classify {names, top}, /api/inspect {text, unit, layer, what, top}; GET /api/models. Each may name a loaded "model".
+
+    Only requests addressed to this machine's names, from no web page or this server's own, are answered (see --allow-host, --allow-origin, --token). Needs the serve extra: pip install -e ".\\[serve]".
 
     [dim]Examples:[/]
       chargen serve
       chargen serve --model grimm --model surnames --port 8080 --token auto
-      curl -s localhost:8000/api/generate -d '{"prime": "The king", "length": 80, "seed": 1}'
+      curl -s localhost:8000/api/generate -d '{"prime": "The king", "seed": 1}'
     """
     import secrets
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from chargen.cells import State
 from chargen.checkpoint import Loaded
 from chargen.inference import LeanSampler, ReferenceStepper, Stepper, make_stepper
 from chargen.sample import START_CONTEXT
@@ -156,7 +157,7 @@ class Batcher:
                     batch = _Batch(self)
                     active = []
 
-    def stepper(self, n: int, state: tuple[Tensor, ...]) -> Stepper:
+    def stepper(self, n: int, state: State) -> Stepper:
         """A stepper for ``n`` streams carrying ``state`` (kept per batch size, the least recently used dropped)."""
         stepper = self._steppers.pop(n, None) or make_stepper(self.model, n)
         self._steppers[n] = stepper
@@ -208,7 +209,7 @@ class _Batch:
                     out.append((stream, piece))
                 if done[i]:
                     out.append((stream, None))
-        primed = [p for p in (self._prime(stream, out) for stream in joiners) if p is not None]
+        primed = self._prime(joiners, out)
         if not primed and not any(done):
             if streams:
                 self.logits = self.stepper.step(ids)  # type: ignore[union-attr]
@@ -226,8 +227,8 @@ class _Batch:
                 self.ids.index_copy_(0, rows, draw(logits.index_select(0, rows)))  # type: ignore[union-attr]
         return self.ids
 
-    def _prime(self, stream: Stream, out: list[tuple[Stream, Any]]) -> tuple[Stream, Tensor, tuple[Tensor, ...]] | None:
-        """A joining stream's own generator, its prime run alone: (stream, logits (1, V), state), or None if done."""
+    def _start(self, stream: Stream, out: list[tuple[Stream, Any]]) -> list[int] | None:
+        """A joining stream's own generator and the ids it is primed with (None: it is already done)."""
         owner, request = self.owner, stream.request
         if stream.cancelled or request.length == 0:
             out.append((stream, None))
@@ -236,24 +237,41 @@ class _Batch:
         stream.generator.manual_seed(request.seed)
         # as chargen.sample.generate_streams: the prime, else a line break, else a first character drawn uniformly
         if stream.prime_ids:
-            ids = stream.prime_ids
-        elif START_CONTEXT in owner.vocab:
-            ids = [owner.vocab.id(START_CONTEXT)]
-        else:
-            first = torch.randint(len(owner.vocab.specials), len(owner.vocab), (1,), generator=stream.generator,
-                                  device=owner.device)
-            ids = first.tolist()
-            if stream.take(owner.tokens[ids[0]]):
-                out += [(stream, stream.ready(True)), (stream, None)]
-                return None
-        reference = ReferenceStepper(owner.model, 1)
-        logits = reference.prime(torch.tensor(ids, device=owner.device).view(-1, 1))
-        return stream, logits.clone(), reference.state  # type: ignore[return-value]
+            return stream.prime_ids
+        if START_CONTEXT in owner.vocab:
+            return [owner.vocab.id(START_CONTEXT)]
+        first = torch.randint(len(owner.vocab.specials), len(owner.vocab), (1,), generator=stream.generator,
+                              device=owner.device).tolist()
+        if stream.take(owner.tokens[first[0]]):
+            out += [(stream, stream.ready(True)), (stream, None)]
+            return None
+        return first
 
-    def _regroup(self, done: list[bool], primed: list[tuple[Stream, Tensor, tuple[Tensor, ...]]]) -> None:
+    def _prime(self, joiners: list[Stream], out: list[tuple[Stream, Any]]) -> list[tuple[Stream, Tensor, State]]:
+        """Run the joiners' primes through the model's own forward: (stream, logits (1, V), state rows) each.
+
+        Primes of one length run as one batch, as ``chargen sample -n`` runs its streams' common prime.
+        """
+        by_length: dict[int, list[tuple[Stream, list[int]]]] = {}
+        for stream in joiners:
+            ids = self._start(stream, out)
+            if ids is not None:
+                by_length.setdefault(len(ids), []).append((stream, ids))
+        primed = []
+        for group in by_length.values():
+            reference = ReferenceStepper(self.owner.model, len(group))
+            ids = torch.tensor([ids for _, ids in group], device=self.owner.device).T  # (T, J)
+            logits = reference.prime(ids).clone()
+            state = reference.state
+            assert state is not None
+            primed += [(stream, logits[j : j + 1], tuple(s[:, j : j + 1] for s in state))
+                       for j, (stream, _) in enumerate(group)]
+        return primed
+
+    def _regroup(self, done: list[bool], primed: list[tuple[Stream, Tensor, State]]) -> None:
         """The batch without the done streams and with the primed ones: state rows selected and concatenated."""
         keep = [i for i, gone in enumerate(done) if not gone]
-        states: list[tuple[Tensor, ...]] = []
+        states: list[State] = []
         logits: list[Tensor] = []
         if keep:
             stepper = self.stepper

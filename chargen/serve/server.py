@@ -9,6 +9,7 @@ a log that is one line per event, never a traceback.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -61,6 +62,9 @@ class _HeaderDeadline(H11Protocol):
             self.transport.close()
 
 
+_SECRET = re.compile(r"([?&]token=)[^&\s\"]*")  # a token in a logged URL is shown as ...
+
+
 class _OneLine(logging.Handler):
     """uvicorn's log records as single lines to ``log``: warnings always, access lines unless quiet."""
 
@@ -80,7 +84,7 @@ class _OneLine(logging.Handler):
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             line += f": {type(error).__name__}: {error}"
-        self.log(" ".join(line.split()))
+        self.log(_SECRET.sub(r"\1...", " ".join(line.split())))
 
 
 def _bind(host: str, port: int) -> socket.socket:
