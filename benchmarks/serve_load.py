@@ -125,7 +125,8 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=200, help="characters generated per request")
     parser.add_argument("--max-batch", type=int, default=64, help="the server's --max-batch")
     parser.add_argument("--inspect", type=int, default=50, help="concurrent inspect requests (0: skip)")
-    parser.add_argument("--inspect-chars", type=int, default=20_000, help="characters per inspect request")
+    parser.add_argument("--inspect-chars", type=int, default=20_000,
+                        help="characters per inspect request (at most the server's limit)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     port = free_port()
@@ -147,7 +148,8 @@ def main() -> None:
         if args.inspect:
             before = peak_rss_mb(server.pid)
             info = httpx.get(url + "/api/models").json()
-            text = ("Once upon a time there was a king. " * 1000)[: min(args.inspect_chars, info["limits"]["max_text"])]
+            longest = min(info["limits"]["max_text"], info["limits"]["max_inspect"])
+            text = ("Once upon a time there was a king. " * 1000)[: min(args.inspect_chars, longest)]
             counts = asyncio.run(inspect_load(url, args.inspect, text))
             after = peak_rss_mb(server.pid)
             print(f"{args.inspect} concurrent inspect requests of {len(text):,} characters: {json.dumps(counts)}; "

@@ -426,6 +426,7 @@ def test_a_full_queue_answers_503_with_retry_after(tiny_run: Path) -> None:
 
 def test_inspect_traces_one_at_a_time_under_50_concurrent_requests(tiny_run: Path) -> None:
     """Memory stays bounded: however many inspect requests arrive, at most inspect_workers traces are held."""
+    need_extra()
     import httpx
 
     service = Service({"tiny": checkpoint.load(tiny_run)}, Limits(inspect_workers=1, max_queued=8))

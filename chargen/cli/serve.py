@@ -19,7 +19,7 @@ def serve(
     allow_host: Annotated[Optional[list[str]], typer.Option("--allow-host", help="Also answer requests addressed to this host name (repeatable; '*' for any). Others are refused: DNS rebinding.")] = None,
     allow_origin: Annotated[Optional[list[str]], typer.Option("--allow-origin", help="Also let web pages from this origin call the API, e.g. http://localhost:3000 (repeatable).")] = None,
     max_length: Annotated[int, typer.Option("--max-length", help="Most characters generated per request.")] = 2000,
-    max_text: Annotated[int, typer.Option("--max-text", help="Most characters in a prime or a text to score/inspect.")] = 20_000,
+    max_text: Annotated[int, typer.Option("--max-text", help="Most characters in a prime or a text to score or inspect (inspect: at most 4,000, its trace's memory).")] = 20_000,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Generate requests stepped together in one batch per model; more wait for a place.")] = 64,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log only problems, not every request.")] = False,
     threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models).")] = 1,

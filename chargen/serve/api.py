@@ -32,7 +32,10 @@ class Limits:
     """The largest request the server works on, and how much work it holds at once."""
 
     max_length: int = 2000  # characters generated per request
-    max_text: int = 20_000  # characters of a prime, or of a text to score or inspect
+    max_text: int = 20_000  # characters of a prime, or of a text to score
+    # characters of a text to inspect: a trace holds every layer's states and gates at every character
+    # (about 40 KB a character on grimm: 20,000 characters took the server from 0.28 to 1.0 GB)
+    max_inspect: int = 4000
     max_names: int = 100  # names per classify request
     max_top: int = 20  # next-character guesses per position
     max_stops: int = 8  # stop strings per generate request (each at most 100 characters)
@@ -208,5 +211,6 @@ class InspectRequest:
         top = field(body, "top", int, 5)
         if not 0 <= top <= limits.max_top:
             raise ApiError(400, f"top: must be in [0, {limits.max_top}], got {top}")
-        return cls(field(body, "model", str, None), sized("text", field(body, "text", str, ""), limits.max_text),
-                   top, field(body, "unit", int, None), field(body, "layer", int, None), field(body, "what", str, "h"))
+        text = sized("text", field(body, "text", str, ""), min(limits.max_text, limits.max_inspect))
+        return cls(field(body, "model", str, None), text, top, field(body, "unit", int, None),
+                   field(body, "layer", int, None), field(body, "what", str, "h"))
