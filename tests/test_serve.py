@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib.util
 import json
@@ -58,7 +59,10 @@ class Running:
         self.url = self.server.url
         self.port = self.server.address[1]
 
-    def close(self) -> None:
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         assert not [line for line in self.lines if "Traceback" in line or "\n" in line]
 
@@ -68,7 +72,7 @@ def models() -> dict[str, Any]:
     return {"grimm": checkpoint.load("grimm"), "surnames": checkpoint.load("surnames")}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def threads_one() -> Iterator[None]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small models; two threads crawl when other processes hold the cores
@@ -77,10 +81,9 @@ def threads_one() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def running(models: dict[str, Any], threads_one: None) -> Iterator[Running]:
-    server = Running(Service(models, LIMITS))
-    yield server
-    server.close()
+def running(models: dict[str, Any]) -> Iterator[Running]:
+    with Running(Service(models, LIMITS)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +104,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_run: Path, threads_one: None) -> Iterator[Running]:
-    server = Running(Service({"tiny": checkpoint.load(tiny_run)}, TINY_LIMITS))
-    yield server
-    server.close()
+def tiny(tiny_run: Path) -> Iterator[Running]:
+    with Running(Service({"tiny": checkpoint.load(tiny_run)}, TINY_LIMITS)) as server:
+        yield server
 
 
 @functools.cache
@@ -145,17 +147,15 @@ def streamed(base: str, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
 def read_all(sock: socket.socket) -> bytes:
     """Everything the server sends until it closes the connection (or the socket's timeout)."""
     received = b""
-    try:
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
         while chunk := sock.recv(65536):
             received += chunk
-    except (TimeoutError, ConnectionResetError):
-        pass
     return received
 
 
-def raw_http(port: int, request: bytes, timeout: float = 10.0) -> bytes:
+def raw_http(port: int, request: bytes) -> bytes:
     """Send bytes on a fresh connection; everything the server answers."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(request)
         return read_all(sock)
 
@@ -330,8 +330,8 @@ def test_foreign_hosts_and_other_origins_are_refused(tiny: Running) -> None:
 
 def test_allowed_hosts_origins_and_the_token(tiny_run: Path) -> None:
     service = Service({"tiny": checkpoint.load(tiny_run)}, TINY_LIMITS)
-    server = Running(service, allow_hosts=("studio.lan",), allow_origins=("http://localhost:3000",), token="s3cret")
-    try:
+    with Running(service, allow_hosts=("studio.lan",), allow_origins=("http://localhost:3000",),
+                 token="s3cret") as server:
         body = {"text": "a cat"}
         bearer = {"Authorization": "Bearer s3cret"}
         assert call(server.url, "/api/score", body)[0] == 401
@@ -343,8 +343,6 @@ def test_allowed_hosts_origins_and_the_token(tiny_run: Path) -> None:
         assert call(server.url, "/api/score", body, headers={**bearer, "Host": "studio.lan:80"})[0] == 200
         assert call(server.url, "/api/score", body, headers={**bearer, "Origin": "http://localhost:3000"})[0] == 200
         assert call(server.url, "/api/score", body, headers={**bearer, "Origin": "http://localhost:3001"})[0] == 403
-    finally:
-        server.close()
 
 
 # --------------------------------------------------------------------------- load: batching, queues, timeouts
@@ -389,37 +387,25 @@ def test_200_concurrent_generate_requests_are_all_answered_and_equal_chargen_sam
         assert cli.exit_code == 0 and cli.stdout == bodies[i]["prime"] + answers[i][1] + "\n", args
 
 
-def test_a_full_queue_answers_503_with_retry_after(tiny_run: Path) -> None:
+def test_a_full_queue_answers_503_with_retry_after() -> None:
     need_extra()
     from chargen.serve.api import ApiError
     from chargen.serve.app import Gate
 
-    gate = Gate("inspect", workers=1, queued=2)
+    gate, release = Gate("inspect", workers=1, queued=2), threading.Event()
+
+    def work(i: int) -> int:
+        release.wait(10)
+        return i
 
     async def fill() -> None:
-        release = asyncio.Event()
-        entered: list[int] = []
-
-        def work(i: int) -> int:
-            entered.append(i)
-            return i
-
-        async def slow(i: int) -> int:
-            gate.enter()
-            try:
-                async with gate.workers:
-                    await release.wait()
-                    return work(i)
-            finally:
-                gate.leave()
-
-        tasks = [asyncio.create_task(slow(i)) for i in range(3)]
-        await asyncio.sleep(0.01)
+        tasks = [asyncio.create_task(gate.run(work, i)) for i in range(3)]  # one computing, two waiting
+        await asyncio.sleep(0.05)
         with pytest.raises(ApiError) as refused:
             await gate.run(work, 99)
-        assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "1"}
+        assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "1"} and gate.held == 3
         release.set()
-        assert await asyncio.gather(*tasks) == [0, 1, 2] and await gate.run(work, 3) == 3 and gate.held == 0
+        assert await asyncio.gather(*tasks) == [0, 1, 2] and gate.held == 0
 
     asyncio.run(fill())
 
@@ -445,7 +431,6 @@ def test_inspect_traces_one_at_a_time_under_50_concurrent_requests(tiny_run: Pat
                 now[0] -= 1
 
     service.inspect = counted  # type: ignore[method-assign]
-    server = Running(service)
 
     async def everyone() -> list[int]:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
@@ -453,23 +438,20 @@ def test_inspect_traces_one_at_a_time_under_50_concurrent_requests(tiny_run: Pat
             return [r.status_code for r in await asyncio.gather(*(client.post("/api/inspect", json=body)
                                                                    for _ in range(50)))]
 
-    try:
+    with Running(service) as server:
         statuses = asyncio.run(everyone())
-    finally:
-        server.close()
     assert set(statuses) <= {200, 503} and statuses.count(200) >= 9 and most[0] == 1
 
 
 def test_slow_clients_do_not_delay_others_and_are_cut_off(tiny_run: Path) -> None:
     limits = Limits(max_batch=16, body_timeout=DEADLINE, header_timeout=DEADLINE)
-    tiny = Running(Service({"tiny": checkpoint.load(tiny_run)}, limits))
-    slow = []
-    try:
+    slow: list[socket.socket] = []
+    with Running(Service({"tiny": checkpoint.load(tiny_run)}, limits)) as tiny, contextlib.ExitStack() as sockets:
         for _ in range(100):  # each sends part of its headers, then nothing
-            sock = socket.create_connection(("127.0.0.1", tiny.port), timeout=5)
-            sock.sendall(b"POST /api/score HTTP/1.1\r\nHost: 127.0")
-            slow.append(sock)
-        dribble = socket.create_connection(("127.0.0.1", tiny.port), timeout=5)  # a body that never completes
+            slow.append(sockets.enter_context(socket.create_connection(("127.0.0.1", tiny.port), timeout=5)))
+            slow[-1].sendall(b"POST /api/score HTTP/1.1\r\nHost: 127.0")
+        # a body that never completes
+        dribble = sockets.enter_context(socket.create_connection(("127.0.0.1", tiny.port), timeout=5))
         dribble.sendall(b"POST /api/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
         started = time.monotonic()
         for _ in range(3):
@@ -481,10 +463,6 @@ def test_slow_clients_do_not_delay_others_and_are_cut_off(tiny_run: Path) -> Non
         for sock in slow:  # the header deadline has closed them
             sock.settimeout(2)
             assert sock.recv(100) == b""
-    finally:
-        for sock in slow:
-            sock.close()
-        tiny.close()
     assert any("request headers took over 0.5 s" in line for line in tiny.lines)
 
 
@@ -570,49 +548,45 @@ def _browser() -> Any:
         pytest.skip(f"chromium would not start: {str(e).splitlines()[0][:200]}")
 
 
-def test_the_page_in_a_headless_browser(base: str, models: dict[str, Any]) -> None:
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    driver = _browser()
+    yield driver
+    driver.quit()
+
+
+def test_the_page_in_a_headless_browser(base: str, models: dict[str, Any], browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser = _browser()
-    try:
-        browser.get(base + "/")
+    browser.get(base + "/")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#model option"))
+    prime = browser.find_element(By.ID, "prime")
+    prime.clear()
+    prime.send_keys("The king said to his daughter")
+    browser.find_element(By.ID, "seed").send_keys("7")
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#top5 li")) == 5)
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
+    shown = browser.find_element(By.ID, "generated").text
+    expected = library(models["grimm"], {"prime": "The king said to his daughter", "length": 300,
+                                         "temperature": 0.8, "seed": 7})
+    assert shown and " ".join(shown.split()) == " ".join(expected.split())  # the page's own layout of spaces
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#coloured span"))
+    if os.environ.get("CHARGEN_SCREENSHOT"):  # docs/serve.png is taken this way
+        browser.save_screenshot(os.environ["CHARGEN_SCREENSHOT"])
+
+
+def test_the_page_sends_the_token_it_was_opened_with(tiny_run: Path, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with Running(Service({"tiny": checkpoint.load(tiny_run)}, TINY_LIMITS), token="t0ken") as server:
+        browser.get(server.url + "/?token=t0ken")
         wait = WebDriverWait(browser, 60)
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#model option"))
-        prime = browser.find_element(By.ID, "prime")
-        prime.clear()
-        prime.send_keys("The king said to his daughter")
-        browser.find_element(By.ID, "seed").send_keys("7")
-        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#top5 li")) == 5)
         browser.find_element(By.ID, "generate").click()
         wait.until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
-        shown = browser.find_element(By.ID, "generated").text
-        expected = library(models["grimm"], {"prime": "The king said to his daughter", "length": 300,
-                                             "temperature": 0.8, "seed": 7})
-        assert shown and " ".join(shown.split()) == " ".join(expected.split())  # the page's own layout of spaces
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#coloured span"))
-        if os.environ.get("CHARGEN_SCREENSHOT"):  # docs/serve.png is taken this way
-            browser.save_screenshot(os.environ["CHARGEN_SCREENSHOT"])
-    finally:
-        browser.quit()
-
-
-def test_the_page_sends_the_token_it_was_opened_with(tiny_run: Path) -> None:
-    from_token = Running(Service({"tiny": checkpoint.load(tiny_run)}, TINY_LIMITS), token="t0ken")
-    try:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        browser = _browser()
-        try:
-            browser.get(from_token.url + "/?token=t0ken")
-            wait = WebDriverWait(browser, 60)
-            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#model option"))
-            browser.find_element(By.ID, "generate").click()
-            wait.until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
-            browser.get(from_token.url + "/")  # without it: one clear line on the page
-            wait.until(lambda b: "token" in b.find_element(By.ID, "status").text)
-        finally:
-            browser.quit()
-    finally:
-        from_token.close()
+        browser.get(server.url + "/")  # without it: one clear line on the page
+        wait.until(lambda b: "token" in b.find_element(By.ID, "status").text)
