@@ -586,6 +586,8 @@ def test_the_page_sends_the_token_it_was_opened_with(tiny_run: Path, browser: An
         browser.get(server.url + "/?token=t0ken")
         wait = WebDriverWait(browser, 60)
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#model option"))
+        browser.find_element(By.ID, "prime").clear()  # the tiny model knows lower-case letters only
+        browser.find_element(By.ID, "prime").send_keys("once upon a time")
         browser.find_element(By.ID, "generate").click()
         wait.until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
         browser.get(server.url + "/")  # without it: one clear line on the page
