@@ -181,6 +181,8 @@ def test_generate_equals_the_library_and_chargen_sample(base: str, models: dict[
     assert cli.exit_code == 0 and cli.stdout == "The king" + text + "\n"
     whole = post(base, "/api/generate", {**body, "stream": False})
     assert whole["text"] == text
+    lines = call(base, "/api/generate", body)[1].decode().splitlines()
+    assert [len(json.loads(line)["text"]) for line in lines[1:-1]] == [30] * 4  # in pieces of the training length
     # no seed: the server picks one and says which, so the text can be had again
     settings, first = streamed(base, {"prime": "A", "length": 40})
     assert streamed(base, {"prime": "A", "length": 40, "seed": settings["seed"]})[1] == first

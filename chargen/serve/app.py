@@ -51,9 +51,15 @@ LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 RETRY_AFTER = "1"  # seconds; a full queue of these small models drains in about that
 
 
-def error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse({"error": str(error), "status": error.status}, status_code=error.status,
-                        headers=error.headers)
+class JSON(JSONResponse):
+    """A JSON answer written as ``json.dumps`` writes it (``", "`` and ``": "``), as the NDJSON lines are."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False).encode("utf-8")
+
+
+def error_response(error: ApiError) -> JSON:
+    return JSON({"error": str(error), "status": error.status}, status_code=error.status, headers=error.headers)
 
 
 def _host_name(value: str) -> tuple[str, int | None]:
@@ -299,7 +305,7 @@ def create_app(service: Service, access: Access, log: Log | None = None) -> ASGI
 
     @endpoint
     async def models(request: Request) -> Response:
-        return JSONResponse(service.info())
+        return JSON(service.info())
 
     @endpoint
     async def generate(request: Request) -> Response:
@@ -327,13 +333,13 @@ def create_app(service: Service, access: Access, log: Log | None = None) -> ASGI
             gate.leave()
         if text is None:
             raise ClientDisconnect()
-        return JSONResponse({**settings, "text": text})
+        return JSON({**settings, "text": text})
 
     def computed(name: str, parse: Callable[..., Any], work: Callable[[Any], dict[str, Any]]) -> Route:
         @endpoint
         async def handle(request: Request) -> Response:
             parsed = parse(await read_json(request, limits), limits)
-            return JSONResponse(await gates[name].run(work, parsed))
+            return JSON(await gates[name].run(work, parsed))
 
         return Route(f"/api/{name}", handle, methods=["POST"])
 

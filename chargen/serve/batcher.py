@@ -30,7 +30,6 @@ from chargen.inference import LeanSampler, ReferenceStepper, Stepper, make_stepp
 from chargen.sample import START_CONTEXT
 from chargen.serve.api import ApiError, Decoding, GenerateRequest
 
-CHUNK = 32  # characters a stream collects before they are sent (and at its end)
 STEPPERS = 8  # batch sizes whose steppers are kept: building one copies the weights
 
 
@@ -71,10 +70,10 @@ class Stream:
             return True
         return False
 
-    def ready(self, done: bool) -> str | None:
-        """The next piece for the reader: every CHUNK characters, and the rest once done."""
+    def ready(self, done: bool, chunk: int) -> str | None:
+        """The next piece for the reader: every ``chunk`` characters, and the rest once done."""
         upto = (self.end if self.end is not None else len(self.text)) if done else len(self.text) - self.hold
-        if not done and upto - self.sent < CHUNK:
+        if not done and upto - self.sent < chunk:
             return None
         piece, self.sent = self.text[self.sent : upto], max(self.sent, upto)
         return piece
@@ -110,6 +109,8 @@ class Batcher:
         self.tokens = loaded.vocab.tokens
         self.device = next(loaded.model.parameters()).device
         self.max_batch = max_batch
+        # pieces of the model's training length, as chargen sample writes them
+        self.chunk = int((loaded.config.get("task_config") or {}).get("options", {}).get("seq_len", 30))
         self.log = log or (lambda line: None)
         self.joining: queue.SimpleQueue[Stream | None] = queue.SimpleQueue()
         self._steppers: OrderedDict[int, Stepper] = OrderedDict()
@@ -204,7 +205,7 @@ class _Batch:
             ids = self._draw()
             for i, (stream, token) in enumerate(zip(streams, ids.tolist())):
                 done[i] = stream.take(owner.tokens[token])
-                piece = stream.ready(done[i])
+                piece = stream.ready(done[i], owner.chunk)
                 if piece is not None:
                     out.append((stream, piece))
                 if done[i]:
@@ -243,7 +244,7 @@ class _Batch:
         first = torch.randint(len(owner.vocab.specials), len(owner.vocab), (1,), generator=stream.generator,
                               device=owner.device).tolist()
         if stream.take(owner.tokens[first[0]]):
-            out += [(stream, stream.ready(True)), (stream, None)]
+            out += [(stream, stream.ready(True, owner.chunk)), (stream, None)]
             return None
         return first
 
