@@ -317,7 +317,8 @@ def test_foreign_hosts_and_other_origins_are_refused(tiny: Running) -> None:
     body = {"text": "a cat"}
     own = f"http://127.0.0.1:{tiny.port}"
     for headers in ({"Host": "evil.example"}, {"Host": f"evil.example:{tiny.port}"},
-                    {"Origin": "http://evil.example"}, {"Origin": "null"},
+                    {"Origin": "http://evil.example"}, {"Origin": "null"}, {"Origin": "http://[::1"},
+                    {"Origin": f"file://127.0.0.1:{tiny.port}"},
                     {"Origin": f"http://127.0.0.1:{tiny.port + 1}"},  # another port is another origin
                     {"Sec-Fetch-Site": "cross-site"},
                     {"Origin": "http://evil.example", "Content-Type": "text/plain"}):  # a page's simple POST

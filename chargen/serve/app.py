@@ -74,6 +74,15 @@ def _host_name(value: str) -> tuple[str, int | None]:
         return "", None
 
 
+def _same_origin(origin: str) -> tuple[str, int | None] | None:
+    """An http(s) Origin's (name, port), to compare with the Host header's; None for "null" or anything else."""
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return None
+    return _host_name(parts.netloc) if parts.scheme in ("http", "https") and parts.netloc else None
+
+
 @dataclass(frozen=True)
 class Access:
     """Who may use the server: the Host names it answers to, the web pages that may call it, a token."""
@@ -98,8 +107,7 @@ class Access:
                                  "(a DNS-rebinding guard; allow it when starting the server)")
         origin = headers.get("origin")
         if origin is not None and origin.rstrip("/").lower() not in self.origins:
-            if origin == "null" or host is None or urlsplit(origin).scheme not in ("http", "https") \
-                    or _host_name(urlsplit(origin).netloc) != _host_name(host):
+            if host is None or _same_origin(origin) != _host_name(host):
                 return ApiError(403, f"requests from other web pages are refused (Origin {origin[:100]!r})")
         elif origin is None and headers.get("sec-fetch-site") == "cross-site":
             return ApiError(403, "requests from other web pages are refused (Sec-Fetch-Site: cross-site)")
