@@ -1,22 +1,14 @@
-"""chargen serve: real servers on free loopback ports, a real HTTP client (and raw sockets), the page in a browser."""
+"""chargen serve: what it answers, whom it answers, its command and its page (in a headless browser); load: test_serve_load."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
-import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,42 +21,12 @@ from typer.testing import CliRunner
 from chargen import checkpoint
 from chargen.cli import app
 from chargen.inspect import score_text, trace
-from chargen.models import ModelConfig, build_model
-from chargen.sample import generate
-from chargen.serve import Limits, Service, make_server
-from chargen.stops import stop_at
+from chargen.serve import Limits, Service
 from chargen.tasks.classify import classify_names
-from chargen.vocab import Vocab
 
-EXTRA = all(importlib.util.find_spec(m) is not None for m in ("starlette", "uvicorn", "httpx"))
+from serving import TINY_LIMITS, Running, call, library, need_extra, post, raw_http, save_tiny, streamed  # noqa: E402
+
 LIMITS = Limits(max_length=400, max_text=300, max_names=5, max_body=4096)
-# the tiny model's server: a small batch and queue, so that 200 requests meet a full queue
-TINY_LIMITS = Limits(max_batch=16, max_waiting=48, max_body=4096, max_queued=4)
-DEADLINE = 0.5  # seconds for headers and for a body, in the slow-client test
-TINY_TEXT = "abcdefghijklmnopqrstuvwxyz .,\n"
-
-
-def need_extra() -> None:
-    if not EXTRA:
-        pytest.skip("the serve extra is not installed: pip install -e '.[serve]' (and httpx: '.[dev]')")
-
-
-class Running:
-    """A started server, its base URL and the lines it logged."""
-
-    def __init__(self, service: Service, **options: Any) -> None:
-        need_extra()
-        self.lines: list[str] = []
-        self.server = make_server(service, "127.0.0.1", 0, log=self.lines.append, **options).start()
-        self.url = self.server.url
-        self.port = self.server.address[1]
-
-    def __enter__(self) -> Running:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        assert not [line for line in self.lines if "Traceback" in line or "\n" in line]
 
 
 @pytest.fixture(scope="module")
@@ -81,26 +43,8 @@ def threads_one() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def running(models: dict[str, Any]) -> Iterator[Running]:
-    with Running(Service(models, LIMITS)) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def base(running: Running) -> str:
-    return running.url
-
-
-@pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny untrained LM saved as a run: cheap enough for hundreds of requests."""
-    vocab = Vocab.from_text(TINY_TEXT)
-    cfg = ModelConfig(vocab_size=len(vocab), embed_dim=8, cell="lstm", hidden_size=16, num_layers=2)
-    torch.manual_seed(0)
-    run = tmp_path_factory.mktemp("serve") / "tiny"
-    checkpoint.save(run, {"task": "lm", "model": cfg.to_dict(), "vocab": vocab.to_json(),
-                          "task_config": {"options": {"seq_len": 8}}}, build_model(cfg))
-    return run
+    return save_tiny(tmp_path_factory.mktemp("serve") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -109,63 +53,15 @@ def tiny(tiny_run: Path) -> Iterator[Running]:
         yield server
 
 
-@functools.cache
-def client() -> Any:
-    """One HTTP client for the module's calls (making one per call costs more than most calls)."""
-    import httpx
-
-    return httpx.Client(timeout=60)
+@pytest.fixture(scope="module")
+def running(models: dict[str, Any]) -> Iterator[Running]:
+    with Running(Service(models, LIMITS)) as server:
+        yield server
 
 
-def call(base: str, path: str, body: Any = None, raw: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, bytes, str]:
-    """(status, body, content type) of a GET (no body) or a POST."""
-    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-    sent = {"Content-Type": "application/json", **(headers or {})}
-    response = client().request("GET" if data is None else "POST", base + path, content=data, headers=sent)
-    return response.status_code, response.content, response.headers.get("content-type", "")
-
-
-def post(base: str, path: str, body: Any) -> Any:
-    status, data, _ = call(base, path, body)
-    assert status == 200, data
-    return json.loads(data)
-
-
-def lines_of(data: bytes) -> tuple[dict[str, Any], str]:
-    lines = [json.loads(line) for line in data.decode().splitlines()]
-    assert lines[-1] == {"done": True}, lines[-1]
-    return lines[0]["start"], "".join(line["text"] for line in lines[1:-1])
-
-
-def streamed(base: str, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    status, data, kind = call(base, "/api/generate", body)
-    assert status == 200 and kind.startswith("application/x-ndjson"), data
-    return lines_of(data)
-
-
-def read_all(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection (or the socket's timeout)."""
-    received = b""
-    with contextlib.suppress(TimeoutError, ConnectionResetError):
-        while chunk := sock.recv(65536):
-            received += chunk
-    return received
-
-
-def raw_http(port: int, request: bytes) -> bytes:
-    """Send bytes on a fresh connection; everything the server answers."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        return read_all(sock)
-
-
-def library(loaded: Any, body: dict[str, Any]) -> str:
-    """What ``chargen.sample.generate`` writes for a generate request's settings (cut at its stop strings)."""
-    stops = body.get("stop", [])
-    pieces = generate(loaded.model, loaded.vocab, prime=body.get("prime", ""), length=body.get("length", 200),
-                      temperature=body.get("temperature", 1.0), top_k=body.get("top_k"), seed=body["seed"])
-    return "".join(stop_at(pieces, [stops] if isinstance(stops, str) else stops))
+@pytest.fixture(scope="module")
+def base(running: Running) -> str:
+    return running.url
 
 
 # --------------------------------------------------------------------------- the API equals the library
@@ -346,151 +242,6 @@ def test_allowed_hosts_origins_and_the_token(tiny_run: Path) -> None:
         assert call(server.url, "/api/score", body, headers={**bearer, "Host": "studio.lan:80"})[0] == 200
         assert call(server.url, "/api/score", body, headers={**bearer, "Origin": "http://localhost:3000"})[0] == 200
         assert call(server.url, "/api/score", body, headers={**bearer, "Origin": "http://localhost:3001"})[0] == 403
-
-
-# --------------------------------------------------------------------------- load: batching, queues, timeouts
-
-
-def test_200_concurrent_generate_requests_are_all_answered_and_equal_chargen_sample(
-        tiny: Running, tiny_run: Path) -> None:
-    import httpx
-
-    loaded = checkpoint.load(tiny_run)
-    settings = [{}, {"temperature": 0.7}, {"top_k": 5}, {"temperature": 0}]  # streams decoding differently share a batch
-    bodies = [{"prime": "the " if i % 3 else "", "length": 200, "seed": 1000 + i, "stream": i % 2 == 0,
-               **settings[i % 4]} for i in range(200)]
-
-    async def one(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[int, str | None, httpx.Response]:
-        response = await client.post("/api/generate", json=body)
-        if response.status_code != 200:
-            return response.status_code, None, response
-        text = lines_of(response.content)[1] if body["stream"] else response.json()["text"]
-        return 200, text, response
-
-    async def everyone() -> list[tuple[int, str | None, httpx.Response]]:
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
-        async with httpx.AsyncClient(base_url=tiny.url, limits=limits, timeout=60) as client:
-            return await asyncio.gather(*(one(client, body) for body in bodies))  # a reset raises here
-
-    started = time.monotonic()
-    answers = asyncio.run(everyone())
-    assert time.monotonic() - started < 60
-    served = [i for i, (status, _, _) in enumerate(answers) if status == 200]
-    for status, _, response in answers:
-        assert status in (200, 503), response.text
-        if status == 503:
-            assert response.headers["Retry-After"] == "1" and "retry" in response.json()["error"]
-    assert len(served) >= TINY_LIMITS.max_batch + TINY_LIMITS.max_waiting
-    for i in served[::10]:  # each stream drew from its own seeded generator, whoever shared its batch
-        assert answers[i][1] == library(loaded, bodies[i]), i
-    for i in served[1:4]:  # and chargen sample writes the same
-        flags = {"prime": "--prime", "length": "--length", "seed": "--seed", "temperature": "--temp", "top_k": "--top-k"}
-        args = [part for key, flag in flags.items() if key in bodies[i] for part in (flag, str(bodies[i][key]))]
-        cli = CliRunner().invoke(app, ["sample", "--model", str(tiny_run), *args])
-        assert cli.exit_code == 0 and cli.stdout == bodies[i]["prime"] + answers[i][1] + "\n", args
-
-
-def test_a_full_queue_answers_503_with_retry_after() -> None:
-    need_extra()
-    from chargen.serve.api import ApiError
-    from chargen.serve.app import Gate
-
-    gate, release = Gate("inspect", workers=1, queued=2), threading.Event()
-
-    def work(i: int) -> int:
-        release.wait(10)
-        return i
-
-    async def fill() -> None:
-        tasks = [asyncio.create_task(gate.run(work, i)) for i in range(3)]  # one computing, two waiting
-        await asyncio.sleep(0.05)
-        with pytest.raises(ApiError) as refused:
-            await gate.run(work, 99)
-        assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "1"} and gate.held == 3
-        release.set()
-        assert await asyncio.gather(*tasks) == [0, 1, 2] and gate.held == 0
-
-    asyncio.run(fill())
-
-
-def test_inspect_traces_one_at_a_time_under_50_concurrent_requests(tiny_run: Path) -> None:
-    """Memory stays bounded: however many inspect requests arrive, at most inspect_workers traces are held."""
-    need_extra()
-    import httpx
-
-    service = Service({"tiny": checkpoint.load(tiny_run)}, Limits(inspect_workers=1, max_queued=8))
-    inner, most, now = service.inspect, [0], [0]
-    lock = threading.Lock()
-
-    def counted(request: Any) -> Any:
-        with lock:
-            now[0] += 1
-            most[0] = max(most[0], now[0])
-        try:
-            time.sleep(0.01)
-            return inner(request)
-        finally:
-            with lock:
-                now[0] -= 1
-
-    service.inspect = counted  # type: ignore[method-assign]
-
-    async def everyone() -> list[int]:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-            body = {"text": TINY_TEXT * 8, "unit": 3, "top": 5}
-            return [r.status_code for r in await asyncio.gather(*(client.post("/api/inspect", json=body)
-                                                                   for _ in range(50)))]
-
-    with Running(service) as server:
-        statuses = asyncio.run(everyone())
-    assert set(statuses) <= {200, 503} and statuses.count(200) >= 9 and most[0] == 1
-
-
-def test_slow_clients_do_not_delay_others_and_are_cut_off(tiny_run: Path) -> None:
-    limits = Limits(max_batch=16, body_timeout=DEADLINE, header_timeout=DEADLINE)
-    slow: list[socket.socket] = []
-    with Running(Service({"tiny": checkpoint.load(tiny_run)}, limits)) as tiny, contextlib.ExitStack() as sockets:
-        for _ in range(100):  # each sends part of its headers, then nothing
-            slow.append(sockets.enter_context(socket.create_connection(("127.0.0.1", tiny.port), timeout=5)))
-            slow[-1].sendall(b"POST /api/score HTTP/1.1\r\nHost: 127.0")
-        # a body that never completes
-        dribble = sockets.enter_context(socket.create_connection(("127.0.0.1", tiny.port), timeout=5))
-        dribble.sendall(b"POST /api/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
-        started = time.monotonic()
-        for _ in range(3):
-            assert call(tiny.url, "/api/score", {"text": "a cat"})[0] == 200
-        assert time.monotonic() - started < 1.0
-        answer = read_all(dribble)  # after the body deadline (0.5 s here): 408, and the connection closes
-        assert answer.startswith(b"HTTP/1.1 408") and b"took over 0.5 s" in answer
-        time.sleep(DEADLINE + 0.3)
-        for sock in slow:  # the header deadline has closed them
-            sock.settimeout(2)
-            assert sock.recv(100) == b""
-    assert any("request headers took over 0.5 s" in line for line in tiny.lines)
-
-
-def test_http10_clients_get_no_chunked_encoding(tiny: Running, tiny_run: Path) -> None:
-    body = json.dumps({"prime": "the ", "length": 100, "seed": 5}).encode()
-    answer = raw_http(tiny.port, b"POST /api/generate HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: "
-                      + str(len(body)).encode() + b"\r\n\r\n" + body)
-    head, _, data = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
-    assert lines_of(data)[1] == library(checkpoint.load(tiny_run), {"prime": "the ", "length": 100, "seed": 5})
-
-
-def test_clients_that_reset_leave_one_line_and_no_traceback(tiny: Running, capfd: pytest.CaptureFixture[str]) -> None:
-    for stream in (True, False):
-        body = json.dumps({"length": 2000, "seed": 1, "stream": stream}).encode()
-        for _ in range(5):
-            sock = socket.create_connection(("127.0.0.1", tiny.port))
-            sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\n\r\n" + body)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
-            sock.close()
-    time.sleep(0.3)
-    assert streamed(tiny.url, {"length": 10, "seed": 2})[1]  # still answering
-    err = capfd.readouterr().err
-    assert "Traceback" not in err and "Traceback" not in "\n".join(tiny.lines)
 
 
 def test_serve_without_the_extra_says_how_to_install_it(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -121,6 +121,8 @@ class Batcher:
         if not self._started:
             self._started = True
             self._thread.start()
+        elif not self._thread.is_alive():  # it logged why; a request must not wait for it forever
+            raise ApiError(500, "generation has stopped on this server; restart it")
         self.joining.put(stream)
 
     def close(self) -> None:
@@ -131,6 +133,12 @@ class Batcher:
 
     # -- the model's thread --------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # noqa: BLE001 - said in one line; submit() refuses from now on
+            self.log(f"the generation thread stopped: {type(e).__name__}: {e}")
+
+    def _loop(self) -> None:
         active: list[Stream] = []
         waiting: list[Stream] = []
         closing = False
