@@ -193,7 +193,8 @@ def test_a_negative_or_malformed_content_length_is_refused(tiny: Running) -> Non
     assert call(tiny.url, "/api/models")[0] == 200  # and the server answers on
 
 
-def test_the_page_and_its_files_are_served_from_package_data(base: str) -> None:
+def test_the_page_and_its_files_are_served_from_package_data(running: Running) -> None:
+    base = running.url
     status, page, kind = call(base, "/")
     assert status == 200 and kind.startswith("text/html")
     for needed in (b'id="prime"', b'id="generate"', b'id="temperature"', b'id="top5"', b'id="coloured"', b'id="stop"'):
@@ -204,6 +205,8 @@ def test_the_page_and_its_files_are_served_from_package_data(base: str) -> None:
         assert b"http://" not in data and b"https://" not in data  # nothing from a CDN
     assert b"https://" not in page and b"http://" not in page
     assert call(base, "/static/../server.py")[0] == 404
+    assert call(base, "/", headers={"Connection": "Upgrade", "Upgrade": "websocket"})[1] == page  # no WebSockets
+    assert not [line for line in running.lines if "WebSocket" in line or "upgrade" in line]
 
 
 # --------------------------------------------------------------------------- who may call it

@@ -30,7 +30,11 @@ KEEP_ALIVE = 5  # seconds an idle connection stays open
 
 
 class _HeaderDeadline(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a deadline on every request's headers (``header_timeout`` seconds)."""
+    """uvicorn's HTTP/1.1 protocol with a deadline on every request's headers (``header_timeout`` seconds).
+
+    It subclasses uvicorn's ``H11Protocol`` and reads its ``conn`` (h11), ``loop``, ``transport`` and
+    ``client``: the ``serve`` extra bounds uvicorn's version for that reason.
+    """
 
     header_timeout = 10.0
     log: Log = staticmethod(lambda line: None)  # type: ignore[assignment]
@@ -52,6 +56,9 @@ class _HeaderDeadline(H11Protocol):
             self._deadline.cancel()
             self._deadline = None
         super().connection_lost(exc)
+
+    def _should_upgrade(self) -> bool:
+        return False  # no WebSockets here: an Upgrade header is ignored (uvicorn would log two lines of advice)
 
     def _too_slow(self) -> None:
         self._deadline = None
@@ -119,7 +126,7 @@ class Server:
         protocol = type("Protocol", (_HeaderDeadline,), {"header_timeout": service.limits.header_timeout,
                                                          "log": staticmethod(self.log)})
         config = uvicorn.Config(create_app(service, self.access, self.log), log_config=None, log_level="info",
-                                access_log=True, http=protocol, lifespan="on", backlog=BACKLOG,
+                                access_log=True, http=protocol, ws="none", lifespan="on", backlog=BACKLOG,
                                 timeout_keep_alive=KEEP_ALIVE, h11_max_incomplete_event_size=MAX_HEADERS,
                                 limit_concurrency=MAX_CONNECTIONS, timeout_graceful_shutdown=3, server_header=False)
         self.uvicorn = uvicorn.Server(config)
