@@ -118,6 +118,20 @@ def test_a_full_queue_answers_503_with_retry_after() -> None:
     asyncio.run(fill())
 
 
+def test_bodies_being_received_are_bounded_over_all_requests(tiny_run: Path) -> None:
+    limits = Limits(max_body=4096, max_bodies=5000)
+    body = {"text": "a cat " * 490}  # 2,951 bytes
+    with Running(Service({"tiny": checkpoint.load(tiny_run)}, limits)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as holding:
+            holding.sendall(b"POST /api/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4000\r\n\r\n"
+                            + b"x" * 3000)
+            time.sleep(0.3)  # received, and held until the rest comes
+            status, data, _ = call(server.url, "/api/score", body)
+            assert status == 503 and "retry in 1 s" in json.loads(data)["error"]
+        time.sleep(0.3)  # the holder has gone: its bytes are given back
+        assert call(server.url, "/api/score", body)[0] == 200
+
+
 def test_inspect_traces_one_at_a_time_under_50_concurrent_requests(tiny_run: Path) -> None:
     """Memory stays bounded: however many inspect requests arrive, at most inspect_workers traces are held."""
     need_extra()

@@ -40,6 +40,7 @@ class Limits:
     max_top: int = 20  # next-character guesses per position
     max_stops: int = 8  # stop strings per generate request (each at most 100 characters)
     max_body: int = 1 << 20  # bytes of a request body
+    max_bodies: int = 64 << 20  # bytes of request bodies being received at once, over all requests (then 503)
     max_depth: int = 16  # nesting of a JSON body (the API's bodies are two deep)
     max_batch: int = 64  # generate streams stepped together; more wait for a place
     max_waiting: int = 256  # generate requests waiting for a place in the batch (then 503)

@@ -174,7 +174,21 @@ class Gate:
             self.leave()
 
 
-async def read_json(request: Request, limits: Limits) -> dict[str, Any]:
+class Bodies:
+    """Bytes of request bodies being received, over all requests: a flood of large bodies gets 503, not memory."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        if self.held + size > self.total:
+            raise ApiError(503, f"the server is receiving {self.held:,} bytes of requests, the most it holds; "
+                                f"retry in {RETRY_AFTER} s", {"Retry-After": RETRY_AFTER, "Connection": "close"})
+        self.held += size
+
+
+async def read_json(request: Request, limits: Limits, bodies: Bodies) -> dict[str, Any]:
     """The body as a JSON object: at most ``max_body`` bytes (counted as read), within ``body_timeout`` seconds."""
     close = {"Connection": "close"}  # the rest of an unread body must not be taken for the next request
     declared = request.headers.get("content-length")
@@ -184,19 +198,24 @@ async def read_json(request: Request, limits: Limits) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.body_timeout
     raw = bytearray()
-    while True:
-        try:
-            message = await asyncio.wait_for(request.receive(), max(0.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
-            raise ApiError(408, f"the request body took over {limits.body_timeout:g} s", close) from None
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        raw += message.get("body", b"")
-        if len(raw) > limits.max_body:
-            raise ApiError(413, f"request body over {limits.max_body:,} bytes; this server accepts at most "
-                                f"{limits.max_body:,}", close)
-        if not message.get("more_body", False):
-            break
+    try:
+        while True:
+            try:
+                message = await asyncio.wait_for(request.receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise ApiError(408, f"the request body took over {limits.body_timeout:g} s", close) from None
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            if len(raw) + len(chunk) > limits.max_body:
+                raise ApiError(413, f"request body over {limits.max_body:,} bytes; this server accepts at most "
+                                    f"{limits.max_body:,}", close)
+            bodies.take(len(chunk))
+            raw += chunk
+            if not message.get("more_body", False):
+                break
+    finally:
+        bodies.held -= len(raw)
     if not raw.strip():
         return {}
     try:
@@ -286,6 +305,7 @@ def create_app(service: Service, access: Access, log: Log | None = None) -> ASGI
              "score": Gate("score", limits.workers, limits.max_queued),
              "classify": Gate("classify", limits.workers, limits.max_queued),
              "inspect": Gate("inspect", limits.inspect_workers, limits.max_queued)}
+    bodies = Bodies(limits.max_bodies)
     pages = {path: ((resources.files("chargen.serve") / "static" / name).read_bytes(), kind)
              for path, (name, kind) in STATIC.items()}
 
@@ -317,7 +337,7 @@ def create_app(service: Service, access: Access, log: Log | None = None) -> ASGI
 
     @endpoint
     async def generate(request: Request) -> Response:
-        parsed = GenerateRequest.parse(await read_json(request, limits), limits)
+        parsed = GenerateRequest.parse(await read_json(request, limits, bodies), limits)
         name, loaded = service.model(parsed.model, ("lm",))
         prime_ids = service.encode(loaded, parsed.prime, "prime")
         for stop in parsed.stop:  # as chargen sample: one the model cannot write would never stop it
@@ -346,7 +366,7 @@ def create_app(service: Service, access: Access, log: Log | None = None) -> ASGI
     def computed(name: str, parse: Callable[..., Any], work: Callable[[Any], dict[str, Any]]) -> Route:
         @endpoint
         async def handle(request: Request) -> Response:
-            parsed = parse(await read_json(request, limits), limits)
+            parsed = parse(await read_json(request, limits, bodies), limits)
             return JSON(await gates[name].run(work, parsed))
 
         return Route(f"/api/{name}", handle, methods=["POST"])
