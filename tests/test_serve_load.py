@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,24 @@ def test_200_concurrent_generate_requests_are_all_answered_and_equal_chargen_sam
         args = [part for key, flag in flags.items() if key in bodies[i] for part in (flag, str(bodies[i][key]))]
         cli = CliRunner().invoke(app, ["sample", "--model", str(tiny_run), *args])
         assert cli.exit_code == 0 and cli.stdout == bodies[i]["prime"] + answers[i][1] + "\n", args
+
+
+def test_families_the_batch_cannot_carry_are_generated_request_by_request(
+        tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chargen.serve import app as served
+
+    monkeypatch.setattr(served, "batchable", lambda model: False)  # as for a transformer or an n-gram model
+    loaded = checkpoint.load(tiny_run)
+    bodies = [{"prime": "the ", "length": 150, "seed": s, "stop": "q" if s % 2 else [], "stream": s % 3 > 0}
+              for s in range(6)]
+    with Running(Service({"tiny": loaded}, TINY_LIMITS)) as server:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(pool.map(lambda body: call(server.url, "/api/generate", body), bodies))
+    for body, (status, data, _) in zip(bodies, answers):
+        assert status == 200
+        text = lines_of(data)[1] if body["stream"] else json.loads(data)["text"]
+        assert text == library(loaded, body)
+    assert any(len(library(loaded, body)) < 150 for body in bodies)  # a stop string was met
 
 
 def test_a_full_queue_answers_503_with_retry_after() -> None:

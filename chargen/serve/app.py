@@ -38,7 +38,7 @@ from chargen.serve.api import (
     Limits,
     ScoreRequest,
 )
-from chargen.serve.batcher import Batcher, Stream
+from chargen.serve.batcher import Batcher, Solo, Stream, batchable
 from chargen.serve.service import Service
 
 Log = Callable[[str], None]
@@ -299,7 +299,8 @@ def create_app(service: Service, access: Access, log: Log | None = None) -> ASGI
     """The server's ASGI application over ``service`` (one generation batch per language model)."""
     say: Log = log or (lambda line: None)
     limits = service.limits
-    batchers = {name: Batcher(loaded, limits.max_batch, say)
+    batchers = {name: Batcher(loaded, limits.max_batch, say) if batchable(loaded.model)
+                else Solo(loaded, limits.workers, say)
                 for name, loaded in service.models.items() if loaded.config.get("task") == "lm"}
     gates = {"generate": Gate("generate", limits.max_batch, limits.max_waiting),
              "score": Gate("score", limits.workers, limits.max_queued),

@@ -19,16 +19,19 @@ import queue
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from chargen.cells import State
 from chargen.checkpoint import Loaded
 from chargen.inference import LeanSampler, ReferenceStepper, Stepper, make_stepper
-from chargen.sample import START_CONTEXT
+from chargen.models import CharLM
+from chargen.sample import START_CONTEXT, generate
 from chargen.serve.api import ApiError, Decoding, GenerateRequest
+from chargen.stops import stop_at
 
 STEPPERS = 8  # batch sizes whose steppers are kept: building one copies the weights
 
@@ -109,8 +112,7 @@ class Batcher:
         self.tokens = loaded.vocab.tokens
         self.device = next(loaded.model.parameters()).device
         self.max_batch = max_batch
-        # pieces of the model's training length, as chargen sample writes them
-        self.chunk = int((loaded.config.get("task_config") or {}).get("options", {}).get("seq_len", 30))
+        self.chunk = _chunk(loaded)
         self.log = log or (lambda line: None)
         self.joining: queue.SimpleQueue[Stream | None] = queue.SimpleQueue()
         self._steppers: OrderedDict[int, Stepper] = OrderedDict()
@@ -154,7 +156,7 @@ class Batcher:
                         waiting.append(stream)
                 if closing:
                     for stream in active + waiting:
-                        self._deliver([(stream, ApiError(503, "the server is shutting down"))])
+                        deliver([(stream, ApiError(503, "the server is shutting down"))])
                     return
                 joiners, waiting = waiting[: self.max_batch - len(active)], waiting[self.max_batch - len(active) :]
                 try:
@@ -162,7 +164,7 @@ class Batcher:
                 except Exception as e:  # noqa: BLE001 - one failed step must not end generation for good
                     self.log(f"generation failed: {type(e).__name__}: {e}")
                     error = ApiError(500, f"generation failed: {type(e).__name__}")
-                    self._deliver([(stream, error) for stream in batch.streams + joiners])
+                    deliver([(stream, error) for stream in batch.streams + joiners])
                     batch = _Batch(self)
                     active = []
 
@@ -175,22 +177,72 @@ class Batcher:
         stepper.load(state)
         return stepper
 
-    @staticmethod
-    def _deliver(items: list[tuple[Stream, Any]]) -> None:
-        """Hand pieces to their readers on their event loops: one wake-up per loop per step."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Stream, Any]]] = {}
-        for stream, item in items:
-            by_loop.setdefault(stream.loop, []).append((stream, item))
-        for loop, some in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_put, some)
-            except RuntimeError:  # the loop has closed: nobody is reading any more
-                pass
+
+
+def deliver(items: list[tuple[Stream, Any]]) -> None:
+    """Hand pieces to their readers on their event loops: one wake-up per loop per step."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Stream, Any]]] = {}
+    for stream, item in items:
+        by_loop.setdefault(stream.loop, []).append((stream, item))
+    for loop, some in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_put, some)
+        except RuntimeError:  # the loop has closed: nobody is reading any more
+            pass
 
 
 def _put(items: list[tuple[Stream, Any]]) -> None:
     for stream, item in items:
         stream.pieces.put_nowait(item)
+
+
+def batchable(model: nn.Module) -> bool:
+    """Whether the batch can carry this model: a recurrent LM, whose state is ``(layers, N, size)`` tensors."""
+    return isinstance(model, CharLM)
+
+
+def _chunk(loaded: Loaded) -> int:
+    """Pieces of the model's training length, as chargen sample writes them."""
+    return int((loaded.config.get("task_config") or {}).get("options", {}).get("seq_len", 30))
+
+
+class Solo:
+    """Generation request by request in a few threads, for families the batch cannot carry (see :func:`batchable`).
+
+    Each request runs ``chargen.sample.generate`` as ``chargen sample`` does, cut at its stop strings.
+    """
+
+    def __init__(self, loaded: Loaded, workers: int, log: Callable[[str], None] | None = None) -> None:
+        self.loaded = loaded
+        self.chunk = _chunk(loaded)
+        self.log = log or (lambda line: None)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chargen-generate")
+
+    def submit(self, stream: Stream) -> None:
+        self.pool.submit(self._run, stream)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, stream: Stream) -> None:
+        request, settings = stream.request, stream.request.decoding.as_dict()
+        if stream.cancelled:  # its client left while it waited for a thread
+            return
+        try:
+            with torch.inference_mode():
+                pieces = stop_at(generate(self.loaded.model, self.loaded.vocab, prime=request.prime,
+                                          length=request.length, temperature=settings["temperature"],
+                                          top_k=settings["top_k"], seed=request.seed, chunk_size=self.chunk),
+                                 request.stop)
+                for piece in pieces:
+                    if stream.cancelled:
+                        pieces.close()  # stops generating
+                        break
+                    deliver([(stream, piece)])
+            deliver([(stream, None)])
+        except Exception as e:  # noqa: BLE001 - one line in the log, an error for the reader
+            self.log(f"generation failed: {type(e).__name__}: {e}")
+            deliver([(stream, ApiError(500, f"generation failed: {type(e).__name__}"))])
 
 
 class _Batch:
@@ -224,7 +276,7 @@ class _Batch:
                 self.logits = self.stepper.step(ids)  # type: ignore[union-attr]
         else:
             self._regroup(done, primed)
-        owner._deliver(out)
+        deliver(out)
         return self.streams
 
     def _draw(self) -> Tensor:

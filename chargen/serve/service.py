@@ -32,7 +32,8 @@ class Service:
         out = []
         for name, loaded in self.models.items():
             cfg = loaded.config["model"]
-            out.append({"name": name, "task": loaded.config.get("task"), "cell": cfg["cell"],
+            out.append({"name": name, "task": loaded.config.get("task"), "family": cfg.get("family", "recurrent"),
+                        "cell": cfg["cell"],
                         "layers": cfg["num_layers"], "hidden": cfg["hidden_size"], "vocab": len(loaded.vocab)})
         return {"models": out, "limits": asdict(self.limits), "whats": list(WHATS)}
 
