@@ -32,9 +32,13 @@ class Service:
         out = []
         for name, loaded in self.models.items():
             cfg = loaded.config["model"]
-            out.append({"name": name, "task": loaded.config.get("task"), "family": cfg.get("family", "recurrent"),
-                        "cell": cfg["cell"],
-                        "layers": cfg["num_layers"], "hidden": cfg["hidden_size"], "vocab": len(loaded.vocab)})
+            family = cfg.get("family", "recurrent")
+            # a recurrent model's cell, layers and width; another family's own (a transformer's blocks and d_model)
+            shape = ({"cell": cfg["cell"], "layers": cfg["num_layers"], "hidden": cfg["hidden_size"]}
+                     if family == "recurrent" else
+                     {"cell": family, "layers": cfg.get("n_layer"), "hidden": cfg.get("d_model")})
+            out.append({"name": name, "task": loaded.config.get("task"), "family": family, **shape,
+                        "vocab": len(loaded.vocab)})
         return {"models": out, "limits": asdict(self.limits), "whats": list(WHATS)}
 
     def model(self, name: str | None, tasks: tuple[str, ...]) -> tuple[str, Loaded]:
