@@ -144,10 +144,10 @@ def test_bodies_being_received_are_bounded_over_all_requests(tiny_run: Path) -> 
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as holding:
             holding.sendall(b"POST /api/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4000\r\n\r\n"
                             + b"x" * 3000)
-            time.sleep(0.3)  # received, and held until the rest comes
+            time.sleep(0.5)  # received, and held until the rest comes
             status, data, _ = call(server.url, "/api/score", body)
             assert status == 503 and "retry in 1 s" in json.loads(data)["error"]
-        time.sleep(0.3)  # the holder has gone: its bytes are given back
+        time.sleep(0.5)  # the holder has gone: its bytes are given back
         assert call(server.url, "/api/score", body)[0] == 200
 
 
