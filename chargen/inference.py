@@ -65,6 +65,10 @@ class ReferenceStepper:
         """The carried state in the core's layout: one ``(num_layers, N, size)`` tensor per state name."""
         return self._state
 
+    def load(self, state: State) -> None:
+        """Carry ``state`` (the core's layout, N rows) from here on, as if primed into it."""
+        self._state = state
+
 
 class LeanStepper:
     """N streams, one character per :meth:`step`, on buffers allocated once (eval mode only).
@@ -122,6 +126,12 @@ class LeanStepper:
         with torch.inference_mode():
             per_layer = [layer.export() for layer in self.layers]
             return tuple(torch.stack(parts) for parts in zip(*per_layer))
+
+    def load(self, state: State) -> None:
+        """Carry ``state`` (the core's layout, N rows: another stepper's rows regrouped, say) from here on."""
+        with torch.inference_mode():
+            self._load(state)
+            self._primed = True
 
     def step(self, ids: Tensor) -> Tensor:
         """``ids (N,)`` -> logits ``(N, V)`` (a buffer, overwritten by the next step)."""
