@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from chargen import checkpoint, distributed
+from chargen.config import MAX_TRAIN_SEED, OPTIMIZERS, SCHEDULES, TrainConfig  # noqa: F401  (re-exported)
 from chargen.errors import ChargenError, CheckpointError, RunInterrupted, TrainingError, UsageError
 from chargen.models import ModelConfig, build_model
 from chargen.plots import plot_loss
@@ -37,65 +38,6 @@ from chargen.tasks.base import Task
 from chargen.tracking import append_jsonl, truncate_after
 
 T = TypeVar("T")
-
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
-MAX_TRAIN_SEED = 2**62  # seed + rank and seed + 1 seed torch generators, which take at most 64 bits
-SCHEDULES = ("cosine", "constant")
-
-
-@dataclass
-class TrainConfig:
-    """How long and how to optimise; the budget is ``steps``, ``time_limit`` (seconds), or both."""
-
-    steps: int | None = 3000
-    time_limit: float | None = None
-    lr: float = 2e-3
-    schedule: str = "cosine"  # decays to min_lr_ratio * lr over the budget
-    min_lr_ratio: float = 0.05
-    warmup: int = 20
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    clip: float = 5.0  # max global gradient norm; 0 turns clipping off
-    eval_every: int = 250
-    sample_every: int = 250
-    log_every: int = 10
-    seed: int = 1337
-    device: str = "auto"
-    deterministic: bool = False
-    threads: int | None = None  # torch CPU threads; None: runtime.choose_threads (1 for small models)
-    early_stop: int | None = None  # end the run after this many evaluations without a new best val_loss
-
-    def __post_init__(self) -> None:
-        if self.steps is None and self.time_limit is None:
-            raise UsageError("give a budget: steps, time_limit, or both", params=("steps", "time_limit"))
-        if self.steps is not None and self.steps < 1:
-            raise UsageError(f"steps must be positive, got {self.steps}", params="steps")
-        if self.time_limit is not None and self.time_limit <= 0:
-            raise UsageError(f"time_limit must be positive, got {self.time_limit}", params="time_limit")
-        if not self.lr > 0:
-            raise UsageError(f"lr must be positive, got {self.lr}", params="lr")
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
-                             params="optimizer")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
-                             params="schedule")
-        if not self.clip >= 0:  # NaN too
-            raise UsageError(f"clip must be 0 (off) or positive, got {self.clip}", params="clip")
-        for name in ("lr", "time_limit", "min_lr_ratio", "weight_decay"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise UsageError(f"{name} must be a finite number, got {value}", params=name)
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"threads must be at least 1, got {self.threads}", params="threads")
-        if not 0 <= self.seed <= MAX_TRAIN_SEED:
-            raise UsageError(f"seed must be between 0 and {MAX_TRAIN_SEED:,} (2**62), got {self.seed}", params="seed")
-        if self.early_stop is not None and self.early_stop < 1:
-            raise UsageError(f"early_stop must be at least 1 evaluation, got {self.early_stop}", params="early_stop")
-        for name in ("eval_every", "sample_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name} must be positive, got {getattr(self, name)}", params=name)
-
 
 class Callbacks:
     """Progress reaches the caller through these hooks (the CLI draws rich bars); all are no-ops here."""
@@ -111,21 +53,24 @@ class Callbacks:
 
 @dataclass
 class Budget:
-    """Progress through the step and time budgets, in [0, 1]; the LR schedule follows it."""
+    """Progress through the step, wall-time and CPU-time budgets, in [0, 1]; the LR schedule follows it."""
 
     steps: int | None
     time_limit: float | None
+    cpu_limit: float | None = None
 
-    def fraction(self, step: int, elapsed: float) -> float:
+    def fraction(self, step: int, elapsed: float, cpu: float = 0.0) -> float:
         parts = []
         if self.steps:
             parts.append(step / self.steps)
         if self.time_limit:
             parts.append(elapsed / self.time_limit)
+        if self.cpu_limit:
+            parts.append(cpu / self.cpu_limit)
         return min(1.0, max(parts))
 
     def total_steps(self) -> int | None:
-        return self.steps if not self.time_limit else None
+        return self.steps if not (self.time_limit or self.cpu_limit) else None
 
 
 def learning_rate(cfg: TrainConfig, step: int, fraction: float) -> float:
@@ -161,6 +106,7 @@ class Run:
     best_step: int | None = None  # the step of the lowest val_loss so far
     evals_since_best: int = 0
     stopped_early: bool = False
+    cpu_seconds: float = 0.0  # CPU time of this process inside the loop, all calls (resumes) together
 
 
 def command_line() -> str:
@@ -302,7 +248,7 @@ class _Training:
         self.sample_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.run_state = Run(run_dir, 0, 0.0)
         self.created: bool | None = None  # whether rank 0 made the run directory (None: not claimed yet)
-        self.budget = Budget(cfg.steps, cfg.time_limit)
+        self.budget = Budget(cfg.steps, cfg.time_limit, cfg.cpu_limit)
         self.keep_best = task.keep_best
         self.improved = False  # whether the latest evaluation set a new best val_loss
         self.config = {
@@ -346,6 +292,7 @@ class _Training:
         self.cb.on_end({"step": run.step, "elapsed": run.elapsed, "metrics": run.metrics,
                         "run_dir": str(run.run_dir), "best_val_loss": run.best_val_loss,
                         "train_seconds": run.train_seconds, "units": run.units, "best_step": run.best_step,
+                        "cpu_seconds": run.cpu_seconds,
                         "stopped_early": run.stopped_early})
         return run
 
@@ -398,11 +345,13 @@ class _Training:
             self.sample_generator.set_state(trainer["sample_generator"])
             run = self.run_state
             run.step, run.elapsed = int(trainer["step"]), float(trainer["elapsed"])
+            run.cpu_seconds = float(trainer.get("cpu_seconds", 0.0))  # runs saved before the CPU budget: none counted
             run.best_val_loss, run.metrics = float(trainer["best_val_loss"]), dict(trainer["metrics"])
             run.best_step, run.evals_since_best = trainer.get("best_step"), int(trainer.get("evals_since_best", 0))
             run.saved_step = run.step
             total = self.budget.total_steps()
-            to = f" to step {total:,}" if total else f" for {self.cfg.time_limit:g}s in all"
+            to = (f" to step {total:,}" if total else f" for {self.cfg.time_limit:g}s in all" if self.cfg.time_limit
+                  else f" for {self.cfg.cpu_limit:g} CPU-seconds in all")
             self.cb.on_note(f"resuming {self.run_dir} from step {run.step:,}{to}")
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
             detail = " ".join(str(e).split())[:200]
@@ -481,6 +430,7 @@ class _Training:
             trainer = {
                 "step": run.step,
                 "elapsed": run.elapsed,
+                "cpu_seconds": run.cpu_seconds,
                 "world_size": self.world,
                 "ranks": ranks,  # per rank: RNG states and data position
                 "optimizer": self.optimizer.state_dict(),
@@ -507,18 +457,20 @@ class _Training:
         cfg, run, task = self.cfg, self.run_state, self.task
         self.cb.on_start({
             "device": str(self.device), "parameters": sum(p.numel() for p in self.module.parameters()),
-            "total_steps": self.budget.total_steps(), "time_limit": cfg.time_limit, "start_step": run.step,
+            "total_steps": self.budget.total_steps(), "time_limit": cfg.time_limit, "cpu_limit": cfg.cpu_limit,
+            "start_step": run.step,
             "unit": task.unit, "run_dir": str(self.run_dir), "processes": self.world,
             "backend": self.group.backend if self.group else None,
         })
         self.model.train()
         window_loss, window_items, window_steps = 0.0, 0.0, 0
         started = time.perf_counter() - run.elapsed
+        cpu_started = time.process_time() - run.cpu_seconds
         last_log = time.perf_counter()
         with StopSignals(announce=self.main) as stop:
             try:
-                while self.budget.fraction(run.step, run.elapsed) < 1.0:
-                    lr = learning_rate(cfg, run.step, self.budget.fraction(run.step, run.elapsed))
+                while self.budget.fraction(run.step, run.elapsed, run.cpu_seconds) < 1.0:
+                    lr = learning_rate(cfg, run.step, self.budget.fraction(run.step, run.elapsed, run.cpu_seconds))
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
                     step_started = time.perf_counter()
@@ -526,14 +478,15 @@ class _Training:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()  # under DDP this also averages the gradients of all ranks
                     norm = _clip(self.module, cfg.clip)
-                    loss_value, items, signum, elapsed = self._agree(
-                        loss.item(), float(items), stop.received, time.perf_counter() - started
+                    loss_value, items, signum, elapsed, cpu = self._agree(
+                        loss.item(), float(items), stop.received, time.perf_counter() - started,
+                        time.process_time() - cpu_started,
                     )
                     if not (math.isfinite(loss_value) and math.isfinite(norm)):
                         raise TrainingError(self._nonfinite(loss_value, norm))
                     self.optimizer.step()
                     run.step += 1
-                    run.elapsed = elapsed
+                    run.elapsed, run.cpu_seconds = elapsed, cpu
                     window_loss += loss_value
                     window_items += items
                     window_steps += 1
@@ -542,7 +495,8 @@ class _Training:
                     if run.step % cfg.log_every == 0:
                         now = time.perf_counter()
                         record = {"step": run.step, "split": "train", "loss": window_loss / window_steps, "lr": lr,
-                                  "rate": window_items / max(now - last_log, 1e-9), "elapsed": run.elapsed}
+                                  "rate": window_items / max(now - last_log, 1e-9), "elapsed": run.elapsed,
+                                  "cpu_seconds": round(run.cpu_seconds, 3)}
                         if self.main:
                             self._log("metrics.jsonl", record)
                         self.cb.on_step(run.step, {**record, "train_seconds": run.train_seconds})
@@ -571,20 +525,21 @@ class _Training:
             except KeyboardInterrupt:
                 raise RunInterrupted(self._aborted_message(), stop.aborted or signal.SIGINT) from None
 
-    def _agree(self, loss: float, items: float, signum: int, elapsed: float) -> tuple[float, float, int, float]:
-        """The step's loss, units and clock, and whether to stop, the same on every rank.
+    def _agree(self, loss: float, items: float, signum: int, elapsed: float,
+               cpu: float) -> tuple[float, float, int, float, float]:
+        """The step's loss, units, clocks, and whether to stop, the same on every rank.
 
         One small all-reduce per step: the mean loss (for logs and the non-finite check), the
-        total units, the mean elapsed time (so a time budget ends every rank on the same step)
-        and any stop signal (SIGTERM over SIGINT), so all ranks leave the loop together.
+        total units, the mean elapsed and CPU times (so a time budget ends every rank on the same
+        step) and any stop signal (SIGTERM over SIGINT), so all ranks leave the loop together.
         """
         if self.group is None:
-            return loss, items, signum, elapsed
-        total_loss, items, sigint, sigterm, total_elapsed = self.group.sum(
-            [loss, items, float(signum == signal.SIGINT), float(signum not in (0, signal.SIGINT)), elapsed]
+            return loss, items, signum, elapsed, cpu
+        total_loss, items, sigint, sigterm, total_elapsed, total_cpu = self.group.sum(
+            [loss, items, float(signum == signal.SIGINT), float(signum not in (0, signal.SIGINT)), elapsed, cpu]
         )
         agreed = signal.SIGTERM if sigterm else signal.SIGINT if sigint else 0
-        return total_loss / self.world, items, int(agreed), total_elapsed / self.world
+        return total_loss / self.world, items, int(agreed), total_elapsed / self.world, total_cpu / self.world
 
     def _log(self, name: str, record: dict[str, Any]) -> None:
         try:

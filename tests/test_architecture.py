@@ -28,7 +28,6 @@ LAYERS: dict[str, int] = {
     "chargen.experiments": 7,
     "chargen.reference": 7,
     "chargen.train": 6,
-    "chargen.tasks.resolve": 6,  # builds TrainConfig: it sits beside the registry, at the loop's level
     "chargen.finetune": 6,  # a run that starts from a trained model: the parent, its vocabulary, the LM task
     "chargen.tasks": 5,
     "chargen.inspect": 5,  # tools over a trained model: they read tasks' data, never the loop
@@ -56,6 +55,7 @@ LAYERS: dict[str, int] = {
     "chargen.paths": 0,
     "chargen.safeio": 0,  # bounded, non-blocking reads of regular files
     "chargen.schema": 0,  # what a loaded config.json may hold
+    "chargen.config": 0,  # TrainConfig: below the tasks that set its defaults and the resolver that builds it
     "chargen": 0,
 }
 
