@@ -21,6 +21,7 @@ FLAGS: dict[str, str] = {
     "early_stop": "--early-stop", "beams": "--beam", "stop": "--stop",
     "skip_unknown": "--skip-unknown",
     "init": "--init", "forget_bias": "--forget-bias", "mu": "--mu", "s": "--s", "grid": "--grid",
+    "minutes": "--minutes",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
 

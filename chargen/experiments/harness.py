@@ -85,6 +85,7 @@ class RunRelay(Callbacks):
         self.train_seconds: dict[int, float] = {}  # step -> training seconds at that step (logged steps)
         self.total_seconds = 0.0
         self.units = 0.0
+        self.last_loss: float | None = None  # the training loss of the last log record
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.parameters = int(info.get("parameters", 0))
@@ -94,6 +95,8 @@ class RunRelay(Callbacks):
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         if "train_seconds" in metrics:
             self.train_seconds[step] = float(metrics["train_seconds"])
+        if "loss" in metrics:
+            self.last_loss = float(metrics["loss"])
         if self.on_record:
             self.on_record(step, metrics)
 

@@ -77,10 +77,13 @@ class Spec:
     params: Mapping[str, Any]
     seed: int
     key: str = ""
+    title: str = ""  # how progress names the run (default: its scalar settings)
 
     @property
     def label(self) -> str:
-        shown = " ".join(f"{k}={v}" for k, v in self.params.items() if v is not None)
+        if self.title:
+            return f"{self.title} seed {self.seed}"
+        shown = " ".join(f"{k}={v}" for k, v in self.params.items() if v is not None and not isinstance(v, Mapping))
         return f"{self.part}: {shown} seed {self.seed}"
 
 
@@ -145,14 +148,16 @@ class Study:
     """A grid x seeds of runs in named parts, resumable, saved under ``out/<part>/runs.jsonl``."""
 
     def __init__(self, name: str, parts: Sequence[Part], run: Runner, out: Path, *, threads: int = 1,
-                 budget: StudyBudget | None = None, config: Mapping[str, Any] | None = None) -> None:
+                 budget: StudyBudget | None = None, config: Mapping[str, Any] | None = None,
+                 notes: Sequence[str] = ()) -> None:
+        """``notes``: lines to show when the study runs (e.g. a family left out of this checkout's plan)."""
         if threads < 1:
             raise UsageError(f"threads must be at least 1, got {threads}", params="threads")
         names = [p.name for p in parts]
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"study {name}: part names must be unique and non-empty, got {names}")
         self.name, self.parts, self.runner, self.out = name, {p.name: p for p in parts}, run, Path(out)
-        self.threads, self.budget, self.config = threads, budget, dict(config or {})
+        self.threads, self.budget, self.config, self.notes = threads, budget, dict(config or {}), list(notes)
 
     # -- keys and records --------------------------------------------------------------------------
 
@@ -202,6 +207,8 @@ class Study:
         outcome = Outcome()
         emit = progress or (lambda event: None)
         durations: list[float] = []
+        for message in self.notes:
+            emit(Event("note", "", 0, 0, message=f"{self.name}: {message}"))
         for name in names:
             part = self.parts[name]
             while True:

@@ -1,0 +1,60 @@
+"""The baselines study: every available family on one corpus at a tiny CPU budget, families not here yet skipped with a note."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from chargen.errors import UsageError
+from chargen.experiments import baselines
+from chargen.experiments.studies import build_study, run_study
+from chargen.experiments.study import Event
+
+
+def test_the_grid_is_corpus_by_budget_parts_of_families_by_seeds() -> None:
+    study = build_study("baselines", Path("unused"))
+    assert list(study.parts) == [baselines.part_name(c, m) for c in baselines.CORPORA for m in baselines.MINUTES]
+    available = [f for f in baselines.FAMILIES if baselines.missing_family(f) is None]
+    specs = study.parts["grimm-5m"].specs([])
+    assert [s.params["family"] for s in specs[: len(available)]] == available
+    assert [s.seed for s in specs] == [s for s in baselines.SEEDS for _ in available]
+    assert all(s.params["minutes"] == 5 for s in specs)
+    assert [n.split(" ")[0] for n in study.notes] == [f for f in baselines.FAMILIES if f not in available]
+    assert baselines.missing_family("lstm") is None and "unknown family" in baselines.missing_family("nope")
+
+
+def test_a_changed_size_is_a_new_run() -> None:
+    study = build_study("baselines", Path("unused"))
+    (spec,) = [s for s in study.parts["grimm-1m"].specs([]) if s.params["family"] == "lstm" and s.seed == 0]
+    bigger = type(spec)(spec.part, {**spec.params, "model": {**spec.params["model"], "hidden_size": 999}}, spec.seed)
+    assert study.key(spec) != study.key(bigger)
+
+
+def test_budgets_must_be_positive() -> None:
+    with pytest.raises(UsageError, match="minutes must be a positive number"):
+        build_study("baselines", Path("unused"), minutes=0)
+    with pytest.raises(UsageError, match="unknown study 'nope'"):
+        build_study("nope")
+
+
+@pytest.mark.slow
+def test_a_tiny_budget_runs_each_family_for_its_cpu_seconds(corpus_mirror: Path, tmp_path: Path,
+                                                             one_torch_thread: None) -> None:
+    events: list[Event] = []
+    minutes = 0.01  # 0.6 CPU-seconds per run
+    outcome, summary = run_study("baselines", tmp_path, only=["firstnames-0.01m"], seeds=1, minutes=minutes,
+                                 progress=events.append)
+    study = build_study("baselines", tmp_path, seeds=1, minutes=minutes)
+    records = study.records("firstnames-0.01m")
+    trained = [r for r in records if r["params"]["family"] != "ngram"]
+    assert outcome.complete and trained and len(records) == outcome.ran
+    for r in trained:
+        assert r["train_cpu_seconds"] >= 0.6 and math.isfinite(r["val_loss"]) and r["parameters"] > 0
+        assert r["env"]["threads"] == 1 and r["val_loss"] < math.log(40)  # better than uniform over the characters
+    part = summary["parts"]["firstnames-0.01m"]
+    assert part["complete"] and {row["family"] for row in part["rows"]} == {r["params"]["family"] for r in records}
+    assert (tmp_path / "summary.json").exists()
+    again, _ = run_study("baselines", tmp_path, only=["firstnames-0.01m"], seeds=1, minutes=minutes)
+    assert again.ran == 0
