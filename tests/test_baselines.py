@@ -58,3 +58,17 @@ def test_a_tiny_budget_runs_each_family_for_its_cpu_seconds(corpus_mirror: Path,
     assert (tmp_path / "summary.json").exists()
     again, _ = run_study("baselines", tmp_path, only=["firstnames-0.01m"], seeds=1, minutes=minutes)
     assert again.ran == 0
+
+
+def test_the_study_command_lists_parts_and_refuses_an_unknown_study(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from chargen.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["study", "--list"])
+    assert listed.exit_code == 0 and "grimm-1m:" in listed.output and "firstnames-5m:" in listed.output
+    unknown = runner.invoke(app, ["study", "nope", "--out", str(tmp_path)])
+    assert unknown.exit_code == 2 and "unknown study 'nope'" in unknown.output and "Traceback" not in unknown.output
+    part = runner.invoke(app, ["study", "baselines", "--only", "grimm-2m", "--out", str(tmp_path)])
+    assert part.exit_code == 2 and "no part 'grimm-2m'" in part.output

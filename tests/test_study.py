@@ -85,7 +85,7 @@ def test_a_changed_configuration_is_kept_apart_by_its_key(tmp_path: Path) -> Non
     assert len(second) == 3 and outcome.stale == {"b": 3}
     assert any("another grid or configuration" in n for n in notes)
     assert len(study.saved("b")) == 6 and len(study.records("b")) == 3
-    assert {r["budget"]["steps"] for r in study.records("b")} == {20}
+    assert {r["study_budget"]["steps"] for r in study.records("b")} == {20}
 
 
 def test_a_torn_last_line_is_skipped_and_the_next_record_starts_a_line(tmp_path: Path) -> None:

@@ -76,6 +76,8 @@ class ProbeSettings:
     forget_bias: float | None = None  # LSTM family only
     mu: float | None = None  # momentum cells only (None: the cell's default)
     s: float | None = None
+    cpu_limit: float | None = None  # also stop at this many CPU seconds of the process (a study's CPU-minutes)
+    threads: int | None = None  # torch threads of each run (None: the loop's choice)
 
     def __post_init__(self) -> None:
         for name in ("steps", "hidden_size", "num_layers", "embed_dim", "batch_size", "eval_every"):
@@ -105,7 +107,8 @@ def probe_run(cell: str, length: int, seed: int, settings: ProbeSettings | None 
                                                                 "mu": settings.mu, "s": settings.s})}, cell=cell)
     train_cfg = resolve_train(TASK, {"steps": budget, "lr": settings.lr, "eval_every": settings.eval_every,
                                      "sample_every": settings.eval_every, "log_every": settings.eval_every,
-                                     "seed": seed, "device": settings.device})
+                                     "seed": seed, "device": settings.device, "cpu_limit": settings.cpu_limit,
+                                     "threads": settings.threads})
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="chargen-probe-") as tmp:
         run = fit(task, model_cfg, train_cfg, Path(tmp) / "run",

@@ -267,7 +267,7 @@ class Study:
             result = self.runner(spec, RunContext(threads, self.budget, note))
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         record = {"study": self.name, "part": spec.part, "seed": spec.seed, "params": dict(spec.params),
-                  **result, "budget": self.budget.to_dict() if self.budget else None,
+                  **result, "study_budget": self.budget.to_dict() if self.budget else None,
                   "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
                   "env": environment_record(threads), "key": self.key(spec)}
         append_record(self.results_path(spec.part), record)

@@ -263,7 +263,7 @@ def remaining_section(results: Path, n: Numbers) -> str:
         state = "not run" if found is None else "complete" if found.get("complete") else (
             f"incomplete: {n.int(sum(r['n'] for r in found['rows']))} reported runs")
         lines.append(f"| {name} | {state} | `{_command(name, results)}` |\n")
-    lines.append("\nEach part saves every run as it finishes and resumes from `runs.jsonl`; `--minutes N` stops "
+    lines.append("\nEach part saves every run as it finishes and resumes from `runs.jsonl`; `--stop-after N` stops "
                  "starting runs after N minutes, so a part can be spread over several sittings.\n\n")
     lines.append("The rest of the full study runs as sweeps (each (variant, lr) is saved as it finishes and "
                  "reused when the command is run again):\n\n")
