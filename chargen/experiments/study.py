@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from typing import Any, Union
 
 import torch
 
-from chargen.errors import ChargenError, UsageError
+from chargen.errors import ChargenError, RunInterrupted, UsageError
 from chargen.experiments.harness import torch_threads
 from chargen.experiments.stats import bootstrap_interval, mann_whitney, wilson
 from chargen.tracking import read_jsonl
@@ -227,8 +228,14 @@ class Study:
                 spec = pending[0]
                 eta = self._eta(durations, total - finished)
                 emit(Event("start", name, finished, total, eta, spec))
-                record, seconds = self._run_one(spec, lambda message: emit(Event("note", name, finished, total,
-                                                                                 message=message)))
+                try:
+                    record, seconds = self._run_one(spec, lambda message: emit(Event("note", name, finished, total,
+                                                                                     message=message)))
+                except RunInterrupted as e:  # the run's own message points at its temporary directory
+                    who = "Ctrl-C" if e.signum == signal.SIGINT else signal.Signals(e.signum).name
+                    raise RunInterrupted(
+                        f"{self.name} stopped by {who} in run {finished + 1} of {total} ({spec.label}); the {finished} "
+                        f"finished runs are saved under {self.out}: rerun the same command to resume", e.signum) from None
                 durations.append(seconds)
                 outcome.ran += 1
                 emit(Event("end", name, finished + 1, total, self._eta(durations, total - finished - 1), spec, record))
@@ -272,6 +279,20 @@ class Study:
                   "env": environment_record(threads), "key": self.key(spec)}
         append_record(self.results_path(spec.part), record)
         return record, wall
+
+
+def grid_progress(progress: Callable[[int, int, dict[str, Any]], None],
+                  describe: Callable[[Spec], dict[str, Any]]) -> Progress:
+    """Study events as the older grid protocol ``progress(done, total, info)``: info["event"] is "start" (with
+    ``describe(spec)``) or "end" (with the run's record); notes are dropped."""
+
+    def on_event(event: Event) -> None:
+        if event.kind == "start" and event.spec is not None:
+            progress(event.done, event.total, {"event": "start", **describe(event.spec)})
+        elif event.kind == "end" and event.record is not None:
+            progress(event.done, event.total, {"event": "end", **event.record})
+
+    return on_event
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
@@ -425,5 +446,5 @@ def rank_tests(records: Sequence[Mapping[str, Any]], by: Sequence[str], value: s
 
 __all__ = [
     "Event", "Outcome", "Part", "Progress", "RUNS_JSONL", "RunContext", "Runner", "Spec", "Study", "StudyBudget",
-    "append_record", "environment_record", "field_value", "rank_tests", "summarise",
+    "append_record", "environment_record", "field_value", "grid_progress", "rank_tests", "summarise",
 ]
