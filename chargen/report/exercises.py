@@ -6,7 +6,7 @@ number formatter with the interface of the report's ``Numbers`` (``n(value, spec
 file is missing says which command makes it instead of failing. The files and their makers:
 
 - ``word2vec.json``: ``OMP_NUM_THREADS=1 nice -n 10 python benchmarks/word2vec.py``
-- ``tutorial.json``: ``chargen.reference.tutorial.run_tutorial_study``
+- ``tutorial.json``: ``chargen.experiments.tutorial.run_tutorial_study``
 - ``optimisers.json``: ``chargen.experiments.optimisers.run_optimisers``
 - ``hand_lstm.json``, ``lstm_params.json``, ``engines.json``, ``observations.json``:
   ``python -m chargen.experiments.exercises``
@@ -30,7 +30,7 @@ TARGETS = {"wordsim_band": 0.05, "bce": 0.40, "epochs": 5, "seconds": 180, "core
 
 MAKERS = {
     "word2vec.json": "python benchmarks/word2vec.py --part all --seeds 0,1,2 --threads 2",
-    "tutorial.json": "python -c 'from chargen.reference.tutorial import *; "
+    "tutorial.json": "python -c 'from chargen.experiments.tutorial import *; "
                      "run_tutorial_study(TutorialSettings(steps=1200), \"docs/report/results/exercises\")'",
     "optimisers.json": "python -c 'from chargen.experiments.optimisers import *; "
                        "run_optimisers(OptimiserSettings(), \"docs/report/results/exercises\")'",
@@ -277,7 +277,7 @@ $$z_t = [\ell; x_t; h_{t-1}], \quad h_t = W_{ih} z_t + b_{ih}, \quad o_t = W_{io
 It is trained by teacher forcing: the input is $\langle bos\rangle$ followed by the name, the target is the name followed
 by $\langle eos\rangle$, and the loss is the summed negative log-likelihood $-\sum_t \log \hat y_t[\text{next char}]$; to
 sample, feed $\langle bos\rangle$ and the language, draw a character from $\hat y_t$, feed it back, stop at
-$\langle eos\rangle$. Both are in `chargen.reference.tutorial` (`TutorialClassifier`, `TutorialGenerator`) and are
+$\langle eos\rangle$. Both are in `chargen.experiments.tutorial` (`TutorialClassifier`, `TutorialGenerator`) and are
 trained below beside one layer of chargen's Elman RNN ($h_t = \tanh(W x_t + U h_{t-1} + b)$) and LSTM, on the same
 one-hot inputs, persisted split, batches, optimiser (Adam, gradient clipping) and step budget."""
     if doc is None:

@@ -17,8 +17,8 @@ from chargen.experiments.compare import compare, save_results
 from chargen.experiments.gradients import gradient_flow, save_gradients
 from chargen.experiments.probe import ProbeSettings, run_probe
 from chargen.plots import plot_accuracy_vs_length, plot_compare
+from chargen.experiments.reference import run_reference as run_reference_experiment
 from chargen.reference import NumpyRNN, RNNSettings
-from chargen.reference import run_reference as run_reference_experiment
 from chargen.report.context import PRIME, SAMPLE_SEED, TEMPERATURES, Context
 from chargen.sample import generate
 from chargen.tasks import evaluate_saved

@@ -12,7 +12,7 @@ from chargen.experiments.compare import load_results as load_comparison
 from chargen.experiments.gradients import load_gradients
 from chargen.inits import PAPER_FORGET_BIAS
 from chargen.plots import plot_time_gate
-from chargen.reference import load_results as load_reference
+from chargen.experiments.reference import load_results as load_reference
 from chargen.report import exercises as rx
 from chargen.report import momentum as rm
 from chargen.report.context import FIGURES, MOMENTUM, PAIRS, PRIME, RESULTS, SAMPLE_SEED, Context, read_results
