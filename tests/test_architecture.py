@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "chargen.experiments": 7,
     "chargen.reference": 2,  # textbook models made executable (numpy RNN, hand LSTM); experiments run them
     "chargen.train": 6,
+    "chargen.training": 6,  # the parts of one fit call by concern (run directory, evaluation, step loop, messages)
     "chargen.finetune": 6,  # a run that starts from a trained model: the parent, its vocabulary, the LM task
     "chargen.tasks": 5,
     "chargen.inspect": 5,  # tools over a trained model: they read tasks' data, never the loop

@@ -40,7 +40,7 @@ def compared(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Co
     events: list[tuple] = []
     with pytest.MonkeyPatch.context() as patch:
         # each run's own loss.png (drawn by fit) is the slowest part of a tiny run and not what is tested here
-        patch.setattr("chargen.train.plot_loss", lambda *args, **kwargs: None)
+        patch.setattr("chargen.training.rundir.plot_loss", lambda *args, **kwargs: None)
         result = tiny_compare(corpus, ["rnn", "momentum-rnn"], 2, out,
                               progress=lambda done, total, info: events.append((done, total, info["event"])))
     return result, out, events
