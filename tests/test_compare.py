@@ -141,6 +141,17 @@ def test_compare_refuses_an_existing_comparison_and_bad_settings(compared: tuple
                 model={"cell_options": {"mu": 1.5}}, train=TINY_TRAIN)
 
 
+def test_a_stopped_comparison_resumes_from_its_saved_runs(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = tiny_compare(corpus, ["rnn"], 2, out)
+    (out / "compare.json").unlink()  # as if stopped before the end: the runs are saved, the table is not
+    started: list[dict] = []
+    again = tiny_compare(corpus, ["rnn", "lstm"], 2, out,
+                         progress=lambda done, total, info: started.append(info) if info["event"] == "start" else None)
+    assert [(i["cell"], i["seed"]) for i in started] == [("lstm", 0), ("lstm", 1)]  # only the new cell ran
+    assert [r.final for r in again.runs_of("rnn")] == [r.final for r in first.runs_of("rnn")]
+
+
 def test_stats_leaves_out_missing_values() -> None:
     row = stats([1.0, None, 3.0])
     assert row == {"n": 2, "missing": 1, "mean": 2.0, "std": pytest.approx(math.sqrt(2)), "min": 1.0, "max": 3.0}
