@@ -39,9 +39,11 @@ import torch
 from chargen.errors import ChargenError, RunInterrupted, UsageError
 from chargen.experiments.harness import torch_threads
 from chargen.experiments.stats import bootstrap_interval, mann_whitney, wilson
-from chargen.tracking import read_jsonl
+from chargen.tracking import read_jsonl, write_json
 
 RUNS_JSONL = "runs.jsonl"
+# what a Study adds to a run's own result in its record (a document of results may leave these out)
+STUDY_FIELDS = ("study", "part", "params", "study_budget", "wall_seconds", "cpu_seconds", "env", "key")
 
 
 @dataclass(frozen=True)
@@ -281,6 +283,25 @@ class Study:
         return record, wall
 
 
+def run_documented(study: Study, part: str, document: Callable[[list[dict[str, Any]]], dict[str, Any]],
+                   path: Path | None, on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run ``study`` and keep one JSON document of ``part``'s runs (``document(records)``), rewritten at ``path``
+    after every run (None: not written) so that a reader sees the runs so far; returns the final document."""
+
+    def on_event(event: Event) -> None:
+        if event.kind == "end" and event.record is not None:
+            if path is not None:
+                write_json(path, document(study.records(part)))
+            if on_record is not None:
+                on_record(event.record)
+
+    study.run(progress=on_event)
+    doc = document(study.records(part))
+    if path is not None:
+        write_json(path, doc)
+    return doc
+
+
 def grid_progress(progress: Callable[[int, int, dict[str, Any]], None],
                   describe: Callable[[Spec], dict[str, Any]]) -> Progress:
     """Study events as the older grid protocol ``progress(done, total, info)``: info["event"] is "start" (with
@@ -445,6 +466,6 @@ def rank_tests(records: Sequence[Mapping[str, Any]], by: Sequence[str], value: s
 
 
 __all__ = [
-    "Event", "Outcome", "Part", "Progress", "RUNS_JSONL", "RunContext", "Runner", "Spec", "Study", "StudyBudget",
-    "append_record", "environment_record", "field_value", "grid_progress", "rank_tests", "summarise",
+    "Event", "Outcome", "STUDY_FIELDS", "Part", "Progress", "RUNS_JSONL", "RunContext", "Runner", "Spec", "Study", "StudyBudget",
+    "append_record", "environment_record", "field_value", "grid_progress", "rank_tests", "run_documented", "summarise",
 ]
