@@ -60,6 +60,25 @@ def test_a_tiny_budget_runs_each_family_for_its_cpu_seconds(corpus_mirror: Path,
     assert again.ran == 0
 
 
+def test_the_report_section_traces_every_number_and_names_the_command_until_measured(tmp_path: Path) -> None:
+    from chargen.experiments.stats import bootstrap_interval
+    from chargen.report.baselines import baselines_section
+    from chargen.report.numbers import Numbers, untraced_numbers
+    from chargen.tracking import write_json
+
+    assert "chargen study baselines" in baselines_section(tmp_path / "none", Numbers())
+    losses = [1.61, 1.58, 1.64]
+    row = {"family": "lstm", "n": 3, "val_loss": {"n": 3, "mean": sum(losses) / 3, "mean_ci": list(bootstrap_interval(losses))},
+           "parameters": {"n": 3, "mean": 95824}, "chars_per_second": {"n": 3, "mean": 19694.2}}
+    write_json(tmp_path / "summary.json", {"study": "baselines", "notes": ["gru skipped: not here yet"], "parts": {
+        "tinyshakespeare-1m": {"rows": [row], "complete": False}}})
+    numbers = Numbers()
+    text = baselines_section(tmp_path, numbers)
+    assert "| lstm | 1.610 [" in text and "95,824" in text and "Still running: tinyshakespeare-1m" in text
+    assert "1.47 nats/char" in text and "_Not measured yet: `chargen study baselines --only grimm-1m`._" in text
+    assert untraced_numbers(text, numbers.emitted) == []
+
+
 def test_the_study_command_lists_parts_and_refuses_an_unknown_study(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
