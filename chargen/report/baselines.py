@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from chargen.experiments import baselines
+from chargen.report.context import Context
 from chargen.report.numbers import Numbers
 from chargen.tracking import read_json
 
@@ -77,4 +78,9 @@ def baselines_section(results: Path, n: Numbers) -> str:
     return "".join(lines)
 
 
-__all__ = ["ANCHORS", "baselines_section"]
+def baselines_report_section(ctx: Context) -> str:
+    """The section in the report, from ``results/baselines``."""
+    return baselines_section(ctx.results / "baselines", ctx.numbers).rstrip("\n")
+
+
+__all__ = ["ANCHORS", "baselines_report_section", "baselines_section"]

@@ -14,7 +14,7 @@ from chargen.inits import PAPER_FORGET_BIAS
 from chargen.plots import plot_time_gate
 from chargen.experiments.reference import load_results as load_reference
 from chargen.report import exercises as rx
-from chargen.report.baselines import baselines_section
+from chargen.report.baselines import baselines_report_section
 from chargen.report import momentum as rm
 from chargen.report.context import FIGURES, MOMENTUM, PAIRS, PRIME, RESULTS, SAMPLE_SEED, Context, read_results
 from chargen.report.numbers import Numbers
@@ -556,10 +556,6 @@ def _exercise(builder: Callable[..., str]) -> Section:
     return section
 
 
-def _baselines(ctx: Context) -> str:
-    return baselines_section(ctx.results / "baselines", ctx.numbers).rstrip("\n")
-
-
 def _question_map(ctx: Context) -> str:
     return rx.question_map_section()
 
@@ -577,6 +573,7 @@ SECTIONS: list[Section] = [
     _momentum(rm.study_section),
     _momentum(rm.forget_bias_section),
     _momentum(rm.fair_section),
+    _momentum(rm.long_section),
     _momentum(rm.verdict_section),
     _momentum(rm.remaining_section),
     _bptt_section,
@@ -585,7 +582,7 @@ SECTIONS: list[Section] = [
     _exercise(rx.hand_lstm_section),
     _phased_section,
     _exercise(rx.phased_answers_section),
-    _baselines,
+    baselines_report_section,
     _lm_section,
     _exercise(rx.observations_section),
     _surnames_section,
