@@ -77,6 +77,10 @@ def test_the_report_section_traces_every_number_and_names_the_command_until_meas
     assert "| lstm | 1.610 [" in text and "95,824" in text and "Still running: tinyshakespeare-1m" in text
     assert "1.47 nats/char" in text and "_Not measured yet: `chargen study baselines --only grimm-1m`._" in text
     assert untraced_numbers(text, numbers.emitted) == []
+    shown: list[str] = []
+    with_figure = baselines_section(tmp_path, Numbers(), lambda path, name: shown.append(name) or f"![{name}]({path})")
+    assert shown == ["baselines-tinyshakespeare.png"] and (tmp_path / "tinyshakespeare.png").stat().st_size > 5000
+    assert "![baselines-tinyshakespeare.png]" in with_figure
 
 
 def test_the_study_command_lists_parts_and_refuses_an_unknown_study(tmp_path: Path) -> None:

@@ -6,10 +6,12 @@ baselines`` write it); until a part has run, the section names the command that 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from chargen.experiments import baselines
+from chargen.plots import _pyplot
 from chargen.report.context import Context
 from chargen.report.numbers import Numbers
 from chargen.tracking import read_json
@@ -27,7 +29,41 @@ ANCHORS: dict[str, list[tuple[str, float, str]]] = {
 }
 
 
-def baselines_section(results: Path, n: Numbers) -> str:
+def plot_corpus(summary: dict[str, Any], corpus: str, out: Path) -> Path | None:
+    """Validation nats/char per family at each budget for ``corpus``: the mean over seeds with its 95% bootstrap
+    interval as an error bar, the published anchors as dashed lines. None: nothing to draw."""
+    points = []  # (family index, budget, mean, low, high)
+    for m in baselines.MINUTES:
+        found = summary.get("parts", {}).get(baselines.part_name(corpus, m)) or {}
+        for row in found.get("rows", []):
+            loss = row.get("val_loss") or {}
+            if loss.get("n") and row.get("family") in baselines.FAMILIES:
+                points.append((baselines.FAMILIES.index(row["family"]), m, loss["mean"], *loss["mean_ci"]))
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+    for k, m in enumerate(baselines.MINUTES):
+        mine = [p for p in points if p[1] == m]
+        xs = [p[0] + (k - 0.5) * 0.25 for p in mine]
+        ax.errorbar(xs, [p[2] for p in mine], yerr=[[p[2] - p[3] for p in mine], [p[4] - p[2] for p in mine]],
+                    fmt="o", capsize=3, label=f"{m:g} CPU-minute(s)")
+    for label, value, _ in ANCHORS.get(corpus, []):
+        ax.axhline(value, ls="--", lw=0.8, color="grey")
+        ax.annotate(label, (len(baselines.FAMILIES) - 0.6, value), fontsize=7, ha="right", va="bottom", color="grey")
+    ax.set_xticks(range(len(baselines.FAMILIES)), baselines.FAMILIES)
+    ax.set_xlim(-0.5, len(baselines.FAMILIES) - 0.5)
+    ax.set_ylabel("validation nats/char (mean, 95% interval)")
+    ax.set_title(f"{corpus}: families at equal CPU budgets (one thread)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def baselines_section(results: Path, n: Numbers, figure: Callable[[Path, str], str] | None = None) -> str:
     """``## What loss is good: baselines at equal compute`` from the saved summary (or the commands to measure it)."""
     head = ("## What loss is good: baselines at equal compute\n\n"
             "Every family is trained (or counted) on the same corpus for the same CPU time of its own process, one "
@@ -67,6 +103,9 @@ def baselines_section(results: Path, n: Numbers) -> str:
                 lines.append(f"| {family} | " + " | ".join(cells) + f" | {params} | {speed} |\n")
         incomplete = [name for m, found in budgets if found and not found.get("complete")
                       for name in [baselines.part_name(corpus, m)]]
+        drawn = plot_corpus(summary, corpus, Path(results) / f"{corpus}.png") if figure is not None else None
+        if drawn is not None:
+            lines.append("\n" + figure(drawn, f"baselines-{corpus}.png") + "\n")
         if incomplete:
             lines.append(f"\nStill running: {', '.join(incomplete)} (the table shows the seeds finished so far).\n")
         for label, value, note in ANCHORS.get(corpus, []):
@@ -80,7 +119,7 @@ def baselines_section(results: Path, n: Numbers) -> str:
 
 def baselines_report_section(ctx: Context) -> str:
     """The section in the report, from ``results/baselines``."""
-    return baselines_section(ctx.results / "baselines", ctx.numbers).rstrip("\n")
+    return baselines_section(ctx.results / "baselines", ctx.numbers, ctx.figure).rstrip("\n")
 
 
 __all__ = ["ANCHORS", "baselines_report_section", "baselines_section"]
