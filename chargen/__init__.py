@@ -22,7 +22,7 @@ _LAZY = {
     "Recurrent": ("chargen.core", "Recurrent"),
     "ModelConfig": ("chargen.models", "ModelConfig"),
     "build_model": ("chargen.models", "build_model"),
-    "TrainConfig": ("chargen.train", "TrainConfig"),
+    "TrainConfig": ("chargen.config", "TrainConfig"),
     "fit": ("chargen.train", "fit"),
     "build_task": ("chargen.tasks", "build_task"),
 }

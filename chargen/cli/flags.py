@@ -27,6 +27,7 @@ FLAGS: dict[str, str] = {
     "order": "--order", "init_from": "--init-from",
     "family": "--family", "n_layer": "--n-layer", "n_head": "--n-head", "d_model": "--d-model", "context": "--context",
     "positions": "--positions", "tie_weights": "--tie-weights",
+    "minutes": "--minutes",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
 
