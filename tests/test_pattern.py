@@ -25,9 +25,10 @@ def matches(text: str, regex: str | None, include: tuple[str, ...] = ()) -> bool
 
 
 def decode(mask: PatternMask, vocab: Vocab, logits_at, n: int, length: int, prime: str = "",
-           generator: torch.Generator | None = None) -> list[str]:
+           generator: torch.Generator | None = None, end: str = END) -> list[str]:
     """``n`` streams through the mask: sampled from ``logits_at(step, texts) (N, V)``, or greedy without a generator.
-    A stream ends when its row is empty (it must then be accepting), at the end token, or at the length."""
+    A stream ends when its row is empty (it must then be accepting), at the ``end`` token (not written), or at
+    the length."""
     state = mask.start(n, prime)
     texts, alive = [prime] * n, [True] * n
     for step, remaining in enumerate(range(length, 0, -1)):
@@ -47,7 +48,7 @@ def decode(mask: PatternMask, vocab: Vocab, logits_at, n: int, length: int, prim
         state[live] = mask.advance(state[live], ids[live])  # a finished stream is not advanced
         for i, tok in enumerate(ids.tolist()):
             if alive[i]:
-                if vocab.tokens[tok] == END:
+                if vocab.tokens[tok] == end:
                     alive[i] = False
                 else:
                     texts[i] += vocab.tokens[tok]
@@ -75,9 +76,7 @@ def test_every_sampled_text_matches_in_full(regex: str | None, include: tuple[st
     mask = PatternMask(regex, vocab, length, include=include, end=end)
     generator = torch.Generator().manual_seed(len(PATTERNS) + length)
     texts = decode(mask, vocab, lambda step, t: torch.randn(len(t), len(vocab), generator=generator) * 3,
-                   n=100, length=length, generator=generator)
-    if end == "\n":  # the end token is not part of the match
-        texts = [t.removesuffix("\n") for t in texts]
+                   n=100, length=length, generator=generator, end=end or END)
     bare = regex if regex is None else regex.removeprefix("^").removesuffix("$")
     assert all(matches(t, bare, include) and len(t) <= length for t in texts), texts
     assert len(set(texts)) > 10  # the samples are samples, not one forced string
@@ -139,6 +138,21 @@ def test_greedy_with_a_pattern_equals_greedy_over_a_brute_force_search(regex: st
             break
         text += best
     assert greedy == text
+
+
+def test_after_the_end_token_only_the_end_token_follows() -> None:
+    vocab = Vocab("ab", specials=[END])
+    mask = PatternMask("a+b?", vocab, 5, end=END)
+    state = mask.start(2)
+    assert mask.allowed(state, 5).tolist() == [[False, True, False]] * 2  # "" does not match: no end yet
+    state = mask.advance(state, torch.tensor([vocab.id("a"), vocab.id("a")]))
+    state = mask.advance(state, torch.tensor([vocab.id(END), vocab.id("b")]))
+    assert mask.allowed(state, 3).tolist() == [[True, False, False], [True, False, False]]
+    assert mask.accepting(state).tolist() == [True, True]
+    state = mask.advance(state, torch.tensor([vocab.id(END), vocab.id(END)]))
+    assert mask.allowed(state, 2).tolist() == [[True, False, False]] * 2
+    with pytest.raises(RuntimeError):
+        mask.advance(state, torch.tensor([vocab.id("a"), vocab.id(END)]))
 
 
 def test_a_prime_is_part_of_the_match(corpus_mirror: Path) -> None:

@@ -15,8 +15,10 @@ ends the stream; ``accepting`` says whether it ended satisfied):
   ``[A-Z][a-z]+ (was|is) [a-z ]+\\.``): the row is empty and ``accepting`` is True;
 - when the model chooses to stop: with ``end`` (a token such as ``"\\n"`` for a line of text or
   ``"<eos>"`` for a name), that token is allowed exactly where the text so far matches in full, with the
-  model's own probability of ending there; once drawn the stream is finished (empty row, accepting).
-  The end token is not part of the match (the decoder drops it) and the pattern cannot use it;
+  model's own probability of ending there. The end token is not part of the match (the decoder cuts the
+  text at it, as at a stop token) and the pattern cannot use it; once drawn, the end token is all the
+  stream may write, so a decoder that keeps a batch going until every stream has stopped never sees an
+  empty row from it;
 - when the length runs out: by construction the text then matches.
 Without ``end``, a pattern that may go on (``[a-z ]+``) runs to the full length.
 The pattern constrains the whole sample as printed: a prime is fed through the automaton first.
@@ -204,16 +206,13 @@ class PatternMask:
         renumber[live] = np.arange(len(live))
         self.finished = len(live)
         nxt = renumber[table[live]]
-        self.dist = np.append(dist[live], _UNREACHABLE)
+        self.dist = np.append(dist[live], 0)
         self.accept = np.append(accepting[live], True)
-        if end is not None:
-            nxt[:, vocab.id(end)] = np.where(self.accept[:-1], self.finished, -1)
         nxt = np.vstack([nxt, np.full(len(vocab), -1, dtype=np.int64)])
+        if end is not None:
+            nxt[:, vocab.id(end)] = np.where(self.accept, self.finished, -1)
         # need[s, v]: the characters a sample must still have (this one included) to take v in state s
         need = np.where(nxt >= 0, self.dist[np.maximum(nxt, 0)] + 1, _UNREACHABLE)
-        if end is not None:
-            need[:, vocab.id(end)] = np.where(self.accept, 1, _UNREACHABLE)
-            need[self.finished] = _UNREACHABLE
         self.next, self.need = torch.from_numpy(nxt), torch.from_numpy(need)
         self.accepting_states = torch.from_numpy(self.accept)
         self.first = self._walk(prime)
