@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,9 +44,9 @@ def decode(mask: PatternMask, vocab: Vocab, logits_at, n: int, length: int, prim
             ids = logits.argmax(dim=1)
         else:
             ids = torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)
-        live = torch.tensor(alive)
-        state = state.clone()
-        state[live] = mask.advance(state[live], ids[live])  # a finished stream is not advanced
+        live = np.array(alive)
+        state = state.copy()
+        state[live] = mask.advance(state[live], ids[torch.from_numpy(live)])  # a finished stream is not advanced
         for i, tok in enumerate(ids.tolist()):
             if alive[i]:
                 if vocab.tokens[tok] == end:
@@ -138,6 +139,15 @@ def test_greedy_with_a_pattern_equals_greedy_over_a_brute_force_search(regex: st
             break
         text += best
     assert greedy == text
+
+
+@pytest.mark.parametrize(("regex", "states"), [
+    (None, 1), ("(the|a) (king|queen)", 13), ("(ab|ab|ab)+", 3), ("[ab]*aba[ab]*", 4), ("x?", 2)])
+def test_the_automaton_is_minimal(regex: str | None, states: int) -> None:
+    """Minimal state counts worked by hand: ``(the|a) (king|queen)`` shares its suffixes (t-h-e and a meet
+    before the space; k-i-n-g and q-u-e-e-n meet at the end): start, t, th, [the|a], space, k, ki, kin,
+    q, qu, que, quee, end."""
+    assert PatternMask(regex, Vocab("abeghiknqtux "), 20).states == states
 
 
 def test_after_the_end_token_only_the_end_token_follows() -> None:

@@ -169,12 +169,37 @@ def _distances(table: np.ndarray, accepting: np.ndarray) -> np.ndarray:
         reached[:-1] |= new
 
 
+def _minimize(table: np.ndarray, accepting: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The minimal automaton (Moore's partition refinement) and, per new state, one old state it stands for.
+
+    States are split by acceptance, then by the classes their tokens lead to, until no class splits;
+    classes are numbered in order of their first state, so the start stays first. interegular's automata are not
+    minimal (``(the|a) king`` keeps a path per alternative), and their product multiplies the waste.
+    """
+    _, classes = np.unique(accepting, return_inverse=True)
+    classes, count = classes.reshape(-1).astype(np.int64), int(classes.max()) + 1
+    while True:
+        successors = np.where(table >= 0, classes[np.maximum(table, 0)], -1)
+        _, refined = np.unique(np.column_stack([classes, successors]), axis=0, return_inverse=True)
+        refined = refined.reshape(-1)
+        if refined.max() + 1 == count:
+            break
+        classes, count = refined, int(refined.max()) + 1
+    _, first = np.unique(classes, return_index=True)  # the first state of each class
+    keep = np.sort(first)  # classes in order of their first state: the start's class is 0
+    rank = np.empty(count, dtype=np.int64)
+    rank[classes[keep]] = np.arange(count)
+    small = np.where(table[keep] >= 0, rank[classes[np.maximum(table[keep], 0)]], -1)
+    return small, keep
+
+
 class PatternMask:
     """A ``CharMask`` under which every sample matches ``regex`` in full and contains each of ``include``.
 
     ``regex=None`` allows any text (only the words are required). ``length``: the most characters a
     sample generates after its prime; ``end``: the token that lets the model stop once the text matches
-    (see the module docstring). Masks come back on the CPU, as ``(N, V)`` bool; states are ``(N,)`` ids.
+    (see the module docstring). Masks come back on the CPU, as ``(N, V)`` bool; a state is an ``(N,)`` numpy
+    array of automaton states.
     """
 
     def __init__(self, regex: str | None, vocab: Vocab, length: int, *, include: Sequence[str] = (),
@@ -200,21 +225,22 @@ class PatternMask:
         what = self._describe()
         if dist[0] >= _UNREACHABLE:  # the model's vocabulary does not fit the pattern: exit 1, as for a prime
             raise VocabularyError(f"no text made of the model's characters {what}", params=self._params())
-        # keep the live states only (start first), and the end token's "finished" state after them
+        # keep the live states only, merged into the minimal automaton (start first), and the end token's
+        # "finished" state after them
         live = np.flatnonzero(dist < _UNREACHABLE)
         renumber = np.full(len(table) + 1, -1, dtype=np.int64)
         renumber[live] = np.arange(len(live))
-        self.finished = len(live)
-        nxt = renumber[table[live]]
-        self.dist = np.append(dist[live], 0)
-        self.accept = np.append(accepting[live], True)
+        nxt, keep = _minimize(renumber[table[live]], accepting[live])
+        self.finished = len(nxt)
+        self.dist = np.append(dist[live][keep], 0)
+        self.accept = np.append(accepting[live][keep], True)
         nxt = np.vstack([nxt, np.full(len(vocab), -1, dtype=np.int64)])
         if end is not None:
             nxt[:, vocab.id(end)] = np.where(self.accept, self.finished, -1)
         # need[s, v]: the characters a sample must still have (this one included) to take v in state s
         need = np.where(nxt >= 0, self.dist[np.maximum(nxt, 0)] + 1, _UNREACHABLE)
-        self.next, self.need = torch.from_numpy(nxt), torch.from_numpy(need)
-        self.accepting_states = torch.from_numpy(self.accept)
+        # numpy, not torch: a gather on a few rows costs a microsecond here and ten through torch's dispatcher
+        self.next, self.need = nxt, need
         self.first = self._walk(prime)
 
     @property
@@ -248,22 +274,22 @@ class PatternMask:
     # ------------------------------------------------------------------ CharMask
 
     def start(self, batch: int, prime: str = "") -> Tensor:
-        return torch.full((batch,), self._walk(prime), dtype=torch.long)
+        return np.full(batch, self._walk(prime), dtype=np.int64)
 
-    def allowed(self, state: Tensor, remaining: int) -> Tensor:
-        return self.need[state] <= remaining
+    def allowed(self, state: np.ndarray, remaining: int) -> Tensor:
+        return torch.from_numpy(self.need[state] <= remaining)
 
-    def advance(self, state: Tensor, ids: Tensor) -> Tensor:
-        new = self.next[state, ids.to(self.next.device)]
-        if bool((new < 0).any()):  # only a decoder that ignored ``allowed`` gets here
+    def advance(self, state: np.ndarray, ids: Tensor) -> np.ndarray:
+        new = self.next[state, ids.cpu().numpy()]
+        if (new < 0).any():  # only a decoder that ignored ``allowed`` gets here
             raise RuntimeError("a stream drew a token its pattern forbids")
         return new
 
-    def accepting(self, state: Tensor) -> Tensor:
+    def accepting(self, state: np.ndarray) -> Tensor:
         """Bool ``(N,)``: whether each stream's text so far matches in full (it may end here)."""
-        return self.accepting_states[state]
+        return torch.from_numpy(self.accept[state])
 
-    def dead_end(self, state: Tensor, row: int) -> str:
+    def dead_end(self, state: np.ndarray, row: int) -> str:
         if bool(self.accept[int(state[row])]):
             return f"the sample {self._describe()} and the pattern allows nothing more"
         return f"the sample cannot be completed so that it {self._describe()} in the characters left"
