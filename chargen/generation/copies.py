@@ -380,7 +380,7 @@ class CopyMask:
     forbidden exactly when the suffix is ``max_copy`` long and the corpus continues it with that
     character. A prime is the user's text and may itself copy more: only its last ``max_copy``
     characters count, so that the first generated character cannot extend a copy past the limit either.
-    Masks come back on the CPU, as ``(N, V)`` bool.
+    Masks come back on the CPU, as ``(N, V)`` bool, to be read, not written (an all-True one is shared).
     """
 
     def __init__(self, index: CorpusIndex, vocab: Vocab, max_copy: int) -> None:
@@ -390,6 +390,7 @@ class CopyMask:
         # vocabulary id -> corpus alphabet index (-1: a token the corpus never has, e.g. <eos>), and back
         self.code_of = [index.codes.get(tok, -1) if len(tok) == 1 else -1 for tok in vocab.tokens]
         self.id_of = np.full(len(index.alphabet) + 1, -1, dtype=np.int64)  # the extra slot maps -1
+        self._all: Tensor | None = None
         for i, code in enumerate(self.code_of):
             if code >= 0:
                 self.id_of[code] = i
@@ -402,12 +403,19 @@ class CopyMask:
         return CopyState([state] * batch, [matched] * batch)
 
     def allowed(self, state: CopyState, remaining: int) -> Tensor:
+        full = [row for row, m in enumerate(state.matched) if m >= self.max_copy]
+        if not full:  # most steps: no stream is at the limit, and one shared all-True tensor serves
+            return self._everything(len(state.states))
         mask = np.ones((len(state.states), len(self.vocab)), dtype=bool)
-        for row, (s, m) in enumerate(zip(state.states, state.matched)):
-            if m >= self.max_copy:
-                ids = self.id_of[self.index.next_codes(s)]
-                mask[row, ids[ids >= 0]] = False
+        for row in full:
+            ids = self.id_of[self.index.next_codes(state.states[row])]
+            mask[row, ids[ids >= 0]] = False
         return torch.from_numpy(mask)
+
+    def _everything(self, batch: int) -> Tensor:
+        if self._all is None or len(self._all) != batch:
+            self._all = torch.ones(batch, len(self.vocab), dtype=torch.bool)
+        return self._all
 
     def advance(self, state: CopyState, ids: Tensor) -> CopyState:
         step, code_of = self.index.step, self.code_of
