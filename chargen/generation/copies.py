@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from array import array
 import tempfile
 from bisect import bisect_left
 from dataclasses import dataclass, field
@@ -103,7 +104,9 @@ class CorpusIndex:
         a = len(alphabet)
         chars = np.searchsorted(alphabet, points).tolist()
         n = len(chars)
-        length, link, first, outs = [0] * (2 * n), [-1] * (2 * n), [-1] * (2 * n), [0] * (2 * n)
+        # int32 arrays, not lists: a list holds a pointer and an int object per entry, 9x the memory
+        length, link, first = array("i", bytes(8 * n)), array("i", [-1]) * (2 * n), array("i", [-1]) * (2 * n)
+        outs = [0] * (2 * n)
         trans: dict[int, int] = {}
         size, last = 1, 0
         for i, c in enumerate(chars):
@@ -148,9 +151,9 @@ class CorpusIndex:
         return cls(
             text=text,
             alphabet=alphabet.astype(np.int32),
-            length=np.asarray(length[:size], dtype=np.int32),
-            link=np.asarray(link[:size], dtype=np.int32),
-            firstpos=np.asarray(first[:size], dtype=np.int32),
+            length=np.frombuffer(length, dtype=np.int32)[:size].copy(),
+            link=np.frombuffer(link, dtype=np.int32)[:size].copy(),
+            firstpos=np.frombuffer(first, dtype=np.int32)[:size].copy(),
             offsets=offsets,
             edge_char=(keys % a).astype(np.int16),
             edge_target=targets,
