@@ -211,6 +211,9 @@ def test_required_words_are_checked_and_must_fit() -> None:
     assert e.value.params == ("pattern", "include")
     with pytest.raises(UsageError):
         PatternMask(None, vocab, 20, include=[""])
+    with pytest.raises(VocabularyError) as e:  # the end token is not the pattern's to use
+        PatternMask("a b", vocab, 20, end=" ")
+    assert "the end token ' ' only ends a sample" in str(e.value)
 
 
 def test_without_the_extra_the_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -224,7 +224,8 @@ class PatternMask:
         dist = _distances(table, accepting)
         what = self._describe()
         if dist[0] >= _UNREACHABLE:  # the model's vocabulary does not fit the pattern: exit 1, as for a prime
-            raise VocabularyError(f"no text made of the model's characters {what}", params=self._params())
+            reserved = f" (the end token {end!r} only ends a sample)" if end is not None else ""
+            raise VocabularyError(f"no text made of the model's characters{reserved} {what}", params=self._params())
         # keep the live states only, merged into the minimal automaton (start first), and the end token's
         # "finished" state after them
         live = np.flatnonzero(dist < _UNREACHABLE)
