@@ -22,6 +22,11 @@ ends the stream; ``accepting`` says whether it ended satisfied):
 - when the length runs out: by construction the text then matches.
 Without ``end``, a pattern that may go on (``[a-z ]+``) runs to the full length.
 The pattern constrains the whole sample as printed: a prime is fed through the automaton first.
+
+Greedy decoding under a pattern writes, at each step, the likeliest character that some match within the
+length still begins with: that is what the mask makes exact. It is not the likeliest matching string:
+under ``ab|ba``, a model that slightly prefers ``a`` first and strongly prefers ``a`` second gets ``ab``
+greedily while ``ba`` is likelier; finding that one takes a search (a beam over the masked scores).
 """
 
 from __future__ import annotations
