@@ -31,14 +31,14 @@ def brute_lengths(query: str, corpus: str) -> list[int]:
     return out
 
 
-def long_copy_chars(query: str, corpus: str, min_span: int) -> int:
-    """Characters of ``query`` inside some span of at least ``min_span`` that occurs in ``corpus``."""
+def long_copy_chars(query: str, corpus: str, min_span: int) -> list[bool]:
+    """Whether each character of ``query`` lies inside some span of at least ``min_span`` that occurs in ``corpus``."""
     covered = [False] * len(query)
     for i in range(len(query)):
         for j in range(i + min_span, len(query) + 1):
             if query[i:j] in corpus:
                 covered[i:j] = [True] * (j - i)
-    return sum(covered)
+    return covered
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -75,7 +75,12 @@ def test_copy_lengths_and_novelty_equal_a_brute_force_search(seed: int) -> None:
     span = query[report["copy_start"] : report["copy_end"]]
     assert span == report["span"] == corpus[report["corpus_start"] : report["corpus_end"]]
     assert corpus.find(span) == report["corpus_start"]  # the first occurrence
-    assert report["long_copy_chars"] == long_copy_chars(query, corpus, 12)
+    covered = long_copy_chars(query, corpus, 12)
+    assert report["long_copy_chars"] == sum(covered)
+    marked = [False] * len(query)
+    for start, end in report["long_copies"]:
+        marked[start:end] = [True] * (end - start)
+    assert marked == covered
     assert report["long_copy_share"] == pytest.approx(report["long_copy_chars"] / len(query))
 
 

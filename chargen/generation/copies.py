@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from array import array
 import tempfile
+from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,8 @@ from chargen.data.corpora import ProgressFn, load_corpus
 from chargen.errors import ChargenError, CorpusError, UsageError
 from chargen.vocab import Vocab
 
-__all__ = ["COPY_SPAN", "CopyMask", "CopyState", "CopyTracker", "CorpusIndex", "index_for_run", "novelty"]
+__all__ = ["COPY_SPAN", "CopyMask", "CopyState", "CopyTracker", "CorpusIndex", "copy_lengths", "index_for_run",
+           "novelty"]
 
 COPY_SPAN = 20  # novelty's "long copy": the share of characters inside copied spans at least this long
 _FORMAT = 1  # of the cached npz; another value is rebuilt, never misread
@@ -263,16 +264,15 @@ class CopyTracker:
 
     ``matched`` is the longest suffix of the text so far that occurs in the corpus. The spans ending at
     successive positions start at non-decreasing positions (a copy ending at i+1 minus its last character
-    is a copy ending at i), so the characters inside copies of at least ``min_span`` are counted as
-    the text grows, without a second pass.
+    is a copy ending at i), so the copies of at least ``min_span`` characters merge into ``spans`` (the
+    ``[start, end)`` ranges to highlight) as the text grows, without a second pass.
     """
 
     def __init__(self, index: CorpusIndex, min_span: int = COPY_SPAN) -> None:
         self.index, self.min_span = index, min_span
         self.state = self.matched = self.chars = 0
         self.longest, self.longest_end, self.longest_source = 0, 0, (0, 0)
-        self.covered = 0
-        self._covered_to = 0  # positions [0, _covered_to) have been counted
+        self.spans: list[list[int]] = []
 
     def feed(self, text: str) -> None:
         codes, step = self.index.codes, self.index.step
@@ -284,13 +284,16 @@ class CopyTracker:
                 self.longest_source = self.index.source(self.state, self.matched)
             if self.matched >= self.min_span:
                 start = self.chars - self.matched
-                self.covered += self.chars - max(start, self._covered_to)
-                self._covered_to = self.chars
+                if self.spans and start <= self.spans[-1][1]:
+                    self.spans[-1][1] = self.chars
+                else:
+                    self.spans.append([start, self.chars])
 
     def report(self) -> dict[str, Any]:
         """What ``novelty`` returns, for the text fed so far."""
         start, end = self.longest_source
         corpus = self.index.text
+        covered = sum(b - a for a, b in self.spans)
         out: dict[str, Any] = {
             "chars": self.chars,
             "longest_copy": self.longest,
@@ -302,8 +305,9 @@ class CopyTracker:
             "corpus_line": corpus.count("\n", 0, start) + 1 if self.longest else None,
             "span": corpus[start:end],
             "min_span": self.min_span,
-            "long_copy_chars": self.covered,
-            "long_copy_share": self.covered / self.chars if self.chars else 0.0,
+            "long_copy_chars": covered,
+            "long_copy_share": covered / self.chars if self.chars else 0.0,
+            "long_copies": [tuple(span) for span in self.spans],  # [start, end) in the text, merged
         }
         return out
 
@@ -311,7 +315,7 @@ class CopyTracker:
 def novelty(text: str, index: CorpusIndex, min_span: int = COPY_SPAN) -> dict[str, Any]:
     """How much of ``text`` is copied from the corpus: the longest copied span, where it is in the text and
     in the corpus (``[start, end)``, and the corpus line it starts on), and the share of characters that
-    lie inside copied spans of at least ``min_span`` characters."""
+    lie inside copied spans of at least ``min_span`` characters, with those spans merged (``long_copies``)."""
     if min_span < 1:
         raise UsageError(f"min_span must be at least 1, got {min_span}", params="min_span")
     tracker = CopyTracker(index, min_span)
