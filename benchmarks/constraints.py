@@ -170,8 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     w = args.max_copy + 1
     print(f"\nmax-copy {args.max_copy}: {check['samples']} samples x {check['length']} chars in {check['seconds']} s; "
           f"{check['windows_checked']:,} windows of {w} searched: {check[f'spans_of_{w}_plus_found']} found in the "
-          f"corpus; longest copy {check['longest_copy']} (without the mask: longest {check['longest_copy_without_mask']},"
-          f" mean {check['mean_copy_without_mask']}); {check['short_samples']} sample(s) ended early")
+          f"corpus; longest copy {check['longest_copy']} (without the mask: longest "
+          f"{check['longest_copy_without_mask']}, mean {check['mean_copy_without_mask']}); "
+          f"{check['short_samples']} sample(s) ended early")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)

@@ -387,13 +387,13 @@ class CopyMask:
     forbidden exactly when the suffix is ``max_copy`` long and the corpus continues it with that
     character. A prime is the user's text and may itself copy more: only its last ``max_copy``
     characters count, so that the first generated character cannot extend a copy past the limit either.
-    Masks come back on the CPU, as ``(N, V)`` bool, to be read, not written (an all-True one is shared).
+    Masks come back on ``device``, as ``(N, V)`` bool, to be read, not written (an all-True one is shared).
     """
 
-    def __init__(self, index: CorpusIndex, vocab: Vocab, max_copy: int) -> None:
+    def __init__(self, index: CorpusIndex, vocab: Vocab, max_copy: int, *, device: torch.device | str = "cpu") -> None:
         if max_copy < 1:
             raise UsageError(f"max_copy must be at least 1, got {max_copy}", params="max_copy")
-        self.index, self.vocab, self.max_copy = index, vocab, max_copy
+        self.index, self.vocab, self.max_copy, self.device = index, vocab, max_copy, torch.device(device)
         # vocabulary id -> corpus alphabet index (-1: a token the corpus never has, e.g. <eos>), and back
         self.code_of = [index.codes.get(tok, -1) if len(tok) == 1 else -1 for tok in vocab.tokens]
         self.id_of = np.full(len(index.alphabet) + 1, -1, dtype=np.int64)  # the extra slot maps -1
@@ -417,11 +417,11 @@ class CopyMask:
         for row in full:
             ids = self.id_of[self.index.next_codes(state.states[row])]
             mask[row, ids[ids >= 0]] = False
-        return torch.from_numpy(mask)
+        return torch.from_numpy(mask).to(self.device)
 
     def _everything(self, batch: int) -> Tensor:
         if self._all is None or len(self._all) != batch:
-            self._all = torch.ones(batch, len(self.vocab), dtype=torch.bool)
+            self._all = torch.ones(batch, len(self.vocab), dtype=torch.bool, device=self.device)
         return self._all
 
     def advance(self, state: CopyState, ids: Tensor) -> CopyState:

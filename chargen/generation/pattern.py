@@ -69,8 +69,8 @@ def _parse(regex: str) -> Any:
             raise interegular.Unsupported("lookarounds")
         return parsed.to_fsm()
     except (interegular.Unsupported, interegular.InvalidSyntax) as e:
-        raise UsageError(f"pattern {regex!r} uses what a finite automaton here cannot follow ({e}); "
-                         "use plain characters, classes, groups, alternation and repetition", params="pattern") from None
+        raise UsageError(f"pattern {regex!r} uses what a finite automaton here cannot follow ({e}); use plain "
+                         "characters, classes, groups, alternation and repetition", params="pattern") from None
 
 
 def _regex_table(regex: str, vocab: Vocab, skip: set[int]) -> tuple[np.ndarray, np.ndarray, int]:
@@ -203,15 +203,16 @@ class PatternMask:
 
     ``regex=None`` allows any text (only the words are required). ``length``: the most characters a
     sample generates after its prime; ``end``: the token that lets the model stop once the text matches
-    (see the module docstring). Masks come back on the CPU, as ``(N, V)`` bool; a state is an ``(N,)`` numpy
-    array of automaton states.
+    (see the module docstring). Masks come back on ``device``, as ``(N, V)`` bool; a state is an ``(N,)``
+    numpy array of automaton states.
     """
 
     def __init__(self, regex: str | None, vocab: Vocab, length: int, *, include: Sequence[str] = (),
-                 end: str | None = None, prime: str = "") -> None:
+                 end: str | None = None, prime: str = "", device: torch.device | str = "cpu") -> None:
         if end is not None and end not in vocab:
             raise UsageError(f"the end token {end!r} is not in the model's vocabulary", params="end")
         self.regex, self.vocab, self.length, self.include = regex, vocab, length, tuple(include)
+        self.device = torch.device(device)
         skip = {vocab.id(end)} if end is not None else set()
         if length < 0:
             raise UsageError(f"length must be 0 or more, got {length}", params="length")
@@ -283,7 +284,7 @@ class PatternMask:
         return np.full(batch, self._walk(prime), dtype=np.int64)
 
     def allowed(self, state: np.ndarray, remaining: int) -> Tensor:
-        return torch.from_numpy(self.need[state] <= remaining)
+        return torch.from_numpy(self.need[state] <= remaining).to(self.device)
 
     def advance(self, state: np.ndarray, ids: Tensor) -> np.ndarray:
         new = self.next[state, ids.cpu().numpy()]
@@ -293,7 +294,7 @@ class PatternMask:
 
     def accepting(self, state: np.ndarray) -> Tensor:
         """Bool ``(N,)``: whether each stream's text so far matches in full (it may end here)."""
-        return torch.from_numpy(self.accept[state])
+        return torch.from_numpy(self.accept[state]).to(self.device)
 
     def dead_end(self, state: np.ndarray, row: int) -> str:
         if bool(self.accept[int(state[row])]):
