@@ -94,7 +94,9 @@ def _regex_table(regex: str, vocab: Vocab, skip: set[int]) -> tuple[np.ndarray, 
             row.append(number[target])
         rows.append(row)
     accepting = np.array([s in fsm.finals for s in order])
-    return np.array(rows, dtype=np.int64).reshape(len(order), len(vocab)), accepting, 0
+    # minimal before any product with the words' automata, which would multiply the redundant states
+    table, keep = _minimize(np.array(rows, dtype=np.int64).reshape(len(order), len(vocab)), accepting)
+    return table, accepting[keep], 0
 
 
 def _word_table(word: str, vocab: Vocab, skip: set[int]) -> tuple[np.ndarray, np.ndarray, int]:
