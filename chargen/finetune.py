@@ -58,6 +58,9 @@ def load_parent(name_or_path: str | Path, last: bool = False) -> tuple[Parent, s
     """The model to fine-tune (its best checkpoint unless ``last``) and a note saying which was taken."""
     path, note = checkpoint.choose(name_or_path, last)
     loaded = checkpoint.load(path, task="lm")
+    if loaded.config["model"].get("family") == "ngram":  # counts, not weights a gradient could move
+        raise UsageError(f"init_from {str(name_or_path)!r} is an n-gram model: its counts cannot be fine-tuned "
+                         "(train a new one on the new text with family ngram)", params="init_from")
     try:
         data = (path / checkpoint.WEIGHTS).read_bytes()
     except OSError as e:
