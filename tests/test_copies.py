@@ -211,6 +211,7 @@ def test_a_run_without_its_text_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CorpusError) as e:
         index_for_run(run, config)
     assert e.value.params == ("max_copy",) and "no such file" in str(e.value)
-    with pytest.raises(UsageError):
-        index_for_run(run, {"task": "lm"})
+    with pytest.raises(CorpusError) as e:
+        index_for_run(run, {"task": "lm"}, param="novelty")
+    assert e.value.params == ("novelty",) and "novelty needs it" in str(e.value)
     assert not list(run.glob("copies-*"))

@@ -336,28 +336,30 @@ def copy_lengths(text: str, index: CorpusIndex) -> list[int]:
 # ---------------------------------------------------------------------- the run's corpus
 
 
-def index_for_run(run_dir: Path, config: dict[str, Any], progress: ProgressFn | None = None) -> CorpusIndex:
+def index_for_run(run_dir: Path, config: dict[str, Any], progress: ProgressFn | None = None,
+                  param: str = "max_copy") -> CorpusIndex:
     """The index of the corpus a language-model run was trained on, cached beside its checkpoint.
 
     The corpus is loaded as training loaded it and must be the same text (its recorded sha256); the
     index is read from ``copies-<sha>.npz`` in the run directory, or built and written there (a run
-    directory we cannot write to only costs a rebuild next time).
+    directory we cannot write to only costs a rebuild next time). Errors name ``param``, the option that
+    needed the corpus.
     """
     task_config = config.get("task_config") or {}
     options = task_config.get("options") or {}
     corpus, recorded = options.get("corpus"), task_config.get("corpus_sha256")
     if not corpus or not recorded:
-        raise UsageError(f"{run_dir} does not record the corpus it was trained on; max_copy needs it",
-                         params="max_copy")
+        raise CorpusError(f"{run_dir} does not record the corpus it was trained on; {param} needs it",
+                          params=param)
     try:
         loaded = load_corpus(str(corpus), progress=progress)
     except ChargenError as e:
-        raise CorpusError(f"max_copy needs the text {run_dir} was trained on ({corpus!r}): {e}",
-                          params="max_copy") from None
+        raise CorpusError(f"{param} needs the text {run_dir} was trained on ({corpus!r}): {e}",
+                          params=param) from None
     if loaded.sha256 != recorded:
         raise CorpusError(
-            f"max_copy needs the text {run_dir} was trained on, but {corpus!r} is not it now "
-            f"(sha256 {loaded.sha256[:12]}... vs {str(recorded)[:12]}...)", params="max_copy")
+            f"{param} needs the text {run_dir} was trained on, but {corpus!r} is not it now "
+            f"(sha256 {loaded.sha256[:12]}... vs {str(recorded)[:12]}...)", params=param)
     path = Path(run_dir) / f"copies-{text_sha256(loaded.text)[:16]}.npz"
     index = CorpusIndex.load(path, loaded.text) if path.is_file() else None
     if index is None:

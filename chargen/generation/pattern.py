@@ -220,12 +220,12 @@ class PatternMask:
             raise UsageError(f"length must be 0 or more, got {length}", params="length")
         for word in self.include:
             if not word:
-                raise UsageError("a required word cannot be empty", params="include")
+                raise UsageError("include words cannot be empty", params="include")
             if missing := vocab.unknown(word):
-                raise VocabularyError(f"the required word {word!r} has characters outside the model's vocabulary: "
+                raise VocabularyError(f"include word {word!r} has characters outside the model's vocabulary: "
                                       f"{' '.join(map(repr, missing))}", params="include")
             if end is not None and end in word:
-                raise UsageError(f"the required word {word!r} holds the end token {end!r}", params="include")
+                raise UsageError(f"include word {word!r} holds the end token {end!r}", params="include")
         parts = [_regex_table(regex if regex is not None else r"(?s).*", vocab, skip)]
         parts += [_word_table(word, vocab, skip) for word in self.include]
         table, accepting = _product(parts) if len(parts) > 1 else parts[0][:2]
