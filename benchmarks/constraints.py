@@ -5,8 +5,8 @@ the max-copy mask and a pattern, side by side, then a brute-force check of max-c
                                       --max-copy 12 --threads 1 --corpora tinyshakespeare]
 
 One process, one thread (unless ``--threads``); rows interleaved within each repetition so machine noise
-hits them alike; per-character times use each row's best repetition. Every row runs the same loop
-(stepper, then ``softmax``/``multinomial``) with one stream; only the constraint differs:
+hits them alike; per-character times use each row's best repetition. Every row is one stream of
+``chargen.sample.generate_streams`` (the logits pipeline ``chargen sample`` runs); only the constraint differs:
 
 - ``plain``: no constraint (the yardstick);
 - ``copy tracking``: plus a ``CopyTracker`` fed each character (what ``novelty`` costs; target <= 25 %);
@@ -36,7 +36,7 @@ from chargen import checkpoint
 from chargen.data.corpora import load_corpus
 from chargen.generation.copies import CopyMask, CopyTracker, CorpusIndex, index_for_run, novelty
 from chargen.generation.pattern import PatternMask
-from chargen.inference import make_stepper
+from chargen.sample import generate_streams
 from chargen.vocab import Vocab
 
 # sentences about a king, a queen or a miller, as many as the length holds (30 states on grimm's characters)
@@ -58,41 +58,19 @@ def build_stats(name: str, text: str) -> dict[str, Any]:
             "peak_growth_mb": round(peak_mb() - before, 1)}
 
 
-@torch.inference_mode()
 def sample(model: torch.nn.Module, vocab: Vocab, n: int, length: int, seed: int, masks: Sequence[Any] = (),
            tracker: bool = False, index: CorpusIndex | None = None) -> tuple[list[str], float]:
-    """``n`` streams of ``length`` characters at temperature 1 under ``masks``; the texts and the seconds taken.
-
-    A stream whose row has nothing allowed stops writing (its text is cut there; the benchmark counts it)."""
-    generator = torch.Generator().manual_seed(seed)
-    stepper = make_stepper(model, n)
-    states = [mask.start(n) for mask in masks]
+    """``n`` streams of ``length`` characters at temperature 1 through ``chargen.sample.generate_streams`` (the
+    logits pipeline ``chargen sample`` runs) under ``masks``, with a ``CopyTracker`` fed each piece when
+    ``tracker``; the texts and the seconds taken."""
     trackers = [CopyTracker(index) for _ in range(n)] if tracker and index is not None else []
-    out = torch.empty(length, n, dtype=torch.long)
-    forbidden = torch.empty(n, len(vocab), dtype=torch.bool)
-    cut = [length] * n
-    tokens = vocab.tokens
+    texts = [""] * n
     start = time.perf_counter()
-    last = stepper.prime(torch.full((1, n), vocab.id("\n"), dtype=torch.long))
-    for t in range(length):
-        logits = last
-        for mask, state in zip(masks, states):  # as the logits pipeline applies a mask: in place, then a dead check
-            allowed = mask.allowed(state, length - t)
-            logits.masked_fill_(torch.logical_not(allowed, out=forbidden), float("-inf"))
-            if not bool(allowed.any(dim=1).all()):
-                for row in torch.nonzero(~allowed.any(dim=1)).flatten().tolist():
-                    cut[row] = min(cut[row], t)
-                logits[~allowed.any(dim=1)] = 0.0
-        ids = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
-        for i, mask in enumerate(masks):
-            states[i] = mask.advance(states[i], ids)
-        for tr, i in zip(trackers, ids.tolist()):
-            tr.feed(tokens[i])
-        out[t] = ids
-        last = stepper.step(ids)
-    seconds = time.perf_counter() - start
-    texts = [vocab.decode(column[:c]) for column, c in zip(out.T.tolist(), cut)]
-    return texts, seconds
+    for pieces in generate_streams(model, vocab, n=n, length=length, seed=seed, masks=masks):
+        for tr, piece in zip(trackers, pieces):
+            tr.feed(piece)
+        texts = [t + p for t, p in zip(texts, pieces)]
+    return texts, time.perf_counter() - start
 
 
 def overheads(model: torch.nn.Module, vocab: Vocab, index: CorpusIndex, chars: int, repeats: int,
@@ -126,7 +104,6 @@ def max_copy_check(model: torch.nn.Module, vocab: Vocab, index: CorpusIndex, sam
     plain_reports = [novelty(t, index) for t in plain]
     return {
         "samples": samples, "length": length, "max_copy": max_copy, "seconds": round(seconds, 2),
-        "short_samples": sum(len(t) < length for t in texts),
         "windows_checked": sum(max(0, len(t) - w + 1) for t in texts),
         f"spans_of_{w}_plus_found": len(found), "examples": found[:3],
         "longest_copy": max(r["longest_copy"] for r in reports),
@@ -171,8 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nmax-copy {args.max_copy}: {check['samples']} samples x {check['length']} chars in {check['seconds']} s; "
           f"{check['windows_checked']:,} windows of {w} searched: {check[f'spans_of_{w}_plus_found']} found in the "
           f"corpus; longest copy {check['longest_copy']} (without the mask: longest "
-          f"{check['longest_copy_without_mask']}, mean {check['mean_copy_without_mask']}); "
-          f"{check['short_samples']} sample(s) ended early")
+          f"{check['longest_copy_without_mask']}, mean {check['mean_copy_without_mask']})")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)

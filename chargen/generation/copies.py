@@ -400,6 +400,7 @@ class CopyMask:
         self.code_of = [index.codes.get(tok, -1) if len(tok) == 1 else -1 for tok in vocab.tokens]
         self.id_of = np.full(len(index.alphabet) + 1, -1, dtype=np.int64)  # the extra slot maps -1
         self._all: Tensor | None = None
+        self._forbidden: dict[int, np.ndarray] = {}  # limit state -> the vocabulary ids the corpus continues it with
         for i, code in enumerate(self.code_of):
             if code >= 0:
                 self.id_of[code] = i
@@ -417,8 +418,12 @@ class CopyMask:
             return self._everything(len(state.states))
         mask = np.ones((len(state.states), len(self.vocab)), dtype=bool)
         for row in full:
-            ids = self.id_of[self.index.next_codes(state.states[row])]
-            mask[row, ids[ids >= 0]] = False
+            s = state.states[row]
+            ids = self._forbidden.get(s)
+            if ids is None:  # a sample meets few distinct limit states, and often meets them again
+                ids = self.id_of[self.index.next_codes(s)]
+                ids = self._forbidden[s] = ids[ids >= 0]
+            mask[row, ids] = False
         return torch.from_numpy(mask).to(self.device)
 
     def _everything(self, batch: int) -> Tensor:
