@@ -1,4 +1,4 @@
-"""chargen sample --max-copy / --novelty / --pattern / --include: the guarantees through the CLI, errors before output."""
+"""chargen sample --max-copy, --novelty, --pattern, --include: guarantees through the CLI, errors before output."""
 
 from __future__ import annotations
 
