@@ -23,6 +23,7 @@ FLAGS: dict[str, str] = {
     "skip_unknown": "--skip-unknown", "greedy": "--greedy", "top_p": "--top-p", "min_p": "--min-p",
     "typical": "--typical", "repetition_penalty": "--repetition-penalty", "repetition_window": "--repetition-window",
     "no_repeat": "--no-repeat",
+    "max_copy": "--max-copy", "novelty": "--novelty", "pattern": "--pattern", "include": "--include",
     "init": "--init", "forget_bias": "--forget-bias", "mu": "--mu", "s": "--s", "grid": "--grid",
     "order": "--order", "init_from": "--init-from",
     "family": "--family", "n_layer": "--n-layer", "n_head": "--n-head", "d_model": "--d-model", "context": "--context",

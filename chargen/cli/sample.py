@@ -32,6 +32,10 @@ def sample(
     start: Annotated[Optional[str], typer.Option(help="Name generators: the first letter(s) of each name.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models, and on a busy machine).")] = 1,
+    max_copy: Annotated[Optional[int], typer.Option("--max-copy", help="Text models: no span longer than N characters of a sample occurs verbatim in the corpus the model was trained on (its index is built on first use and cached beside the model).")] = None,
+    novelty: Annotated[bool, typer.Option("--novelty", help="Text models: after the samples, say on stderr how much of each is copied from the corpus (longest copy, where it comes from, share in copies of 20+ characters).")] = False,
+    pattern: Annotated[Optional[str], typer.Option("--pattern", help="Text models: every sample (the prime included) matches this regular expression in full, ending at a line break once it matches (needs the constraints extra).")] = None,
+    include: Annotated[Optional[list[str]], typer.Option("--include", help="Text models: every sample contains this word (repeatable; with or without --pattern).")] = None,
     stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End a sample at the first occurrence of this string (not printed; repeatable; escapes such as [b]\\n\\n[/] understood).")] = None,
     beam: Annotated[Optional[int], typer.Option("--beam", help="Beam search with K beams: the likeliest continuation of --prime they find (deterministic; its log-probability goes to stderr).")] = None,
     last: Annotated[bool, typer.Option("--last", help="Use the run's last checkpoint, not its best.")] = False,
@@ -45,9 +49,12 @@ def sample(
       chargen sample --prime "The king" --stop "\\n\\n" --temp 0.7
       chargen sample --prime "The king said" --beam 8 --length 80
       chargen sample --temp 0.5 --top-p 0.9 --no-repeat 16 --prime "The king"
+      chargen sample --max-copy 12 --novelty -n 3 --length 300
+      chargen sample --pattern "[A-Z][a-z]+ (was|is) [a-z ]+\\." --include gold -n 5 --length 80
     """
     from chargen import checkpoint
     from chargen.errors import UsageError
+    from chargen.generation.constraints import constraints_for_run
     from chargen.generation.logits import DecodeConfig
     from chargen.runtime import resolve_device, use_threads
     from chargen.sample import check_seed
@@ -67,6 +74,8 @@ def sample(
         raise UsageError("--beam needs a --prime to continue (beam search has no random first character)")
     if beam is not None and n > 1:
         raise UsageError("--beam finds one continuation (it is deterministic); drop -n")
+    if beam is not None and (max_copy is not None or pattern is not None or include or novelty):
+        raise UsageError("--beam does not take --max-copy, --pattern, --include or --novelty; sample instead")
     path, note = checkpoint.choose(model, last)
     loaded = checkpoint.load(path, task=("lm", "generate"), device=resolve_device(device))
     if (stops or beam is not None) and loaded.config["task"] != "lm":
@@ -76,13 +85,28 @@ def sample(
             raise UsageError("--lang and --start are for name generators; this is a text model (use --prime)")
         _beam(loaded, prime, length, beam, decode, stops, note)
         return
+    constraints = constraints_for_run(loaded, length=length, prime=prime, max_copy=max_copy, pattern=pattern,
+                                      include=include or [], novelty=novelty)
+    texts: list[str] = []
+    constrained = constraints.masks or constraints.index is not None
+    extra: dict[str, Any] = {"masks": constraints.masks, "texts": texts} if constrained else {}
     pieces = iter(sample_saved(loaded, prime=prime, length=length, n=n, decode=decode, seed=seed, lang=lang,
-                               start=start, stop=stops))
+                               start=start, stop=[*stops, *constraints.stops], **extra))
     first = next(pieces, "")  # the task's checks run before its first piece
     say_note(note)  # which checkpoint, once nothing can fail any more: an error stays one line
     for piece in itertools.chain([first], pieces):
         sys.stdout.write(piece)
         sys.stdout.flush()
+    for i, text in enumerate(texts if novelty else [], start=1):
+        err_console.print(_novelty_line(i, constraints.novelty(text)), highlight=False, markup=False)
+
+
+def _novelty_line(i: int, report: dict[str, Any]) -> str:
+    span = report["span"] if len(report["span"]) <= 60 else report["span"][:57] + "..."
+    where = f" {span!r} (corpus line {report['corpus_line']})" if report["longest_copy"] else ""
+    return (f"novelty, sample {i}: longest copy {report['longest_copy']} characters{where}; "
+            f"{report['long_copy_share']:.1%} of its {report['chars']} characters in copies of "
+            f"{report['min_span']}+")
 
 
 def _beam(loaded: Any, prime: str, length: int, beams: int, decode: Any, stops: list[str], note: str | None) -> None:
