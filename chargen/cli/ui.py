@@ -66,34 +66,47 @@ def parse_duration(text: str) -> float:
 MAX_DURATION = 366 * 86400
 
 
-def check_out_dir(path: Path) -> Path:
-    """Refuse an output folder that cannot be made or written, before any work (and without creating it),
-    so a bad --out is one line up front, not a traceback after the runs."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out: {path} is a file, not a folder")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"--out: cannot create {path}: {existing} is a file, not a folder")
-    created: list[Path] = []
-    try:  # the only sure test is to try: make the missing folders, then remove them again
-        for folder in reversed([path, *path.parents]):
-            if not folder.exists():
-                folder.mkdir()
-                created.append(folder)
-        probe = path / f".chargen-write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"--out: cannot create {path}: {e.strerror or e}") from None
-    finally:
-        for folder in reversed(created):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-    return path
+def check_out_dir(path: Path, holds: tuple[str, ...] = ()) -> Path:
+    """Refuse an output folder that cannot be made or written, or that is a run's, before any work (and
+    without creating it), so a bad --out is one line up front, not a traceback after the runs."""
+    from chargen.outputs import check_folder
+
+    return check_folder(path, param="out", holds=holds)
+
+
+def markup(template: str, **values: object) -> str:
+    """Rich markup with ``{name}`` fields filled from ``values``: strings and paths escaped, so that a path
+    such as ``run[/]`` or ``notes [draft]`` is shown as typed, never read as markup (numbers keep their
+    format specs: ``{step:,}``)."""
+    return template.format(**{k: v if isinstance(v, (int, float)) else escape(str(v)) for k, v in values.items()})
+
+
+def say(template: str, **values: object) -> None:
+    """One line on stderr from ``markup(template, **values)``."""
+    err_console.print(markup(template, **values), highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def working(message: str, quiet: bool = False) -> Iterator[None]:
+    """A spinner with ``message`` and the seconds elapsed on stderr (a terminal only) while a long step runs
+    that reports no progress of its own; it leaves no line behind."""
+    if quiet or not err_console.is_terminal:
+        yield
+        return
+    with err_console.status(escape(message) + "...", spinner="dots"):
+        yield
+
+
+THREADS_HELP = ("Torch CPU threads, 1 to this machine's cores. Default: 1 for models under 2M parameters "
+                "(more threads only spin), else the cores.")
+
+
+def use_threads(threads: int | None, model: Any = None) -> int:
+    """The one thread rule of every command: ``--threads`` if given (bounded by the cores), else by the model's size."""
+    from chargen.runtime import use_threads as set_threads
+
+    parameters = sum(p.numel() for p in model.parameters()) if model is not None else 0
+    return set_threads(threads, parameters)
 
 
 @contextmanager
