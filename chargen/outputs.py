@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from chargen.errors import ChargenError
+from chargen.errors import UsageError
 from chargen.paths import PROJECT_ROOT
 
 # What a run directory holds (chargen.checkpoint's layout, and a word2vec folder's files); tests check
@@ -39,7 +39,7 @@ RUN_MARKERS = ("config.json", ".commit", ".lock", "embeddings.pt")
 TEMP_PREFIX = ".chargen-out-"  # short on purpose: a name at the length limit still gets a temporary beside it
 
 
-class OutputRefused(ChargenError):
+class OutputRefused(UsageError):
     """An output that would replace something it must not, or that cannot be written where it was named."""
 
 
@@ -146,10 +146,19 @@ def check_file(path: str | os.PathLike[str], *, param: str = "out", force: bool 
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is not a folder"
         raise OutputRefused(f"{{{param}}}: cannot write {shown}: the folder {shown.parent} {what}", params=param)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputRefused(f"{{{param}}}: cannot write {shown}: the folder {shown.parent} is read-only "
-                            "(no permission to write in it)", params=param)
+    try:  # the only sure test (root ignores permissions, a read-only mount does not): write a file there
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputRefused(f"{{{param}}}: cannot write {shown}: {_reason(e, shown.parent)}", params=param) from None
     return real
+
+
+def _reason(e: OSError, folder: Path) -> str:
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"the folder {folder} is read-only ({e.strerror})"
+    return e.strerror or str(e)
 
 
 @contextmanager
@@ -210,18 +219,32 @@ def check_folder(path: str | os.PathLike[str], *, param: str = "out", holds: Ite
     if (model := _shipped_model(real)) is not None:
         raise OutputRefused(f"{{{param}}}: {shown} is inside the model {model.name} of {model.parent}; "
                             "name a folder elsewhere", params=param)
-    if real.is_dir() and not allow_run and is_run_dir(real):
-        raise OutputRefused(f"{{{param}}}: {shown} is a run directory; its files are not this command's to add to "
-                            "or replace: name a new folder", params=param)
     if real.is_dir() and (found := [name for name in holds if (real / name).exists() or (real / name).is_symlink()]):
         raise OutputRefused(f"{{{param}}}: {shown} already holds {', '.join(found)}, which this command would "
                             "replace: name a new or empty folder", params=param)
+    if real.is_dir() and not allow_run and is_run_dir(real):
+        raise OutputRefused(f"{{{param}}}: {shown} is a run directory; its files are not this command's to add to "
+                            "or replace: name a new folder", params=param)
     existing = _existing_ancestor(real)
     if not existing.is_dir():
         raise OutputRefused(f"{{{param}}}: cannot create {shown}: {existing} is a file, not a folder", params=param)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        where = "it is" if existing == real else f"{existing} is"
-        raise OutputRefused(f"{{{param}}}: cannot create or write {shown}: {where} read-only", params=param)
+    created: list[Path] = []
+    try:  # the only sure test is to try: make the missing folders and a file in them, then remove them again
+        for folder in reversed([real, *real.parents]):
+            if not folder.exists():
+                folder.mkdir()
+                created.append(folder)
+        fd, probe = tempfile.mkstemp(dir=real, prefix=TEMP_PREFIX)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputRefused(f"{{{param}}}: cannot create {shown}: {_reason(e, existing)}", params=param) from None
+    finally:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
     return shown
 
 

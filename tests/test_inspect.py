@@ -184,7 +184,7 @@ def test_cli_inspect_json_html_heatmap_and_errors(tmp_path: Path, one_torch_thre
     page = runner.invoke(app, ["inspect", "--text", "ab", "--html", str(tmp_path / "x.html")])  # no --unit: surprise
     assert page.exit_code == 0 and "how surprised the model was" in (tmp_path / "x.html").read_text(encoding="utf-8")
     again = runner.invoke(app, ["inspect", "--text", "ab", "--html", str(tmp_path / "x.html")])
-    assert again.exit_code == 1 and "already exists; pass --force" in again.stderr
+    assert again.exit_code == 2 and "already exists; pass --force" in again.stderr
     assert runner.invoke(app, ["inspect", "--text", "ab", "--html", str(tmp_path / "x.html"), "--force"]).exit_code == 0
     assert runner.invoke(app, ["inspect", "--text", "ab", "--unit", "999"]).exit_code == 2
     assert runner.invoke(app, ["inspect", "--text", "a#b"]).exit_code == 1

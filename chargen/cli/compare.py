@@ -12,7 +12,7 @@ from rich.table import Table
 
 from chargen.cli.app import app
 from chargen.cli.ui import (CELLS_HELP, LazyBar, check_out_dir, download_progress, err_console, parse_duration,
-                            table_console, timestamped_dir)
+                            say, table_console, timestamped_dir)
 from chargen.errors import UsageError
 
 MODEL = "Model"
@@ -124,7 +124,7 @@ def compare(
     """
     from chargen.cells import resolve_cells
     from chargen.experiments.compare import CURVES_PNG, DEFAULT_CELLS, RESULTS_JSON, compare as run_compare
-    from chargen.runtime import resolve_seeds
+    from chargen.runtime import check_threads, resolve_seeds
     from chargen.tasks import build_task, task_names
     from chargen.tasks.resolve import resolve_options
 
@@ -132,6 +132,7 @@ def compare(
         raise UsageError(f"--task: unknown task {task!r}; known tasks: {', '.join(task_names())}")
     names = resolve_cells(cells or DEFAULT_CELLS)
     seed_list = resolve_seeds(seeds)
+    check_threads(threads)
     train: dict[str, Any] = {"device": device}
     if steps is not None:
         train["steps"] = steps
@@ -168,8 +169,8 @@ def compare(
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
         table_console().print(compare_table(result))
-    err_console.print(f"saved [bold]{out_dir / RESULTS_JSON}[/] and [bold]{out_dir / CURVES_PNG}[/] "
-                      f"({result.elapsed:.0f}s)", highlight=False)
+    say("saved [bold]{json}[/] and [bold]{png}[/] ({seconds:.0f}s)", json=out_dir / RESULTS_JSON,
+        png=out_dir / CURVES_PNG, seconds=result.elapsed)
 
 
 def sweep_table(result: dict[str, Any]) -> Table:
@@ -205,7 +206,7 @@ def _sweep(task: str, names: list[str], grid: list[str], seeds: list[int], task_
 
     def say(message: str) -> None:
         if not quiet:
-            err_console.print(f"[dim]sweep:[/] {message}", highlight=False)
+            say("[dim]sweep:[/] {message}", message=message)
 
     result = compare_sweep(task, names, parsed, seeds, task_options=task_options, model=model, train=train,
                            out_dir=out_dir, progress=say)
@@ -213,4 +214,4 @@ def _sweep(task: str, names: list[str], grid: list[str], seeds: list[int], task_
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
         table_console().print(sweep_table(result))
-    err_console.print(f"saved [bold]{out_dir / SWEEP_JSON}[/]", highlight=False)
+    say("saved [bold]{json}[/]", json=out_dir / SWEEP_JSON)

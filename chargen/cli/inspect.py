@@ -73,7 +73,7 @@ def inspect(
         try:
             text = read_text(file, MAX_FILE_BYTES)
         except OSError as e:
-            raise ChargenError(f"{{file}}: cannot read {file}: {describe(e)}", params="file") from None
+            raise UsageError(f"{{file}}: cannot read {file}: {describe(e)}", params="file") from None
         if not text:
             raise ChargenError(f"{{file}}: {file} is empty", params="file")
     loaded = checkpoint.load(model, task="lm", device=resolve_device(device))

@@ -21,8 +21,10 @@ from rich.table import Table
 
 from chargen.cli.app import app
 from chargen.cli.ui import (
+    check_out_dir,
     download_progress,
     err_console,
+    say,
     table_console,
     timestamped_dir,
 )
@@ -152,11 +154,14 @@ def numpy_rnn(
     if "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
     from chargen.reference import RESULTS_JSON, RNNSettings, run_reference
+    from chargen.runtime import check_threads
     from chargen.train import command_line
+
+    check_threads(threads)
 
     settings = RNNSettings(hidden_size=hidden, epochs=epochs, seq_len=seq_len, batch_size=batch_size, lr=lr,
                            clip=clip, seed=seed)
-    out_dir = out or timestamped_dir("reference")
+    out_dir = check_out_dir(out or timestamped_dir("reference"))
     bar = ReferenceBar(epochs, quiet)
     try:
         with download_progress(quiet) as fetch:
@@ -168,4 +173,4 @@ def numpy_rnn(
         sys.stdout.write(json.dumps({"results": str(out_dir / RESULTS_JSON), **result.to_dict()}, indent=1) + "\n")
     else:
         table_console().print(results_table(result))
-    err_console.print(f"saved [bold]{out_dir / RESULTS_JSON}[/] ({result.wall_seconds:.0f}s)", highlight=False)
+    say("saved [bold]{json}[/] ({seconds:.0f}s)", json=out_dir / RESULTS_JSON, seconds=result.wall_seconds)

@@ -25,6 +25,7 @@ from rich.progress import (
 )
 
 from chargen.errors import UsageError
+from chargen.outputs import check_folder, make_folder  # noqa: F401 - make_folder: for the commands
 from chargen.paths import checkpoints_dir
 
 # Cell names come from the registry (chargen.cells.CELLS) when the command runs: importing it here would
@@ -69,8 +70,6 @@ MAX_DURATION = 366 * 86400
 def check_out_dir(path: Path, holds: tuple[str, ...] = ()) -> Path:
     """Refuse an output folder that cannot be made or written, or that is a run's, before any work (and
     without creating it), so a bad --out is one line up front, not a traceback after the runs."""
-    from chargen.outputs import check_folder
-
     return check_folder(path, param="out", holds=holds)
 
 
