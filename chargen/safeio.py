@@ -94,6 +94,7 @@ class NotText(OSError):
 
 TEXT_BLOCK = 1 << 16  # bytes read at a time: a text of any length streams in constant memory
 _LONG_LINE = 1 << 20  # characters: a longer line is cut before an ASCII character (never part of a composition)
+_HUGE_LINE = 1 << 24
 
 
 def text_blocks(stream: BinaryIO, name: str, block: int = TEXT_BLOCK) -> Iterator[str]:
@@ -119,7 +120,9 @@ def text_blocks(stream: BinaryIO, name: str, block: int = TEXT_BLOCK) -> Iterato
         pending += text
         cut = pending.rfind("\n") + 1
         if not cut and len(pending) > _LONG_LINE:
-            cut = next((i for i in range(len(pending) - 1, 0, -1) if pending[i] < "\x80"), len(pending))
+            cut = next((i for i in range(len(pending) - 1, 0, -1) if pending[i] < "\x80"), 0)
+            if not cut and len(pending) > _HUGE_LINE:  # no ASCII in 16M characters: memory comes first
+                cut = len(pending)
         if not data:
             if pending:
                 yield pending

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import download_progress, out_console, say_note
+from chargen.cli.ui import download_progress, markup, out_console, say_note
 
 
 @app.command(rich_help_panel="Evaluate")
@@ -44,16 +45,16 @@ def evaluate(
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     name = f"{path.parent.name}/{path.name}" if path.name == checkpoint.BEST else path.name
-    table = Table(title=f"{name} ({loaded.config['task']})", title_justify="left")
+    table = Table(title=markup("{name} ({task})", name=name, task=loaded.config["task"]), title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in report["metrics"].items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     out_console.print(table)
     for extra in report.get("tables", []):
-        t = Table(title=extra["title"], title_justify="left")
+        t = Table(title=escape(extra["title"]), title_justify="left")
         for col in extra["columns"]:
             t.add_column(col, justify="left" if col == extra["columns"][0] else "right")
         for row in extra["rows"]:
-            t.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+            t.add_row(*(f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in row))
         out_console.print(t)

@@ -17,6 +17,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.markup import escape
 from rich.table import Table
 
 from chargen.cli.app import app
@@ -97,7 +98,7 @@ def results_table(result: Any) -> Table:
     """The two models side by side on the held-out positions, with the majority-symbol baseline."""
     data, rnn, lstm = result.data, result.numpy_rnn, result.lstm
     table = Table(
-        title=f"{data['corpus']} reduced to 27 symbols: {data['train_chars']:,} training symbols; held out the last "
+        title=f"{escape(str(data['corpus']))} reduced to 27 symbols: {data['train_chars']:,} training symbols; held out the last "
               f"{data['val_chars']:,} ({data['eval_positions']:,} positions in {data['eval_streams']} streams)",
         caption="accuracy: the fraction of held-out positions where the most likely next symbol is the one that comes next",
         title_justify="left", caption_justify="left",
@@ -113,7 +114,7 @@ def results_table(result: Any) -> Table:
     if lstm is not None:
         model = lstm.model
         table.add_row(
-            f"torch LSTM ({model['num_layers']}x{model['hidden_size']})", f"{lstm.parameters:,}",
+            f"torch LSTM ({model['num_layers']:d}x{model['hidden_size']:d})", f"{lstm.parameters:,}",
             f"{lstm.steps:,} steps ({lstm.epochs_seen:.1f} epochs)", f"{lstm.train_seconds:.0f}",
             f"{lstm.final['val_loss']:.4f}", f"{lstm.final['val_bpc']:.3f}", f"{100 * lstm.final['val_accuracy']:.2f}%",
         )

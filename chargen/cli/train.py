@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from chargen.cli.app import app
 from chargen.cli.flags import flag_for
 from chargen.errors import UsageError
-from chargen.cli.ui import download_progress, err_console, parse_duration, sample_panel, say_note, timestamped_dir
+from chargen.cli.ui import download_progress, err_console, parse_duration, sample_panel, say, say_note, timestamped_dir
 
 MODEL = "Model"
 DATA = "Data"
@@ -83,9 +83,8 @@ class TrainProgress:
     def on_start(self, info: dict[str, Any]) -> None:
         self.unit = info["unit"]
         ranks = f" x {info['processes']} processes ({info['backend']})" if info.get("processes", 1) > 1 else ""
-        err_console.print(
-            f"[dim]{info['parameters']:,} parameters on {info['device']}{ranks} -> {info['run_dir']}[/]", highlight=False
-        )
+        say("[dim]{parameters:,} parameters on {device}{ranks} -> {run_dir}[/]", parameters=info["parameters"],
+            device=info["device"], ranks=ranks, run_dir=info["run_dir"])
         total = info["total_steps"]
         self.by_time = total is None
         self.started = time.perf_counter()
@@ -248,10 +247,10 @@ def train(
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
     if is_main_process():  # under torchrun, rank 0 speaks for every rank
         err_console.print(f"[bold green]done[/] step {result.step:,} in {result.elapsed:.0f}s  {metrics}", highlight=False)
-        err_console.print(f"saved to [bold]{result.run_dir}[/]", highlight=False)
+        say("saved to [bold]{run_dir}[/]", run_dir=result.run_dir)
         if result.best_step is not None and (result.run_dir / "best").is_dir():
-            err_console.print(f"best val_loss {result.best_val_loss:.4f} at step {result.best_step:,} in "
-                              f"[bold]{result.run_dir / 'best'}[/] (sample and evaluate use it)", highlight=False)
+            say("best val_loss {loss:.4f} at step {step:,} in [bold]{best}[/] (sample and evaluate use it)",
+                loss=result.best_val_loss, step=result.best_step, best=result.run_dir / "best")
 
 
 def _parent_settings(init_from: str, task_name: str, model_options: dict[str, Any]) -> tuple[Any, str | None, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
+from rich.text import Text
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -154,7 +155,7 @@ def grid_progress(description: str, total: int, quiet: bool = False) -> Progress
 
 
 def sample_panel(step: int, loss: float, text: str) -> Panel:
-    return Panel(text, title=f"sample at step {step:,} (loss {loss:.3f})", title_align="left",
+    return Panel(Text(text), title=f"sample at step {step:,} (loss {loss:.3f})", title_align="left",
                  border_style="cyan", expand=False)
 
 

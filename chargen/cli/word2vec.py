@@ -108,9 +108,8 @@ def word2vec(
     last = trained.history[-1]
     shown = f"{last['bce']:.3f} (mean over the 1+K binary terms; {last['loss']:.3f} per pair)" if "bce" in last \
         else f"{last['loss']:.3f} per pair"
-    err_console.print(
-        f"{len(trained.vocab):,} words, {sum(h['pairs'] for h in trained.history):,} pairs in "
-        f"{last['seconds']:.0f}s; last epoch's loss {shown}", highlight=False)
+    say("{words:,} words, {pairs:,} pairs in {seconds:.0f}s; last epoch's loss {shown}", words=len(trained.vocab),
+        pairs=sum(h["pairs"] for h in trained.history), seconds=last["seconds"], shown=shown)
     sys.stdout.write(f"{target}\n")
 
 
