@@ -120,13 +120,6 @@ def check_file(path: str | os.PathLike[str], *, param: str = "out", force: bool 
     if not str(path) or shown.name in ("", ".", ".."):
         raise OutputRefused(f"{{{param}}}: {str(path)!r} names no file", params=param)
     _check_names(shown, param)
-    if suffixes is not None:
-        allowed = tuple(s.lower() for s in suffixes)
-        if shown.suffix.lower() not in allowed:
-            raise OutputRefused(f"{{{param}}}: cannot write {shown.suffix or 'a file without an extension'} "
-                                f"({shown.name}); use {', '.join(allowed[:-1])} or {allowed[-1]}"
-                                if len(allowed) > 1 else f"{{{param}}}: the file must end in {allowed[0]}",
-                                params=param)
     real = Path(os.path.realpath(shown))
     _refuse_run_file(real, shown, param)
     try:
@@ -135,10 +128,17 @@ def check_file(path: str | os.PathLike[str], *, param: str = "out", force: bool 
         info = None
     except OSError as e:
         raise OutputRefused(f"{{{param}}}: cannot write {shown}: {e.strerror or e}", params=param) from None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise OutputRefused(f"{{{param}}}: {shown} is {_kind(info.st_mode)}; an output replaces only a regular "
+                            "file: name a file", params=param)
+    if suffixes is not None:
+        allowed = tuple(s.lower() for s in suffixes)
+        if shown.suffix.lower() not in allowed:
+            raise OutputRefused(f"{{{param}}}: cannot write {shown.suffix or 'a file without an extension'} "
+                                f"({shown.name}); use {', '.join(allowed[:-1])} or {allowed[-1]}"
+                                if len(allowed) > 1 else f"{{{param}}}: the file must end in {allowed[0]}",
+                                params=param)
     if info is not None:
-        if not stat.S_ISREG(info.st_mode):
-            raise OutputRefused(f"{{{param}}}: {shown} is {_kind(info.st_mode)}; an output replaces only a regular "
-                                "file: name a file", params=param)
         if not force:
             raise OutputRefused(f"{{{param}}}: {shown} already exists; pass {{force}} to replace it, or name "
                                 "another file", params=(param, "force"))
