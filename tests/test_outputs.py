@@ -216,3 +216,10 @@ def test_the_markup_check_catches_an_unescaped_path(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text('err_console.print(f"saved to {out_dir}")\nsay("x {p}", p=1)\n', encoding="utf-8")
     assert _unescaped(bad) == ["bad.py:1: out_dir"]
+
+
+def test_the_suite_runs_without_the_users_chargen_settings() -> None:
+    # conftest clears them at start-up: a CHARGEN_CHECKPOINTS in the user's shell must not move the shipped models
+    from conftest import KEPT_FROM_OUTSIDE
+
+    assert {n for n in os.environ if n.startswith("CHARGEN_")} <= {*KEPT_FROM_OUTSIDE, "CHARGEN_OFFLINE"}

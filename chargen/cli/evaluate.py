@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import download_progress, markup, out_console, say_note
+from chargen.cli.ui import THREADS_HELP, download_progress, markup, out_console, say_note, use_threads
 
 
 @app.command(rich_help_panel="Evaluate")
@@ -20,7 +20,7 @@ def evaluate(
     model: Annotated[str, typer.Option("--model", "-m", help="Run directory, or a name under checkpoints/.")] = "grimm",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
-    threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models, and on a busy machine).")] = 1,
+    threads: Annotated[Optional[int], typer.Option(help=THREADS_HELP, show_default=False)] = None,
     names: Annotated[Path | None, typer.Option("--names", help="Classifier: a name<TAB>language file to evaluate (with the n-gram baseline beside) instead of the test split.", show_default=False)] = None,
     last: Annotated[bool, typer.Option("--last", help="Use the run's last checkpoint, not its best.")] = False,
 ) -> None:
@@ -31,13 +31,13 @@ def evaluate(
       chargen evaluate --model surnames --names corpora/surnames_faker_test.tsv
     """
     from chargen import checkpoint
-    from chargen.runtime import resolve_device, use_threads
+    from chargen.runtime import resolve_device
     from chargen.tasks import evaluate_saved
 
-    use_threads(threads)
     dev = resolve_device(device)
     path, note = checkpoint.choose(model, last)
     loaded = checkpoint.load(path, device=dev)
+    use_threads(threads, loaded.model)
     with download_progress(as_json) as progress:
         report = evaluate_saved(loaded, dev, progress, names)
     say_note(note)  # after the work, so that a failure stays one line

@@ -25,7 +25,7 @@ def inspect(
     text: Annotated[Optional[str], typer.Option("--text", help="The text to look at.", show_default=False)] = None,
     file: Annotated[Optional[Path], typer.Option("--file", help="Read the text from a UTF-8 file (at most 1 MiB).", show_default=False)] = None,
     chars: Annotated[int, typer.Option("--chars", help=f"Without --text/--file: this many characters of the model's validation text (2 to {MAX_CHARS:,}).")] = 1000,
-    unit: Annotated[Optional[int], typer.Option("--unit", help="Colour the text by this unit's activation (0-based).", show_default=False)] = None,
+    unit: Annotated[Optional[int], typer.Option("--unit", help="Colour the text by this unit's activation (0-based). Default: none (with --html: the model's surprise).", show_default=False)] = None,
     layer: Annotated[Optional[int], typer.Option("--layer", help="Layer of the unit, 1 = bottom. Default: the top layer.", show_default=False)] = None,
     what: Annotated[str, typer.Option("--what", help="h (hidden state), c (cell state) or a gate: i, f, g, o.")] = "h",
     top: Annotated[int, typer.Option("--top", help="How many next-character guesses to show per character.")] = 5,

@@ -22,7 +22,7 @@ def momentum_study(
     seeds: Annotated[int, typer.Option(help="Reported seeds per arm and length (0..N-1).")] = 10,
     steps: Annotated[int, typer.Option(help="Step budget per run (early stop at 99.5% held out).")] = 3000,
     threads: Annotated[int, typer.Option(help="Torch CPU threads, 1 to this machine's cores (1: the runs are deterministic on one machine).")] = 1,
-    minutes: Annotated[Optional[float], typer.Option(help="Start no run after this many minutes; the part resumes next time.")] = None,
+    minutes: Annotated[Optional[float], typer.Option(help="Start no run after this many minutes; the part resumes next time. Default: no limit.", show_default=False)] = None,
     out: Annotated[Path, typer.Option(help="Results folder: one sub-folder per part (runs.jsonl, summary.json).")] = DEFAULT_OUT,
     markdown: Annotated[Optional[Path], typer.Option(help="Then write the study's report sections (Markdown, from the saved results) to this .md file.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the --markdown file if it exists.")] = False,

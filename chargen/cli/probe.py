@@ -104,7 +104,7 @@ def probe(
     lr: Annotated[float, typer.Option(help="RMSProp learning rate.", rich_help_panel=MODEL)] = 1e-3,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Palindromes per batch.", rich_help_panel=MODEL)] = 128,
     init: Annotated[str, typer.Option(help="Weight init: [b]pytorch[/] (uniform) or [b]paper[/] (orthogonal W_ih, identity W_hh, forget bias 2).", rich_help_panel=MODEL)] = "pytorch",
-    forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM-family cells: forget-gate bias at init, b_ih[f] + b_hh[f].", rich_help_panel=MODEL)] = None,
+    forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM-family cells: forget-gate bias at init, b_ih\\[f] + b_hh\\[f]. Default: the init's own (paper: 2; pytorch: uniform like the other biases).", rich_help_panel=MODEL)] = None,
     mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum mu (default 0.6).", rich_help_panel=MODEL)] = None,
     step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s (default 0.6).", rich_help_panel=MODEL)] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads (these small nets gain little from more than 1, and lose badly on a busy machine).", rich_help_panel=GRID)] = 1,

@@ -19,15 +19,15 @@ def sample(
     length: Annotated[int, typer.Option("--length", "-l", help="Characters to generate after the prime.")] = 500,
     temp: Annotated[float, typer.Option("--temp", "-t", help="Temperature: 0 = greedy (argmax), 1 = the model's distribution.")] = 1.0,
     greedy: Annotated[bool, typer.Option("--greedy", help="Same as --temp 0.")] = False,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample only among the k likeliest characters.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed: the same seed gives the same text.")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample only among the k likeliest characters. Default: all of them.", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed: the same seed gives the same text. Default: a fresh random seed.", show_default=False)] = None,
     n: Annotated[int, typer.Option("-n", help="Number of samples, generated as one batch (a text model's sample i is the one --seed SEED+i gives alone).")] = 1,
     lang: Annotated[Optional[str], typer.Option(help="Name generators: the language to generate names in.")] = None,
     start: Annotated[Optional[str], typer.Option(help="Name generators: the first letter(s) of each name.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models, and on a busy machine).")] = 1,
     stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End a sample at the first occurrence of this string (not printed; repeatable; escapes such as [b]\\n\\n[/] understood).")] = None,
-    beam: Annotated[Optional[int], typer.Option("--beam", help="Beam search with K beams: the likeliest continuation of --prime they find (deterministic; its log-probability goes to stderr).")] = None,
+    beam: Annotated[Optional[int], typer.Option("--beam", help="Beam search with K beams: the likeliest continuation of --prime they find (deterministic; its log-probability goes to stderr). Default: off (sampling).", show_default=False)] = None,
     last: Annotated[bool, typer.Option("--last", help="Use the run's last checkpoint, not its best.")] = False,
 ) -> None:
     """Generate text from a trained model, streamed to stdout as it is written.

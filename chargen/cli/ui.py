@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import time
@@ -198,3 +199,66 @@ class LazyBar:
     def __exit__(self, *exc: object) -> None:
         if self.started:
             self.progress.stop()
+
+
+EXAMPLES = "[dim]Examples:[/]"
+
+
+def reflow(doc: str) -> str:
+    """A command's help as rich renders it well at any width: each prose paragraph on one line (rich wraps
+    it; a docstring's own line breaks would break sentences in the middle at 80 columns), examples kept
+    line by line under one ``Examples:`` heading, each indented by two spaces."""
+    paragraphs = [p for p in (inspect.cleandoc(doc) if doc else "").split("\n\n") if p.strip()]
+    out: list[str] = []
+    examples = False
+    for paragraph in paragraphs:
+        lines = paragraph.splitlines()
+        heading = re.fullmatch(r"\[(dim|bold)\]Examples:?\[/\]:?", lines[0].strip())
+        if heading or examples:
+            body = lines[1:] if heading else lines
+            shown = [wrapped for line in body if line.strip() for wrapped in _example_lines(line.strip())]
+            if heading:
+                out.append("\n".join([EXAMPLES, *shown]) if shown else EXAMPLES)
+                examples = not shown  # a heading alone: the examples are the next paragraph
+            else:
+                out[-1] = "\n".join([out[-1], *shown])
+                examples = False
+            continue
+        out.append(" ".join(line.strip() for line in lines))
+    if len(out) > 1 and out[1].startswith(EXAMPLES):
+        # typer dedents the text after the summary as a block: a blank first line keeps the examples' indent
+        out[1] = "\n" + out[1]
+    return "\n\n".join(out)
+
+
+EXAMPLE_WIDTH = 74  # 80 columns less the margin, the indent and a continuation's " \\"
+
+
+def _example_lines(command: str) -> list[str]:
+    """One example, indented by two spaces; one longer than 80 columns is continued with `` \\`` before an
+    option (still a command a shell runs as pasted), never wrapped by the terminal in the middle of a word.
+    A trailing comment goes on its own line above the command."""
+    found = re.search(r"\s+(\[dim\])?#\s*(.*?)(\[/\])?$", command)
+    comment = [f"  [dim]# {found.group(2)}[/]"] if found else []
+    words = re.findall(r"(?:'[^']*'|\"[^\"]*\"|\S)+", command[: found.start()] if found else command)
+    lines: list[list[str]] = [[]]
+    for word in words:
+        width = EXAMPLE_WIDTH - (2 if len(lines) > 1 else 0)
+        if lines[-1] and len(" ".join([*lines[-1], word])) > width:
+            current = lines[-1]
+            # carry the option a value belongs to onto the next line with it
+            cut = len(current) - 1 if current[-1].startswith("-") and not word.startswith("-") else len(current)
+            lines[-1] = current[:cut]
+            lines.append(current[cut:])
+        lines[-1].append(word)
+    shown = [" ".join(line) for line in lines if line]
+    return comment + [("  " if i == 0 else "    ") + line + (" \\" if i < len(shown) - 1 else "")
+                      for i, line in enumerate(shown)]
+
+
+def reflow_help(typer_app: Any) -> None:
+    """``reflow`` every command's help, in ``typer_app`` and its groups (once, when the CLI is assembled)."""
+    for command in typer_app.registered_commands:
+        command.help = reflow(command.help or (command.callback.__doc__ if command.callback else "") or "")
+    for group in typer_app.registered_groups:
+        reflow_help(group.typer_instance)
