@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from chargen import checkpoint, schema
 from chargen.cli import app
-from chargen.errors import CheckpointError, TrainingError, UsageError
+from chargen.errors import CheckpointError, TrainingError, UsageError, VocabularyError
 from chargen.models import ModelConfig, build_model
 from chargen.safeio import FileTooLarge, NotRegularFile, open_regular, read_regular
 from chargen.sample import MAX_SEED, generate, nth_seed, sample_next
@@ -371,3 +371,21 @@ def test_help_and_version_into_a_full_disk_are_one_line(args: list[str]) -> None
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     assert err == "error: cannot write the output to stdout: No space left on device\n"
+
+
+# --------------------------------------------------------------------------- issue 26: what a person types
+
+
+def test_ascii_stand_ins_become_the_corpus_own_characters_only_where_it_lacks_them() -> None:
+    curly = Vocab("Tehkingsdaur ’‘“”—…,")
+    assert curly.typed("The king's 'dear' \"sun\" -- a...") == "The king’s ‘dear’ “sun” — a…"
+    plain = Vocab("Tehkings' \"-.")
+    assert plain.typed("The king's \"x\" -- ...") == "The king's \"x\" -- ..."  # it has them: nothing changes
+    with pytest.raises(VocabularyError, match="this model writes ’ or ‘ for \"'\""):
+        curly.encode("king's", what="the prime")
+
+
+def test_sample_maps_a_typed_apostrophe_and_says_so(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sample", "--prime", "The king's", "--length", "5", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("The king’s") and "model's own characters: The king’s" in result.stderr

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from chargen.cli.app import app
-from chargen.cli.ui import err_console, say_note
+from chargen.cli.ui import err_console, say, say_note
 
 
 @app.command(rich_help_panel="Train and generate")
@@ -58,6 +58,9 @@ def sample(
         raise UsageError("--beam finds one continuation (it is deterministic); drop -n")
     path, note = checkpoint.choose(model, last)
     loaded = checkpoint.load(path, task=("lm", "generate"), device=resolve_device(device))
+    if loaded.config["task"] == "lm" and (typed := loaded.vocab.typed(prime)) != prime:
+        say("[dim]the prime is written with the model's own characters: {prime}[/]", prime=typed)
+        prime = typed  # ' " -- ... typed for the corpus's ’ “ ” — …
     if (stops or beam is not None) and loaded.config["task"] != "lm":
         raise UsageError("--stop and --beam are for text models; this is a name generator")
     if beam is not None:
