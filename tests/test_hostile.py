@@ -389,3 +389,28 @@ def test_sample_maps_a_typed_apostrophe_and_says_so(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sample", "--prime", "The king's", "--length", "5", "--seed", "1"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("The king’s") and "model's own characters: The king’s" in result.stderr
+
+
+def test_a_run_finds_its_moved_training_text_by_corpus_and_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  one_torch_thread) -> None:
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "mine.txt").write_text(TALE, encoding="utf-8")
+    monkeypatch.chdir(here)
+    run = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "--corpus", "mine.txt", "--hidden", "8", "--embed", "4", "--layers", "1",
+                                  "--seq-len", "8", "--batch-size", "4", "--steps", "2", "--out", str(run), "--quiet"])
+    assert trained.exit_code == 0, trained.output
+    recorded = json.loads((run / checkpoint.CONFIG).read_text())["task_config"]["options"]["corpus"]
+    assert recorded == str(here / "mine.txt")  # absolute: found from any folder
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["evaluate", "--model", str(run)]).exit_code == 0
+    (here / "mine.txt").rename(tmp_path / "moved.txt")
+    gone = runner.invoke(app, ["evaluate", "--model", str(run)])
+    assert gone.exit_code == 1 and "no longer there (moved or deleted); point at it with --corpus" in gone.stderr
+    found = runner.invoke(app, ["evaluate", "--model", str(run), "--corpus", "moved.txt", "--json"])
+    assert found.exit_code == 0, found.output
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--corpus", "moved.txt", "--steps", "3", "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    config = json.loads((run / checkpoint.CONFIG).read_text())
+    assert config["step"] == 3 and config["task_config"]["options"]["corpus"] == str(tmp_path / "moved.txt")

@@ -12,7 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import THREADS_HELP, download_progress, markup, out_console, say_note, use_threads
+from chargen.cli.ui import (THREADS_HELP, download_progress, markup, out_console, relocated_corpus, say_note,
+                            use_threads)
+from chargen.errors import UsageError
 
 
 @app.command(rich_help_panel="Evaluate")
@@ -23,6 +25,7 @@ def evaluate(
     threads: Annotated[Optional[int], typer.Option(help=THREADS_HELP, show_default=False)] = None,
     names: Annotated[Path | None, typer.Option("--names", help="Classifier: a name<TAB>language file to evaluate (with the n-gram baseline beside) instead of the test split.", show_default=False)] = None,
     last: Annotated[bool, typer.Option("--last", help="Use the run's last checkpoint, not its best.")] = False,
+    corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="Language models: where the training text is now, if it has moved since training (checked against its recorded sha256). Default: the path the run recorded.", show_default=False)] = None,
 ) -> None:
     """Recompute the held-out metrics of a trained model, so a recorded number can be checked.
 
@@ -38,6 +41,12 @@ def evaluate(
     path, note = checkpoint.choose(model, last)
     loaded = checkpoint.load(path, device=dev)
     use_threads(threads, loaded.model)
+    if loaded.config.get("task") == "lm" and isinstance(loaded.config.get("task_config"), dict):
+        options = loaded.config["task_config"].get("options") or {}
+        if isinstance(options.get("corpus"), str):
+            options["corpus"] = relocated_corpus(options["corpus"], corpus, loaded.path)
+    elif corpus is not None:
+        raise UsageError("--corpus points a language model at its moved training text; this is not one")
     with download_progress(as_json) as progress:
         report = evaluate_saved(loaded, dev, progress, names)
     say_note(note)  # after the work, so that a failure stays one line

@@ -14,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from chargen.cli.app import app
 from chargen.cli.flags import flag_for
 from chargen.errors import UsageError
-from chargen.cli.ui import download_progress, err_console, parse_duration, sample_panel, say, say_note, timestamped_dir
+from chargen.cli.ui import (absolute_corpus, download_progress, err_console, parse_duration, relocated_corpus, sample_panel,
+                            say, say_note, timestamped_dir)
 
 MODEL = "Model"
 DATA = "Data"
@@ -197,6 +198,8 @@ def train(
 
         _refuse_ignored_options(ctx)
         task_name, task_options, model_cfg, train_cfg = resume_settings(resume)
+        if isinstance(task_options.get("corpus"), str):  # a text that moved since: --corpus points at it again
+            task_options["corpus"] = relocated_corpus(task_options["corpus"], corpus, resume)
         extra_options = resume_options(resume)
         given = {**({k: v for k, v in budget.items()} if steps is not None or time_limit is not None else {}),
                  **({"early_stop": early_stop} if early_stop is not None else {}),
@@ -214,7 +217,7 @@ def train(
         train = {**budget, "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
                  "eval_every": eval_every, "sample_every": sample_every, "seed": seed, "device": device,
                  "deterministic": deterministic, "early_stop": early_stop, "threads": threads}
-        options = {"corpus": corpus, "seq_len": seq_len, "batch_size": batch_size,
+        options = {"corpus": absolute_corpus(corpus), "seq_len": seq_len, "batch_size": batch_size,
                    "batching": batching.value if batching else None, "length": length, "balance": balance,
                    "balance_power": balance_power, "char_dropout": char_dropout}
         if init_from is not None:
@@ -270,7 +273,7 @@ def _parent_settings(init_from: str, task_name: str, model_options: dict[str, An
     return parent, note, model_cfg
 
 
-RESUME_OPTIONS = {"resume", "steps", "time_limit", "quiet", "threads", "early_stop"}  # what --resume takes; the run fixes the rest
+RESUME_OPTIONS = {"resume", "steps", "time_limit", "quiet", "threads", "early_stop", "corpus"}  # what --resume takes; the run fixes the rest
 
 
 def _refuse_ignored_options(ctx: typer.Context) -> None:
@@ -283,6 +286,6 @@ def _refuse_ignored_options(ctx: typer.Context) -> None:
     if given:
         flags = ", ".join(p.opts[0] for p in given)
         raise UsageError(f"--resume continues the run with its recorded settings; it takes only --steps, --time, "
-                         f"--early-stop, --threads and --quiet, so {flags} would be ignored: leave {'it' if len(given) == 1 else 'them'} out "
+                         f"--early-stop, --threads, --quiet and --corpus (its moved text), so {flags} would be ignored: leave {'it' if len(given) == 1 else 'them'} out "
                          "(or start a new run with --out)")
 

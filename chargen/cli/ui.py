@@ -26,7 +26,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from chargen.errors import UsageError
+from chargen.errors import CorpusError, UsageError
 from chargen.outputs import check_folder, make_folder  # noqa: F401 - make_folder: for the commands
 from chargen.paths import checkpoints_dir
 
@@ -262,3 +262,30 @@ def reflow_help(typer_app: Any) -> None:
         command.help = reflow(command.help or (command.callback.__doc__ if command.callback else "") or "")
     for group in typer_app.registered_groups:
         reflow_help(group.typer_instance)
+
+
+def absolute_corpus(corpus: str | None) -> str | None:
+    """A corpus that names a file, as its absolute path (what the run records, so that it can be found from
+    any folder later); a registered name, or anything that is not a file, as given."""
+    from chargen.data.corpora import load_registry
+
+    if corpus is None or corpus in load_registry():
+        return corpus
+    path = Path(corpus).expanduser()
+    try:
+        return str(path.resolve()) if path.is_file() else corpus
+    except OSError:
+        return corpus  # the loader says what is wrong with it
+
+
+def relocated_corpus(recorded: str, given: str | None, run: Path) -> str:
+    """The training text of ``run``: ``given`` (--corpus) when the user points at it again, else the path the
+    run recorded; a recorded file that is gone is one line saying so (its sha256 then checks a --corpus)."""
+    from chargen.data.corpora import load_registry
+
+    if given is not None:
+        return absolute_corpus(given) or given
+    if recorded in load_registry() or Path(recorded).expanduser().exists():
+        return recorded
+    raise CorpusError(f"the training text of {run} was {recorded}, which is no longer there (moved or deleted); "
+                     "point at it with --corpus PATH (it is checked against the sha256 the run recorded)")
