@@ -662,6 +662,11 @@ def check_same_data(run_dir: Path, recorded: dict[str, Any], current: dict[str, 
         if key in recorded and key in current and recorded[key] != current[key]:
             options = recorded.get("options") or {}
             name = options.get("corpus") if isinstance(options, dict) else None
+            now = (current.get("options") or {}).get("corpus") if isinstance(current.get("options"), dict) else None
+            if now is not None and now != name:  # pointed elsewhere (a moved text): say which text was refused
+                raise CheckpointError(
+                    f"corpus {now!r} is not the text {run_dir} was trained on ({name}; sha256 {str(current[key])[:12]}... "
+                    f"vs {str(recorded[key])[:12]}... recorded)")
             raise CheckpointError(
                 f"corpus {name!r} has changed since {run_dir} was trained on it (sha256 {str(current[key])[:12]}... "
                 f"now, {str(recorded[key])[:12]}... recorded); resuming would train on other text: restore the "

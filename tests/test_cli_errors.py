@@ -243,7 +243,7 @@ CASES = [
     Case("evaluate: its corpus is gone", ["evaluate", "--model", "{world}/models/lost-corpus"], 1,
          "gone.txt, which is no longer there (moved or deleted); point at it with --corpus"),
     Case("evaluate: --corpus is another text", ["evaluate", "--model", "{world}/models/lost-corpus", "--corpus",
-                                                "{world}/texts/zwoelf.txt"], 1, "is not the text this model was trained on"),
+                                                "{world}/texts/short.txt"], 1, "is not the text this model was trained on"),
     Case("evaluate: --device cuda without CUDA", ["evaluate", "--model", LM, "--device", "cuda"], 2, "no CUDA device"),
     Case("evaluate: --names for a language model", ["evaluate", "--model", LM, "--names", "{world}/texts/tale.txt"], 2,
          "--names is for classifiers"),
@@ -693,9 +693,11 @@ HOSTILE = [
          patch=FULL),
     # F13: --resume refuses the options it would ignore, naming them
     *[Case(f"F13 resume with {flag}", [*RESUME, flag, value], 2, f"so {flag} would be ignored")
-      for flag, value in (("--hidden", "64"), ("--cell", "rnn"), ("--lr", "0.5"), ("--corpus", "grimm"),
+      for flag, value in (("--hidden", "64"), ("--cell", "rnn"), ("--lr", "0.5"),
                           ("--out", "{tmp}/elsewhere"), ("--seed", "3"), ("--task", "palindrome"),
                           ("--batch-size", "8"), ("--device", "cpu"), ("--layers", "3"))],
+    Case("F13 resume with another corpus", [*RESUME, "--corpus", "{world}/texts/short.txt"], 1,
+         "short.txt' is not the text"),
     Case("F13 resume with several", [*RESUME, "--hidden", "64", "--deterministic"], 2,
          "so --hidden, --deterministic would be ignored"),
     # F15: accepted silently before

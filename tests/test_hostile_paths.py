@@ -44,6 +44,7 @@ PATH_OPTIONS: dict[tuple[str, str], tuple[str, list[str]]] = {
                                      "--steps", "1", "--out", "{tmp}/run", "--quiet"]),
     ("sample", "model"): (MODEL, ["sample", "--model", "{path}", "--length", "5"]),
     ("evaluate", "model"): (MODEL, ["evaluate", "--model", "{path}"]),
+    ("evaluate", "corpus"): (TEXT, ["evaluate", "--model", "{world}/models/lost-corpus", "--corpus", "{path}"]),
     ("evaluate", "names"): (TEXT, ["evaluate", "--model", str(PROJECT_ROOT / "checkpoints" / "surnames"),
                                    "--names", "{path}"]),
     ("score", "file"): (TEXT, ["score", "{path}", "--model", LM]),

@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import THREADS_HELP, LazyBar, err_console, markup, out_console, say, say_note, use_threads
+from chargen.cli.ui import (THREADS_HELP, LazyBar, err_console, markup, out_console, say, say_note, use_threads,
+                            working)
 from chargen.errors import ChargenError, UsageError
 from chargen.safeio import describe, open_regular, text_blocks
 
@@ -77,8 +78,9 @@ def score(
             if skipped := sum(s.skipped for _, s in rows):
                 say("[yellow]skipped {n:,} character(s) outside the vocabulary[/]", n=skipped)
             return
-        result, unknown = score_text(loaded.model, loaded.vocab, _blocks(stream, file), prime=prime or "",
-                                     skip_unknown=skip_unknown)
+        with working(f"scoring {file}", quiet=as_json):
+            result, unknown = score_text(loaded.model, loaded.vocab, _blocks(stream, file), prime=prime or "",
+                                         skip_unknown=skip_unknown)
     except OSError as e:  # a byte that is not UTF-8 (at its offset in the file), or a read that failed
         raise ChargenError(f"{file}: {describe(e)}") from None
     finally:
