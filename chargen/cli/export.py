@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from chargen.cli.app import app
-from chargen.cli.ui import THREADS_HELP, say, use_threads
+from chargen.cli.ui import THREADS_HELP, say, use_threads, working
 
 
 @app.command(name="export", rich_help_panel="Train and generate")
@@ -40,7 +40,8 @@ def export_command(
     outputs.check_file(out, param="out", force=force)  # before loading anything: a refusal costs nothing
     loaded = checkpoint.load(model, task="lm", device="cpu")
     use_threads(threads, loaded.model)
-    data = exported(loaded, fmt)
+    with working(f"exporting {loaded.path.name} as {fmt}", quiet=as_json):
+        data = exported(loaded, fmt)
     info = {"model": loaded.path.name, "format": fmt, "out": str(out), "bytes": len(data),
             "inputs": metadata(loaded)["inputs"], "outputs": metadata(loaded)["outputs"]}
     with outputs.writing(out, param="out", force=force) as part:
