@@ -414,3 +414,17 @@ def test_a_run_finds_its_moved_training_text_by_corpus_and_sha256(tmp_path: Path
     assert resumed.exit_code == 0, resumed.output
     config = json.loads((run / checkpoint.CONFIG).read_text())
     assert config["step"] == 3 and config["task_config"]["options"]["corpus"] == str(tmp_path / "moved.txt")
+
+
+@pytest.mark.parametrize("prime", [None, "", "Once"])
+def test_lines_scored_side_by_side_equal_each_line_scored_alone(prime: str | None, one_torch_thread) -> None:
+    from chargen.score import score_lines, score_text
+
+    vocab = Vocab("\nOnce upatimlro")
+    model = build_model(ModelConfig(**{**TINY.to_dict(), "vocab_size": len(vocab)})).eval()
+    lines = ["Once upon a time", "", "a", "up", "time time time a miller", "Once"] * 5
+    batched = list(score_lines(model, vocab, lines, prime=prime, batch=4))
+    for (line, got), expected_line in zip(batched, lines):
+        alone, _ = score_text(model, vocab, line, prime=("\n" if prime is None else prime))
+        assert line == expected_line and got.chars == alone.chars
+        assert got.log_prob == pytest.approx(alone.log_prob, abs=1e-5)
