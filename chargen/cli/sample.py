@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from chargen.cli.app import app
-from chargen.cli.ui import err_console, say_note
+from chargen.cli.ui import err_console, say, say_note
 
 
 @app.command(rich_help_panel="Train and generate")
@@ -19,14 +19,14 @@ def sample(
     length: Annotated[int, typer.Option("--length", "-l", help="Characters to generate after the prime.")] = 500,
     temp: Annotated[Optional[str], typer.Option("--temp", "-t", metavar="T|SCHEDULE", help="Temperature: 0 = greedy (argmax), 1 = the model's distribution; or a schedule: [b]0.8:0.4[/] (linear over the sample), [b]0.8:0.4@100[/] (over 100 characters), [b]1.0,0.7@50[/] (steps).")] = None,
     greedy: Annotated[bool, typer.Option("--greedy", help="Argmax after penalties and masks (same as --temp 0).")] = False,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample only among the k likeliest characters.")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample only among the k likeliest characters. Default: all of them.", show_default=False)] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling: the likeliest characters holding this much probability (0-1].")] = None,
     min_p: Annotated[Optional[float], typer.Option("--min-p", help="Drop characters less likely than this fraction of the likeliest one's probability [0-1].")] = None,
     typical: Annotated[Optional[float], typer.Option("--typical", help="Locally typical sampling: the characters nearest the entropy, holding this much probability (0-1].")] = None,
     repetition_penalty: Annotated[Optional[float], typer.Option("--repetition-penalty", help="Divide (CTRL-style) the logits of characters in the last --repetition-window characters; > 1 discourages repeats.")] = None,
     repetition_window: Annotated[Optional[int], typer.Option("--repetition-window", help="How many recent characters (the prime's included) the repetition penalty looks at [default: 64].")] = None,
     no_repeat: Annotated[Optional[int], typer.Option("--no-repeat", help="Never write a character that repeats an N-character sequence already in the text (try 12-20).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed: the same seed gives the same text.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed: the same seed gives the same text. Default: a fresh random seed.", show_default=False)] = None,
     n: Annotated[int, typer.Option("-n", help="Number of samples, generated as one batch (a text model's sample i is the one --seed SEED+i gives alone).")] = 1,
     lang: Annotated[Optional[str], typer.Option(help="Name generators: the language to generate names in.")] = None,
     start: Annotated[Optional[str], typer.Option(help="Name generators: the first letter(s) of each name.")] = None,
@@ -37,7 +37,7 @@ def sample(
     pattern: Annotated[Optional[str], typer.Option("--pattern", help="Text models: every sample (the prime included) matches this regular expression in full, ending at a line break once it matches (needs the constraints extra).")] = None,
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Text models: every sample contains this word (repeatable; with or without --pattern).")] = None,
     stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End a sample at the first occurrence of this string (not printed; repeatable; escapes such as [b]\\n\\n[/] understood).")] = None,
-    beam: Annotated[Optional[int], typer.Option("--beam", help="Beam search with K beams: the likeliest continuation of --prime they find (deterministic; its log-probability goes to stderr).")] = None,
+    beam: Annotated[Optional[int], typer.Option("--beam", help="Beam search with K beams: the likeliest continuation of --prime they find (deterministic; its log-probability goes to stderr). Default: off (sampling).", show_default=False)] = None,
     last: Annotated[bool, typer.Option("--last", help="Use the run's last checkpoint, not its best.")] = False,
 ) -> None:
     """Generate text from a trained model, streamed to stdout as it is written.
@@ -78,6 +78,9 @@ def sample(
         raise UsageError("--beam does not take --max-copy, --pattern, --include or --novelty; sample instead")
     path, note = checkpoint.choose(model, last)
     loaded = checkpoint.load(path, task=("lm", "generate"), device=resolve_device(device))
+    if loaded.config["task"] == "lm" and (typed := loaded.vocab.typed(prime)) != prime:
+        say("[dim]the prime is written with the model's own characters: {prime}[/]", prime=typed)
+        prime = typed  # ' " -- ... typed for the corpus's ’ “ ” — …
     if (stops or beam is not None) and loaded.config["task"] != "lm":
         raise UsageError("--stop and --beam are for text models; this is a name generator")
     if beam is not None:

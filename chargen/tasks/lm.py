@@ -138,9 +138,9 @@ class LanguageModelTask(BaseTask):
                 self.data.train, self.cfg.batch_size, self.cfg.seq_len, seed, rank(), world_size()
             )
         except ValueError as e:
-            raise CorpusError(f"corpus {self.cfg.corpus!r} is too short for this batch: {e}; lower batch_size "
-                              f"(now {self.cfg.batch_size}) or seq_len (now {self.cfg.seq_len}), or use a longer "
-                              "text") from None
+            raise CorpusError(f"corpus {self.cfg.corpus!r} is too short for this batch: {e}; lower {{batch_size}} "
+                              f"(now {self.cfg.batch_size}) or {{seq_len}} (now {self.cfg.seq_len}), or use a longer "
+                              "text", params=("batch_size", "seq_len")) from None
         self.state: State | None = None
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
