@@ -371,7 +371,7 @@ CASES = [
     Case("momentum-study: unknown part", ["momentum-study", "--only", "everything", "--out", "{tmp}/m"], 2,
          "--only: unknown part 'everything'"),
     Case("momentum-study: no CPU-minutes", ["momentum-study", "--only", "lstm-target", "--minutes", "0",
-                                            "--out", "{tmp}/m"], 2, "--minutes must be positive"),
+                                            "--out", "{tmp}/m"], 2, "--minutes must be a positive number"),
     Case("study: unknown study", ["study", "everything", "--out", "{tmp}/s"], 2, "unknown study 'everything'"),
     Case("study: unknown part", ["study", "baselines", "--only", "grimm-2m", "--out", "{tmp}/s"], 2,
          "--only: baselines has no part 'grimm-2m'"),
