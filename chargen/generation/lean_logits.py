@@ -1,0 +1,190 @@
+"""The logits pipeline's fast path for one stream on the CPU: the same scores, bit for bit, in few kernels.
+
+At batch 1 over a character vocabulary (~80 ids) a torch kernel costs microseconds of dispatch
+for nanoseconds of arithmetic, and the general pipeline (``chargen.generation.logits``) runs about
+35 of them per character with every control on. :class:`OneStream` computes the same scores with
+numpy ufuncs on views of the pipeline's own buffers (a fraction of the dispatch) and keeps torch
+only where the rounding must be torch's: the softmaxes (whose probabilities decide the nucleus and
+typical cuts and are what is drawn from) and the typical warper's ``nansum``. Everything else is
+exactly rounded in IEEE arithmetic (subtract, divide, multiply, compare, max, select) or is an
+order (stable sorts, on both paths), so it cannot differ; cumulative sums accumulate in float64
+and round each prefix to float32, as torch's CPU ``cumsum`` does.
+
+What changes is the bookkeeping, not the values:
+
+- the repetition penalty keeps a count per id over the window (updated by the emitted id, O(1))
+  and a presence mask, instead of a gather/scatter over a ring of W ids;
+- top-k (behind top-p), top-p and min-p each cut a suffix of one stable sort of the scores, so
+  one sort and one scatter serve all three;
+- no-repeat bans the followers of the last n-1 characters with one indexed write, no tensor built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # the pipeline builds this; importing it at run time would be circular
+    from chargen.generation.logits import LogitsPipeline
+
+NEG_INF = np.float32(-np.inf)
+
+
+def _pair(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> tuple[Tensor, np.ndarray]:
+    """A buffer as a torch tensor and a numpy view of the same memory (torch kernels and ufuncs share it)."""
+    tensor = torch.empty(shape, dtype=dtype)
+    return tensor, tensor.numpy()
+
+
+def _kept(probs: np.ndarray, before: np.ndarray, sums: np.ndarray, mass: np.float32) -> int:
+    """How many of the characters ranked in ``probs``' order stay: those the mass ranked before falls short of.
+
+    ``before`` (a float32 buffer, ``before[0] == 0``) receives the exclusive cumulative sum, accumulated in
+    ``sums`` (float64) and rounded per prefix like torch's CPU cumsum; it never decreases, so the cut is a suffix.
+    """
+    probs[:-1].cumsum(dtype=np.float64, out=sums)  # ndarray methods: numpy's function wrappers cost as much again
+    before[1:] = sums
+    return int(before.searchsorted(mass))
+
+
+class OneStream:
+    """The scores of :meth:`LogitsPipeline._process` for a batch of one on the CPU, from float32 logits.
+
+    Writes into ``pipeline.scores`` (through a numpy view) and returns it, or the logits themselves
+    when no control changes them, exactly as the general path does.
+    """
+
+    def __init__(self, pipeline: LogitsPipeline, context: Sequence[int]) -> None:
+        config, size = pipeline.config, pipeline.vocab_size
+        self.pipeline, self.config = pipeline, config
+        self.x = pipeline.scores.numpy()[0]
+        self.banned = None if pipeline.banned is None else pipeline.banned.numpy()
+        self.factor = None if config.repetition_penalty == 1.0 else np.float32(config.repetition_penalty)
+        self.pick = np.minimum if config.repetition_penalty > 1 else np.maximum
+        self.recent: deque[int] = deque()
+        self.counts = [0] * size
+        self.present = np.zeros(size, dtype=bool)
+        if self.factor is not None:
+            for i in context[-config.repetition_window :]:
+                self.remember(i)
+        self.top_k, self.top_k_alone = pipeline.top_k, pipeline.top_k_alone
+        self.top_p = np.float32(config.top_p)
+        self.log_min_p = np.float32(math.log(config.min_p)) if config.min_p > 0 else None
+        self.typical = np.float32(config.typical)
+        self.sorted_t, self.sorted = _pair((1, size))
+        self.probs_t, self.probs = _pair((1, size))
+        self.p_t, self.p = _pair((1, size))
+        self.d_t, self.d = _pair((1, size))
+        self.mean_t, self.mean = _pair((1, 1))
+        self.before = np.zeros(size, dtype=np.float32)
+        self.sums = np.empty(size - 1, dtype=np.float64)
+        self.negated = np.empty(size, dtype=np.float32)
+        self.warps = self.top_k is not None or config.top_p < 1 or config.min_p > 0 or config.typical < 1
+        self.logits: Tensor | None = None
+        self.logits_np = self.x
+        self.touches = pipeline.temperature != 1.0 or not pipeline.constant or self.warps \
+            or self.factor is not None or pipeline.hard
+
+    # ------------------------------------------------------------------ history
+
+    def remember(self, i: int) -> None:
+        """The stream wrote ``i``: the window's counts and presence follow (the oldest id leaves a full window)."""
+        if self.factor is None:
+            return
+        if len(self.recent) == self.config.repetition_window:
+            old = self.recent.popleft()
+            self.counts[old] -= 1
+            if not self.counts[old]:
+                self.present[old] = False
+        self.recent.append(i)
+        self.counts[i] += 1
+        self.present[i] = True
+
+    # ------------------------------------------------------------------ the steps
+
+    def process(self, logits: Tensor) -> Tensor:
+        pipeline, x = self.pipeline, self.x
+        if not self.touches:
+            return logits
+        if logits is not self.logits:  # a stepper returns the same buffer every step: one view serves them all
+            self.logits, self.logits_np = logits, (logits.detach() if logits.requires_grad else logits).numpy()[0]
+        x[:] = self.logits_np
+        if self.factor is not None and self.recent:
+            seen = x[self.present]
+            x[self.present] = self.pick(seen / self.factor, seen * self.factor)
+        if pipeline.hard:
+            self._hard_masks()
+        if pipeline.step_greedy or not (self.warps or pipeline.temperature != 1.0):
+            return pipeline.scores
+        np.subtract(x, x.max(), out=x)  # shift by the max first: a tiny temperature sends the rest to -inf
+        if pipeline.temperature != 1.0:
+            np.divide(x, np.float32(pipeline.temperature), out=x)
+        if self.top_k_alone:
+            kth = np.partition(x, x.size - self.top_k)[x.size - self.top_k]  # the k-th largest, as torch.topk's
+            x[x < kth] = NEG_INF
+        if self.config.top_p < 1:
+            self._sorted_cuts()
+        elif self.log_min_p is not None:
+            x[x < self.log_min_p] = NEG_INF
+        if self.config.typical < 1:
+            self._typical()
+        return pipeline.scores
+
+    def _hard_masks(self) -> None:
+        pipeline, x = self.pipeline, self.x
+        if self.banned is not None:
+            x[self.banned] = NEG_INF
+        pipeline._apply_masks(pipeline.scores)
+        maybe_dead = False
+        if pipeline.no_repeat is not None:
+            followers = pipeline.no_repeat.followers(0)
+            if followers:
+                x[list(followers)] = NEG_INF
+                maybe_dead = len(followers) >= pipeline.no_repeat.room
+        if (maybe_dead or pipeline.masks) and np.isneginf(x).all():
+            pipeline._dead_end(0)
+
+    def _sorted_cuts(self) -> None:
+        """Top-k (behind top-p), top-p and min-p: each keeps a prefix of one stable descending sort."""
+        x, ranked = self.x, self.sorted[0]
+        np.negative(x, out=self.negated)
+        order = self.negated.argsort(kind="stable")  # among equal scores the lower id first, as torch's
+        x.take(order, out=ranked)
+        if self.top_k is not None:
+            ranked[self.top_k :] = NEG_INF
+        torch.softmax(self.sorted_t, dim=-1, out=self.probs_t)
+        keep = _kept(self.probs[0], self.before, self.sums, self.top_p)
+        if self.top_k is not None:
+            keep = min(keep, self.top_k)
+        if self.log_min_p is not None:  # scores at or above log(min_p) (max 0) are a prefix of the ranking
+            keep = min(keep, int(np.count_nonzero(ranked >= self.log_min_p)))
+        x[order[keep:]] = NEG_INF
+
+    def _typical(self) -> None:
+        # the general path's arithmetic: see LogitsPipeline._typical
+        x = self.x
+        torch.softmax(self.pipeline.scores, dim=-1, out=self.p_t)
+        torch.mul(self.p_t, self.pipeline.scores, out=self.d_t)  # torch: 0 * -inf is NaN without a warning
+        torch.nansum(self.d_t, dim=-1, keepdim=True, out=self.mean_t)
+        distance = self.d[0]
+        np.subtract(x, self.mean[0, 0], out=distance)
+        np.abs(distance, out=distance)
+        order = distance.argsort(kind="stable")
+        ranked = self.sorted[0]
+        self.p[0].take(order, out=ranked)
+        x[order[_kept(ranked, self.before, self.sums, self.typical) :]] = NEG_INF
+
+    def draw(self, scores: Tensor, generator: torch.Generator | None, greedy: bool) -> int:
+        """One id from ``scores (1, V)`` as ``LeanSampler`` draws it: argmax, or ``argmax(softmax / Exp(1))``."""
+        if greedy:
+            return int(scores.numpy()[0].argmax())  # the first of equal maxima, as torch.argmax
+        torch.softmax(scores, dim=-1, out=self.probs_t)
+        self.d_t.exponential_(generator=generator)
+        np.divide(self.probs, self.d, out=self.d)
+        return int(self.d[0].argmax())
