@@ -60,6 +60,9 @@ class OneStream:
     when no control changes them, exactly as the general path does.
     """
 
+    MARGIN = 1e-4  # how far a float64 mass must clear a cut for its float32 twin to fall on the same side
+    CANDIDATES = 16  # the likeliest characters top-p is decided on (a wider nucleus takes the float32 route)
+
     def __init__(self, pipeline: LogitsPipeline, context: Sequence[int]) -> None:
         config, size = pipeline.config, pipeline.vocab_size
         self.pipeline, self.config = pipeline, config
@@ -74,9 +77,10 @@ class OneStream:
             for i in context[-config.repetition_window :]:
                 self.remember(i)
         self.top_k, self.top_k_alone = pipeline.top_k, pipeline.top_k_alone
-        self.top_p = np.float32(config.top_p)
-        self.log_min_p = np.float32(math.log(config.min_p)) if config.min_p > 0 else None
-        self.typical = np.float32(config.typical)
+        # float32 values, as the general path holds them, kept as Python floats (exact) for the scalar code
+        self.top_p = float(np.float32(config.top_p))
+        self.log_min_p = float(np.float32(math.log(config.min_p))) if config.min_p > 0 else None
+        self.typical = float(np.float32(config.typical))
         self.sorted_t, self.sorted = _pair((1, size))
         self.probs_t, self.probs = _pair((1, size))
         self.p_t, self.p = _pair((1, size))
@@ -125,6 +129,12 @@ class OneStream:
         np.subtract(x, x.max(), out=x)  # shift by the max first: a tiny temperature sends the rest to -inf
         if pipeline.temperature != 1.0:
             np.divide(x, np.float32(pipeline.temperature), out=x)
+        if self.warps and not (self.config.top_p < 1 and self._decide()):
+            self._warp_exactly()  # the float32 arithmetic of the general path decides
+        return pipeline.scores
+
+    def _warp_exactly(self) -> None:
+        x = self.x
         if self.top_k_alone:
             kth = np.partition(x, x.size - self.top_k)[x.size - self.top_k]  # the k-th largest, as torch.topk's
             x[x < kth] = NEG_INF
@@ -134,7 +144,79 @@ class OneStream:
             x[x < self.log_min_p] = NEG_INF
         if self.config.typical < 1:
             self._typical()
-        return pipeline.scores
+
+    def _decide(self) -> bool:
+        """Top-p (and top-k, min-p, typical behind it) decided on the few likeliest characters; False if unsure.
+
+        The float32 scores are exact in float64, so every comparison of scores (top-k, min-p, the ranking)
+        is exact here; the masses (top-p, typical) and the typical ranking are float64 estimates of the
+        general path's float32 sums, trusted only when they clear each cut by ``MARGIN`` (float32
+        rounding moves them by about 1e-6). Scores tied across a cut (whose order only the general
+        path's stable sort settles) and nuclei wider than ``CANDIDATES`` are left to it as well.
+        """
+        x, margin = self.x, self.MARGIN
+        size = min(self.CANDIDATES, x.size if self.top_k is None else self.top_k)
+        # one more than the candidates, so that a tie across the candidates' edge is seen
+        top = np.argpartition(self.negate(x), size)[: size + 1] if size < x.size else np.arange(x.size)
+        # equal scores in any order: only a tie across a cut matters, and that is left to the general path
+        ranked = sorted(zip(x[top].tolist(), top.tolist()), reverse=True)
+        if self.top_k is None or self.top_k >= x.size:
+            total = float(np.exp(x, dtype=np.float64).sum())
+        elif size == self.top_k:
+            total = math.fsum(math.exp(value) for value, _ in ranked[:size])
+        else:  # top-k wider than the candidates: its mass comes from the k likeliest
+            total = float(np.exp(-np.partition(self.negated, self.top_k - 1)[: self.top_k], dtype=np.float64).sum())
+        mass, keep = 0.0, None
+        for j, (value, _) in enumerate(ranked[:size]):  # keep j while the mass ranked before it is below top_p
+            before = mass / total
+            if abs(before - self.top_p) < margin:
+                return False
+            if before >= self.top_p:
+                keep = j
+                break
+            mass += math.exp(value)
+        if keep is None:
+            if size < min(x.size, self.top_k or x.size):
+                return False  # the nucleus reaches past the candidates
+            keep = size
+        if self.log_min_p is not None:  # min-p cuts a suffix of the same ranking
+            while keep and ranked[keep - 1][0] < self.log_min_p:
+                keep -= 1
+        if 0 < keep < len(ranked) and ranked[keep - 1][0] == ranked[keep][0] != -math.inf:
+            return False  # a tie across the cut: the general path keeps the lower id
+        kept = sorted(ranked[:keep], key=lambda pair: pair[1])
+        if self.config.typical < 1:
+            kept = self._typical_kept(kept)
+            if kept is None:
+                return False
+        ids = [i for _, i in kept]
+        values = x[ids]
+        x.fill(NEG_INF)
+        x[ids] = values
+        return True
+
+    def _typical_kept(self, kept: list[tuple[float, int]]) -> list[tuple[float, int]] | None:
+        """Which of ``kept`` ((score, id), by id) locally typical sampling keeps, or None if too close to call."""
+        weights = [math.exp(value) for value, _ in kept]
+        total = math.fsum(weights)
+        mean = math.fsum(w * value for w, (value, _) in zip(weights, kept)) / total
+        # stable: equal distances by id, as on the general path
+        order = sorted(range(len(kept)), key=lambda j: abs(kept[j][0] - mean))
+        # the float32 mean is off by about 1e-6 of the scores' size: nearer distances may swap
+        near = self.MARGIN * (1.0 + max(abs(value) for value, _ in kept))
+        mass, last = 0.0, -math.inf
+        for n, j in enumerate(order):
+            distance = abs(kept[j][0] - mean)
+            if distance - last < near:
+                return None
+            last = distance
+            before = mass / total
+            if abs(before - self.typical) < self.MARGIN:
+                return None
+            if before >= self.typical:
+                return sorted((kept[j] for j in order[:n]), key=lambda pair: pair[1])
+            mass += weights[j]
+        return kept
 
     def _hard_masks(self) -> None:
         pipeline, x = self.pipeline, self.x
@@ -153,8 +235,7 @@ class OneStream:
     def _sorted_cuts(self) -> None:
         """Top-k (behind top-p), top-p and min-p: each keeps a prefix of one stable descending sort."""
         x, ranked = self.x, self.sorted[0]
-        np.negative(x, out=self.negated)
-        order = self.negated.argsort(kind="stable")  # among equal scores the lower id first, as torch's
+        order = self.negate(x).argsort(kind="stable")  # among equal scores the lower id first, as torch's
         x.take(order, out=ranked)
         if self.top_k is not None:
             ranked[self.top_k :] = NEG_INF
@@ -165,6 +246,9 @@ class OneStream:
         if self.log_min_p is not None:  # scores at or above log(min_p) (max 0) are a prefix of the ranking
             keep = min(keep, int(np.count_nonzero(ranked >= self.log_min_p)))
         x[order[keep:]] = NEG_INF
+
+    def negate(self, x: np.ndarray) -> np.ndarray:
+        return np.negative(x, out=self.negated)
 
     def _typical(self) -> None:
         # the general path's arithmetic: see LogitsPipeline._typical

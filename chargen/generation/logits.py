@@ -266,8 +266,10 @@ class LogitsPipeline:
             self.banned = None
             if banned is not None and len(banned):
                 self.banned = torch.as_tensor(banned, dtype=torch.long, device=device)
-            # one stream on the CPU takes the fast path (chargen.generation.lean_logits), which keeps its own window
-            lean = lean and batch == 1 and torch.device(device).type == "cpu" and dtype == torch.float32
+            # one stream on the CPU with a control to apply takes the fast path (chargen.generation.lean_logits),
+            # which keeps its own penalty window; plain sampling is three kernels either way
+            lean = lean and batch == 1 and torch.device(device).type == "cpu" and dtype == torch.float32 \
+                and bool(config.repetition_penalty != 1.0 or config.no_repeat or config.warpers())
             self.penalty: _Penalty | None = None
             if config.repetition_penalty != 1.0 and not lean:
                 self.penalty = _Penalty(config, contexts, vocab_size, dtype, device)
