@@ -217,7 +217,7 @@ class LeanSampler:
         scores = pipeline.process(logits)
         if self.one is not None and scores.dtype == torch.float32:
             first = self.one.draw(scores, self.generator, pipeline.step_greedy)
-            out.numpy()[0] = first
+            out.fill_(first)
             pipeline.advance(out, first)
             return out
         if pipeline.step_greedy:

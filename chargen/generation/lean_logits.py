@@ -87,6 +87,9 @@ class OneStream:
         self.d_t, self.d = _pair((1, size))
         self.mean_t, self.mean = _pair((1, 1))
         self.before = np.zeros(size, dtype=np.float32)
+        candidates = min(self.CANDIDATES, size if self.top_k is None else self.top_k) + 1
+        self.top_size = min(size, max(candidates, self.top_k or 0))
+        self.top_values, self.top_ids = torch.empty(1, self.top_size), torch.empty(1, self.top_size, dtype=torch.long)
         self.sums = np.empty(size - 1, dtype=np.float64)
         self.negated = np.empty(size, dtype=np.float32)
         self.warps = self.top_k is not None or config.top_p < 1 or config.min_p > 0 or config.typical < 1
@@ -126,7 +129,7 @@ class OneStream:
             self._hard_masks()
         if pipeline.step_greedy or not (self.warps or pipeline.temperature != 1.0):
             return pipeline.scores
-        np.subtract(x, x.max(), out=x)  # shift by the max first: a tiny temperature sends the rest to -inf
+        np.subtract(x, np.maximum.reduce(x), out=x)  # shift by the max first: a tiny temperature sends the rest to -inf
         if pipeline.temperature != 1.0:
             np.divide(x, np.float32(pipeline.temperature), out=x)
         if self.warps and not (self.config.top_p < 1 and self._decide()):
@@ -156,16 +159,15 @@ class OneStream:
         """
         x, margin = self.x, self.MARGIN
         size = min(self.CANDIDATES, x.size if self.top_k is None else self.top_k)
-        # one more than the candidates, so that a tie across the candidates' edge is seen
-        top = np.argpartition(self.negate(x), size)[: size + 1] if size < x.size else np.arange(x.size)
-        # equal scores in any order: only a tie across a cut matters, and that is left to the general path
-        ranked = sorted(zip(x[top].tolist(), top.tolist()), reverse=True)
+        # the candidates and one more, so that a tie across their edge is seen (and the whole top-k, for its mass);
+        # equal scores come in any order: only a tie across a cut matters, and that is left to the general path
+        torch.topk(self.pipeline.scores, self.top_size, dim=-1, out=(self.top_values, self.top_ids))
+        values, ids = self.top_values.tolist()[0], self.top_ids.tolist()[0]
+        ranked = list(zip(values, ids))
         if self.top_k is None or self.top_k >= x.size:
-            total = float(np.exp(x, dtype=np.float64).sum())
-        elif size == self.top_k:
-            total = math.fsum(math.exp(value) for value, _ in ranked[:size])
-        else:  # top-k wider than the candidates: its mass comes from the k likeliest
-            total = float(np.exp(-np.partition(self.negated, self.top_k - 1)[: self.top_k], dtype=np.float64).sum())
+            total = float(np.add.reduce(np.exp(x, out=self.negated)))  # float32 is ample for an estimate
+        else:
+            total = math.fsum(map(math.exp, values[: self.top_k]))
         mass, keep = 0.0, None
         for j, (value, _) in enumerate(ranked[:size]):  # keep j while the mass ranked before it is below top_p
             before = mass / total
@@ -189,10 +191,8 @@ class OneStream:
             kept = self._typical_kept(kept)
             if kept is None:
                 return False
-        ids = [i for _, i in kept]
-        values = x[ids]
         x.fill(NEG_INF)
-        x[ids] = values
+        x[[i for _, i in kept]] = [value for value, _ in kept]  # float32 values, exact as Python floats
         return True
 
     def _typical_kept(self, kept: list[tuple[float, int]]) -> list[tuple[float, int]] | None:
