@@ -1,22 +1,25 @@
-"""The logits pipeline's fast path for one stream on the CPU: the same scores, bit for bit, in few kernels.
+"""The logits pipeline's fast path for one stream on the CPU: the same scores, bit for bit, in fewer kernels.
 
-At batch 1 over a character vocabulary (~80 ids) a torch kernel costs microseconds of dispatch
-for nanoseconds of arithmetic, and the general pipeline (``chargen.generation.logits``) runs about
-35 of them per character with every control on. :class:`OneStream` computes the same scores with
-numpy ufuncs on views of the pipeline's own buffers (a fraction of the dispatch) and keeps torch
-only where the rounding must be torch's: the softmaxes (whose probabilities decide the nucleus and
-typical cuts and are what is drawn from) and the typical warper's ``nansum``. Everything else is
-exactly rounded in IEEE arithmetic (subtract, divide, multiply, compare, max, select) or is an
-order (stable sorts, on both paths), so it cannot differ; cumulative sums accumulate in float64
-and round each prefix to float32, as torch's CPU ``cumsum`` does.
+At batch 1 over a character vocabulary (~80 ids) a kernel costs microseconds of dispatch for
+nanoseconds of arithmetic, and the general pipeline (``chargen.generation.logits``) runs about 35
+of them per character with every control on. :class:`OneStream` writes the same scores into the
+pipeline's buffer (through a numpy view) along two routes:
 
-What changes is the bookkeeping, not the values:
+- **decided** (top-p on, with top-k, min-p and typical behind it): one ``topk`` gives the 16
+  likeliest characters (or the whole top-k); which of them survive is decided in float64 Python
+  on that short list, and the rest are set to -inf in one write. Comparisons of scores are exact
+  (float32 values are exact in float64); the masses and the typical ranking are estimates of the
+  general path's float32 sums, trusted only when they clear every cut by ``MARGIN`` (1e-4, a
+  hundred times float32's rounding here); a tie across a cut, a thinner margin or a wider nucleus
+  takes the other route for that step;
+- **exact** (everything else): the general path's arithmetic with numpy ufuncs where IEEE rounding
+  makes them equal to torch's (subtract, divide, multiply, compare, max, select, stable sorts;
+  cumulative sums in float64 rounded per prefix, as torch's CPU ``cumsum``), and torch itself for
+  the softmaxes and the typical ``nansum``, whose rounding is torch's own.
 
-- the repetition penalty keeps a count per id over the window (updated by the emitted id, O(1))
-  and a presence mask, instead of a gather/scatter over a ring of W ids;
-- top-k (behind top-p), top-p and min-p each cut a suffix of one stable sort of the scores, so
-  one sort and one scatter serve all three;
-- no-repeat bans the followers of the last n-1 characters with one indexed write, no tensor built.
+Either way the bookkeeping is incremental: the repetition penalty keeps a count per id over the
+window and a presence mask (updated by the emitted id, O(1)) instead of a ring gather/scatter, and
+no-repeat bans the followers of the last n-1 characters with one indexed write.
 """
 
 from __future__ import annotations

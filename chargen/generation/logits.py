@@ -52,6 +52,9 @@ son went into the...") while leaving common words free.
 **Temperature schedules** (``temperature`` as a string such as ``"0.8:0.4"``): see
 ``chargen.generation.schedule``. A temperature of 0 at a step is greedy at that step.
 
+**One stream on the CPU** takes a fast path (``chargen.generation.lean_logits``) that returns the
+same scores bit for bit in fewer kernels; ``lean=False`` forces the general one (tests compare them).
+
 **Dead ends.** When the hard masks (steps 2-3) leave a stream no character at all, generation stops
 with :class:`DeadEnd`, one line naming the stream and the reason (the mask's ``dead_end``, or the
 ``no_repeat`` length to raise); nothing is drawn from an empty distribution. The warpers (5-9)
