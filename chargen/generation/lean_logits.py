@@ -124,15 +124,20 @@ class OneStream:
             return logits
         if logits is not self.logits:  # a stepper returns the same buffer every step: one view serves them all
             self.logits, self.logits_np = logits, (logits.detach() if logits.requires_grad else logits).numpy()[0]
-        x[:] = self.logits_np
-        if self.factor is not None and self.recent:
-            seen = x[self.present]
-            x[self.present] = self.pick(seen / self.factor, seen * self.factor)
-        if pipeline.hard:
-            self._hard_masks()
+        source, penalise = self.logits_np, self.factor is not None and self.recent
+        if penalise or pipeline.hard:
+            x[:] = source
+            source = x
+            if penalise:
+                seen = x[self.present]
+                x[self.present] = self.pick(seen / self.factor, seen * self.factor)
+            if pipeline.hard:
+                self._hard_masks()
         if pipeline.step_greedy or not (self.warps or pipeline.temperature != 1.0):
+            if source is not x:
+                x[:] = source
             return pipeline.scores
-        np.subtract(x, np.maximum.reduce(x), out=x)  # shift by the max first: a tiny temperature sends the rest to -inf
+        np.subtract(source, np.maximum.reduce(source), out=x)  # the logits themselves are never written  # shift by the max first: a tiny temperature sends the rest to -inf
         if pipeline.temperature != 1.0:
             np.divide(x, np.float32(pipeline.temperature), out=x)
         if self.warps and not (self.config.top_p < 1 and self._decide()):
@@ -165,14 +170,13 @@ class OneStream:
         # the candidates and one more, so that a tie across their edge is seen (and the whole top-k, for its mass);
         # equal scores come in any order: only a tie across a cut matters, and that is left to the general path
         torch.topk(self.pipeline.scores, self.top_size, dim=-1, out=(self.top_values, self.top_ids))
-        values, ids = self.top_values.tolist()[0], self.top_ids.tolist()[0]
-        ranked = list(zip(values, ids))
+        ranked = self.top_values.tolist()[0]  # scores, likeliest first (their ids only if typical needs them)
         if self.top_k is None or self.top_k >= x.size:
             total = float(np.add.reduce(np.exp(x, out=self.negated)))  # float32 is ample for an estimate
         else:
-            total = math.fsum(map(math.exp, values[: self.top_k]))
+            total = math.fsum(map(math.exp, ranked[: self.top_k]))
         mass, keep = 0.0, None
-        for j, (value, _) in enumerate(ranked[:size]):  # keep j while the mass ranked before it is below top_p
+        for j, value in enumerate(ranked[:size]):  # keep j while the mass ranked before it is below top_p
             before = mass / total
             if abs(before - self.top_p) < margin:
                 return False
@@ -185,15 +189,18 @@ class OneStream:
                 return False  # the nucleus reaches past the candidates
             keep = size
         if self.log_min_p is not None:  # min-p cuts a suffix of the same ranking
-            while keep and ranked[keep - 1][0] < self.log_min_p:
+            while keep and ranked[keep - 1] < self.log_min_p:
                 keep -= 1
-        if 0 < keep < len(ranked) and ranked[keep - 1][0] == ranked[keep][0] != -math.inf:
+        if 0 < keep < len(ranked) and ranked[keep - 1] == ranked[keep] != -math.inf:
             return False  # a tie across the cut: the general path keeps the lower id
-        kept = sorted(ranked[:keep], key=lambda pair: pair[1])
-        if self.config.typical < 1:
-            kept = self._typical_kept(kept)
-            if kept is None:
-                return False
+        if not keep:
+            return False
+        if self.config.typical >= 1:  # the kept are the scores at or above the last one kept (no tie across)
+            x[x < ranked[keep - 1]] = NEG_INF
+            return True
+        kept = self._typical_kept(sorted(zip(ranked[:keep], self.top_ids.tolist()[0]), key=lambda pair: pair[1]))
+        if kept is None:
+            return False
         x.fill(NEG_INF)
         x[[i for _, i in kept]] = [value for value, _ in kept]  # float32 values, exact as Python floats
         return True
