@@ -200,6 +200,9 @@ class LeanSampler:
             self.q = torch.empty(batch, vocab_size, device=device)
             self.rows = list(self.q.unbind(0))
             self.ids = torch.empty(batch, dtype=torch.long, device=device)
+        # one stream on the CPU: the pipeline's numpy fast path draws too (the same softmax, numbers and argmax)
+        self.one = pipeline.lean
+        self.generator = self.shared if self.generators is None else self.generators[0]
 
     def __call__(self, logits: Tensor, out: Tensor | None = None) -> Tensor:
         """``logits (N, V)`` -> ids ``(N,)`` (into ``out`` if given, else a buffer the next call overwrites)."""
@@ -212,6 +215,11 @@ class LeanSampler:
     def _draw(self, logits: Tensor, out: Tensor) -> Tensor:
         pipeline = self.pipeline
         scores = pipeline.process(logits)
+        if self.one is not None and scores.dtype == torch.float32:
+            first = self.one.draw(scores, self.generator, pipeline.step_greedy)
+            out.fill_(first)
+            pipeline.advance(out, first)
+            return out
         if pipeline.step_greedy:
             ids = torch.argmax(scores, dim=-1, out=out)
         else:

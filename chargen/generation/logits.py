@@ -52,6 +52,9 @@ son went into the...") while leaving common words free.
 **Temperature schedules** (``temperature`` as a string such as ``"0.8:0.4"``): see
 ``chargen.generation.schedule``. A temperature of 0 at a step is greedy at that step.
 
+**One stream on the CPU** takes a fast path (``chargen.generation.lean_logits``) that returns the
+same scores bit for bit in fewer kernels; ``lean=False`` forces the general one (tests compare them).
+
 **Dead ends.** When the hard masks (steps 2-3) leave a stream no character at all, generation stops
 with :class:`DeadEnd`, one line naming the stream and the reason (the mask's ``dead_end``, or the
 ``no_repeat`` length to raise); nothing is drawn from an empty distribution. The warpers (5-9)
@@ -69,6 +72,7 @@ import torch
 from torch import Tensor
 
 from chargen.errors import ChargenError, UsageError
+from chargen.generation.lean_logits import OneStream
 from chargen.generation.masks import CharMask
 from chargen.generation.schedule import Schedule, parse_schedule
 
@@ -250,6 +254,7 @@ class LogitsPipeline:
         prime: str = "",
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        lean: bool = True,
     ) -> None:
         self.config, self.batch, self.vocab_size, self.length = config, batch, vocab_size, max(1, length)
         self.t = 0
@@ -264,8 +269,12 @@ class LogitsPipeline:
             self.banned = None
             if banned is not None and len(banned):
                 self.banned = torch.as_tensor(banned, dtype=torch.long, device=device)
+            # one stream on the CPU with a control to apply takes the fast path (chargen.generation.lean_logits),
+            # which keeps its own penalty window; plain sampling is three kernels either way
+            lean = lean and batch == 1 and torch.device(device).type == "cpu" and dtype == torch.float32 \
+                and bool(config.repetition_penalty != 1.0 or config.no_repeat or config.warpers())
             self.penalty: _Penalty | None = None
-            if config.repetition_penalty != 1.0:
+            if config.repetition_penalty != 1.0 and not lean:
                 self.penalty = _Penalty(config, contexts, vocab_size, dtype, device)
             room = vocab_size - (0 if self.banned is None else len(set(self.banned.tolist())))
             self.no_repeat = _NoRepeat(config.no_repeat, contexts, room) if config.no_repeat else None
@@ -300,6 +309,8 @@ class LogitsPipeline:
         self.hard = self.banned is not None or bool(self.masks) or self.no_repeat is not None
         self._tiny = torch.finfo(dtype).tiny
         self.step_greedy = config.is_greedy  # whether the step process() last prepared is argmax
+        with torch.inference_mode():
+            self.lean = OneStream(self, contexts[0]) if lean else None
 
     def process(self, logits: Tensor) -> Tensor:
         """The scores ``(N, V)`` of this step, in the documented order (logits are not modified)."""
@@ -315,6 +326,8 @@ class LogitsPipeline:
             self.t_value.fill_(self.temperature)
         # a temperature that underflows in the logits' dtype is greedy too: (x - max) / T would be -inf or NaN
         self.step_greedy = config.greedy or self.temperature < self._tiny
+        if self.lean is not None:
+            return self.lean.process(logits if logits.dtype == torch.float32 else logits.float())
         scores = logits
         if self.penalty is not None:
             scores = self.penalty.apply(scores, self.scores)
@@ -347,16 +360,22 @@ class LogitsPipeline:
         with torch.inference_mode():
             return ~torch.isneginf(self._hard_masks(torch.zeros_like(self.scores)))
 
-    def advance(self, ids: Tensor) -> None:
-        """Record that each stream emitted ``ids (N,)``."""
+    def advance(self, ids: Tensor, first: int | None = None) -> None:
+        """Record that each stream emitted ``ids (N,)`` (``first``: ``ids[0]`` as an int, when the caller has it)."""
         if not torch.is_inference_mode_enabled():
             with torch.inference_mode():
-                return self.advance(ids)
+                return self.advance(ids, first)
         self.t += 1
-        if self.penalty is not None:
-            self.penalty.advance(ids)
-        if self.no_repeat is not None:
-            self.no_repeat.advance(ids.tolist())
+        if self.lean is not None:
+            first = int(ids[0]) if first is None else first
+            self.lean.remember(first)
+            if self.no_repeat is not None:
+                self.no_repeat.advance([first])
+        else:
+            if self.penalty is not None:
+                self.penalty.advance(ids)
+            if self.no_repeat is not None:
+                self.no_repeat.advance(ids.tolist())
         for i, mask in enumerate(self.masks):
             self.mask_states[i] = mask.advance(self.mask_states[i], ids)
 
@@ -365,16 +384,19 @@ class LogitsPipeline:
             scores = self.scores.copy_(scores)
         if self.banned is not None:
             scores.index_fill_(1, self.banned, NEG_INF)
-        remaining = self.length - self.t
-        for mask, state in zip(self.masks, self.mask_states):
-            torch.logical_not(mask.allowed(state, remaining), out=self.mask)
-            scores.masked_fill_(self.mask, NEG_INF)
+        self._apply_masks(scores)
         maybe_dead = self.no_repeat is not None and self.no_repeat.ban(scores)
         if maybe_dead or self.masks:
             dead = torch.isneginf(scores).all(dim=-1)
             if bool(dead.any()):
                 self._dead_end(int(dead.nonzero()[0, 0]))
         return scores
+
+    def _apply_masks(self, scores: Tensor) -> None:
+        remaining = self.length - self.t
+        for mask, state in zip(self.masks, self.mask_states):
+            torch.logical_not(mask.allowed(state, remaining), out=self.mask)
+            scores.masked_fill_(self.mask, NEG_INF)
 
     def _dead_end(self, row: int) -> None:
         remaining = self.length - self.t
@@ -393,6 +415,8 @@ class LogitsPipeline:
         # the mass of the characters ranked before each (an exclusive cumsum): the first always stays
         torch.cumsum(self.sorted_head, dim=-1, out=self.before_tail)
         torch.ge(self.before, mass, out=self.cut)
+        if mass is self.top_p and self.top_k is not None:  # top-k's cut, whatever the rounding of the mass kept
+            self.cut[:, self.top_k :] = True
         self.mask.scatter_(1, self.order, self.cut)  # back to vocabulary order
         scores.masked_fill_(self.mask, NEG_INF)
 
@@ -410,8 +434,8 @@ class LogitsPipeline:
         torch.mul(self.p, scores, out=self.distance)
         torch.nansum(self.distance, dim=-1, keepdim=True, out=self.mean)  # 0 * -inf is NaN: skipped
         torch.sub(scores, self.mean, out=self.distance).abs_()
-        # a full topk sorts too, about twice as fast as sort at these sizes; ties in distance need no order
-        torch.topk(self.distance, self.vocab_size, dim=-1, largest=False, out=(self.sorted, self.order))
+        # stable, so that equal distances rank the lower id first on every path (the lean one sorts with numpy)
+        torch.sort(self.distance, dim=-1, stable=True, out=(self.sorted, self.order))
         torch.gather(self.p, 1, self.order, out=self.sorted_p)
         self._nucleus(self.mass, scores)
 
@@ -495,6 +519,11 @@ class _NoRepeat:
                 seen.setdefault(tuple(row[end - n + 1 : end]), set()).add(row[end])
             self.seen.append(seen)
             self.tails.append(row[len(row) - (n - 1) :] if n > 1 else [])
+
+    def followers(self, row: int) -> set[int] | None:
+        """The characters that followed stream ``row``'s last n-1 characters before (None: too short yet)."""
+        tail = self.tails[row]
+        return self.seen[row].get(tuple(tail)) if len(tail) == self.n - 1 else None
 
     def ban(self, scores: Tensor) -> bool:
         """-inf where a stream would complete a seen n-gram; whether that may have left a stream nothing."""
