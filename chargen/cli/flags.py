@@ -23,7 +23,7 @@ FLAGS: dict[str, str] = {
     "init": "--init", "forget_bias": "--forget-bias", "mu": "--mu", "s": "--s", "grid": "--grid",
     "order": "--order", "init_from": "--init-from",
     "family": "--family", "n_layer": "--n-layer", "n_head": "--n-head", "d_model": "--d-model", "context": "--context",
-    "positions": "--positions", "tie_weights": "--tie-weights",
+    "positions": "--positions", "tie_weights": "--tie-weights", "permuted": "--permuted",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
 
