@@ -44,19 +44,19 @@ class Batching(str, Enum):
 # at start-up: that would load torch for --help). tests/test_hostile.py checks them against the tasks.
 HELP_DEFAULTS = {
     "cell": "lstm",
-    "layers": "2 (classify, generate, lm); 1 (palindrome)",
-    "hidden": "256 (classify, generate, lm); 128 (palindrome)",
-    "embed": "32 (classify, generate); 64 (lm); 10 (palindrome)",
-    "dropout": "0.3 (classify, generate); 0.1 (lm); 0.0 (palindrome)",
-    "steps": "4000 (classify, generate, lm); 10000 (palindrome)",
-    "lr": "0.002 (classify, generate); 0.003 (lm); 0.001 (palindrome)",
-    "optimizer": "adam (classify, generate, lm); rmsprop (palindrome)",
-    "clip": "5.0 (classify, generate, lm); 10.0 (palindrome)",
-    "eval_every": "500 (classify, generate, lm); 50 (palindrome)",
-    "sample_every": "off (classify); 500 (generate, lm); 50 (palindrome)",
+    "layers": "2 (classify, generate, lm); 1 (digits, palindrome)",
+    "hidden": "256 (classify, generate, lm); 128 (digits, palindrome)",
+    "embed": "32 (classify, generate); 1 (digits); 64 (lm); 10 (palindrome)",
+    "dropout": "0.3 (classify, generate); 0.0 (digits, palindrome); 0.1 (lm)",
+    "steps": "4000 (classify, generate, lm); 3000 (digits); 10000 (palindrome)",
+    "lr": "0.002 (classify, generate); 0.001 (digits, palindrome); 0.003 (lm)",
+    "optimizer": "adam (classify, generate, lm); rmsprop (digits, palindrome)",
+    "clip": "5.0 (classify, generate, lm); 10.0 (digits, palindrome)",
+    "eval_every": "500 (classify, generate, lm); 50 (digits, palindrome)",
+    "sample_every": "off (classify, digits); 500 (generate, lm); 50 (palindrome)",
     "seed": "1337",
     "seq_len": "30",
-    "batch_size": "64 (classify, generate, lm); 128 (palindrome)",
+    "batch_size": "64 (classify, digits, generate, lm); 128 (palindrome)",
 }
 
 

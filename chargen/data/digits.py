@@ -102,8 +102,9 @@ def split(labels: Tensor, seed: int = SPLIT_SEED) -> dict[str, Tensor]:
     """Stratified ``train``/``val``/``test`` indices (each sorted), the same for the same labels and seed.
 
     The images are shuffled, stably sorted by label, and dealt out along that class order: position
-    ``j`` goes to test when ``j % 6 == 0``, to validation when ``j % 6 == 1``, else to training. Each
-    split holds every class in its share (within one image), and 1,797 images give 1,197 / 300 / 300.
+    ``j`` goes to test when ``j % 6 == 0``, to validation when ``j % 6 == 1``, else to training. So
+    validation and test each hold a sixth of every class (within one image), and 1,797 images give
+    1,197 / 300 / 300.
     """
     generator = torch.Generator().manual_seed(seed)
     shuffled = torch.randperm(len(labels), generator=generator)
