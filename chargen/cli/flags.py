@@ -8,6 +8,7 @@ from chargen.errors import ChargenError
 
 # parameter -> flag, for every command; COMMAND_FLAGS holds the few that a command spells its own way.
 FLAGS: dict[str, str] = {
+    "permuted": "--permuted",
     "balance": "--balance", "balance_power": "--balance-power", "batch_size": "--batch-size", "batching": "--batching",
     "cell": "--cell", "cells": "--cells", "char_dropout": "--char-dropout", "clip": "--clip", "corpus": "--corpus",
     "device": "--device", "dropout": "--dropout", "embed_dim": "--embed", "engine": "--engine", "epochs": "--epochs",
@@ -23,7 +24,7 @@ FLAGS: dict[str, str] = {
     "init": "--init", "forget_bias": "--forget-bias", "mu": "--mu", "s": "--s", "grid": "--grid",
     "order": "--order", "init_from": "--init-from",
     "family": "--family", "n_layer": "--n-layer", "n_head": "--n-head", "d_model": "--d-model", "context": "--context",
-    "positions": "--positions", "tie_weights": "--tie-weights", "permuted": "--permuted",
+    "positions": "--positions", "tie_weights": "--tie-weights",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
 
