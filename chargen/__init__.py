@@ -18,10 +18,11 @@ _LAZY = {
     "load": ("chargen.checkpoint", "load"),
     "generate": ("chargen.sample", "generate"),
     "generate_streams": ("chargen.sample", "generate_streams"),
+    "DecodeConfig": ("chargen.generation.logits", "DecodeConfig"),
     "Recurrent": ("chargen.core", "Recurrent"),
     "ModelConfig": ("chargen.models", "ModelConfig"),
     "build_model": ("chargen.models", "build_model"),
-    "TrainConfig": ("chargen.train", "TrainConfig"),
+    "TrainConfig": ("chargen.config", "TrainConfig"),
     "fit": ("chargen.train", "fit"),
     "build_task": ("chargen.tasks", "build_task"),
 }

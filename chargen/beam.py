@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from chargen.cells import State
 from chargen.errors import UsageError
+from chargen.generation.logits import DecodeConfig
 from chargen.models import CharLM, TransformerLM
 from chargen.sample import MAX_LENGTH
 from chargen.vocab import Vocab
@@ -34,8 +35,15 @@ class Beam:
 
 
 @torch.no_grad()
-def beam_search(model: CharLM, vocab: Vocab, prime: str, length: int, beams: int = 5) -> Beam:
-    """The most probable ``length``-character continuation of ``prime`` that ``beams`` beams find."""
+def beam_search(model: CharLM, vocab: Vocab, prime: str, length: int, beams: int = 5,
+                decode: DecodeConfig | None = None) -> Beam:
+    """The most probable ``length``-character continuation of ``prime`` that ``beams`` beams find.
+
+    Beam search is deterministic: a ``decode`` config with any control set (a temperature, top-p, a
+    penalty...) is refused rather than silently ignored.
+    """
+    if decode is not None:
+        decode.check_beam()
     if beams < 1:
         raise UsageError(f"beams must be at least 1, got {beams}", params="beams")
     if isinstance(model, TransformerLM):  # it carries no state for the beams to share

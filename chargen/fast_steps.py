@@ -19,13 +19,15 @@ LSTM). ``chargen.inference.LeanStepper`` stacks them; tests hold each equal to i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-if TYPE_CHECKING:  # the cells name their fast steps; this module only reads their parameters
-    from chargen.cells import Cell, State
+# The cells name their fast steps, so this module cannot import chargen.cells (a circle): a step
+# reads only a cell's parameters, sizes and ``init_state``, through ``nn.Module``.
+Cell = nn.Module
+State = tuple[Tensor, ...]
 
 
 def _cols(weight: Tensor, order: Tensor | None = None, scale: float = 1.0) -> Tensor:

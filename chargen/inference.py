@@ -12,10 +12,11 @@ few kernels as possible:
   in-place element-wise kernels, in the gate layout the cell chooses;
 - the head is one ``addmm``; every tensor a step touches is allocated once, at construction.
 
-:class:`LeanSampler` draws exactly what ``chargen.sample.sample_next`` draws: ``torch.multinomial``
-with one sample is ``argmax(p / q)`` with ``q ~ Exp(1)`` drawn from the generator, so drawing
-``q`` ourselves (into a preallocated buffer, no validity checks) consumes the generator in the
-same way and picks the same character.
+:class:`LeanSampler` draws exactly what ``chargen.sample``'s reference draw draws from the same
+scores (``chargen.generation.logits``, the one pipeline of decoding controls both call):
+``torch.multinomial`` with one sample is ``argmax(p / q)`` with ``q ~ Exp(1)`` drawn from the
+generator, so drawing ``q`` ourselves (into a preallocated buffer, no validity checks) consumes the
+generator in the same way and picks the same character.
 
 The lean path equals the reference to float rounding (different kernels sum in different
 orders, ~1e-6 on the logits), so it writes the same text unless two characters tie to within
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 
 from chargen.cells import Cell, State
 from chargen.generation.kvcache import KVCacheStepper
+from chargen.generation.logits import DecodeConfig, LogitsPipeline
 from chargen.models import CharLM, TransformerLM
 
 
@@ -62,6 +64,10 @@ class ReferenceStepper:
     def state(self) -> State | None:
         """The carried state in the core's layout: one ``(num_layers, N, size)`` tensor per state name."""
         return self._state
+
+    def load(self, state: State) -> None:
+        """Carry ``state`` (the core's layout, N rows) from here on, as if primed into it."""
+        self._state = state
 
 
 class LeanStepper:
@@ -121,6 +127,12 @@ class LeanStepper:
             per_layer = [layer.export() for layer in self.layers]
             return tuple(torch.stack(parts) for parts in zip(*per_layer))
 
+    def load(self, state: State) -> None:
+        """Carry ``state`` (the core's layout, N rows: another stepper's rows regrouped, say) from here on."""
+        with torch.inference_mode():
+            self._load(state)
+            self._primed = True
+
     def step(self, ids: Tensor) -> Tensor:
         """``ids (N,)`` -> logits ``(N, V)`` (a buffer, overwritten by the next step)."""
         if torch.is_inference_mode_enabled():  # a generation loop enters it once, not per character
@@ -153,11 +165,13 @@ def make_stepper(model: nn.Module, batch: int = 1, condition: Tensor | None = No
 
 
 class LeanSampler:
-    """Next ids from logits ``(N, V)``, drawing what ``sample_next`` draws, on preallocated buffers.
+    """Next ids from logits ``(N, V)``: the logits pipeline's scores, drawn as ``torch.multinomial`` would.
 
-    ``generators``: one per stream (stream i draws only from its own, so a stream's text does not
-    depend on which other streams share its batch), or one for the whole batch (the draws of one
-    ``torch.multinomial`` call on ``(N, V)``).
+    ``pipeline``: the decoding controls (``chargen.generation.logits.LogitsPipeline``), the same one
+    function the reference draw in ``chargen.sample`` calls; without it, one is built from
+    ``temperature`` and ``top_k``. ``generators``: one per stream (stream i draws only from its own,
+    so a stream's text does not depend on which other streams share its batch), or one for the
+    whole batch (the draws of one ``torch.multinomial`` call on ``(N, V)``).
     """
 
     def __init__(
@@ -168,25 +182,24 @@ class LeanSampler:
         top_k: int | None = None,
         generators: Sequence[torch.Generator] | torch.Generator | None = None,
         device: torch.device | str = "cpu",
+        *,
+        pipeline: LogitsPipeline | None = None,
     ) -> None:
-        self.temperature = temperature
-        self.top_k = top_k if top_k is not None and top_k < vocab_size else None
+        if pipeline is None:
+            pipeline = LogitsPipeline(DecodeConfig(temperature=temperature, top_k=top_k), batch, vocab_size,
+                                      device=device)
+        elif temperature != 1.0 or top_k is not None:
+            raise ValueError("pass the controls in the pipeline, not as temperature or top_k")
+        self.pipeline = pipeline
         self.shared = generators if isinstance(generators, torch.Generator) or generators is None else None
         self.generators = None if self.shared is not None or generators is None else list(generators)
         if self.generators is not None and len(self.generators) != batch:
             raise ValueError(f"one generator per stream: expected {batch}, got {len(self.generators)}")
         with torch.inference_mode():
-            self.scaled = torch.empty(batch, vocab_size, device=device)
-            self.peak = torch.empty(batch, 1, device=device)
             self.probs = torch.empty(batch, vocab_size, device=device)
             self.q = torch.empty(batch, vocab_size, device=device)
             self.rows = list(self.q.unbind(0))
             self.ids = torch.empty(batch, dtype=torch.long, device=device)
-            if self.top_k is not None:
-                self.top_vals = torch.empty(batch, self.top_k, device=device)
-                self.top_idx = torch.empty(batch, self.top_k, dtype=torch.long, device=device)
-                self.kth = self.top_vals[:, self.top_k - 1 :]
-                self.mask = torch.empty(batch, vocab_size, dtype=torch.bool, device=device)
 
     def __call__(self, logits: Tensor, out: Tensor | None = None) -> Tensor:
         """``logits (N, V)`` -> ids ``(N,)`` (into ``out`` if given, else a buffer the next call overwrites)."""
@@ -197,28 +210,21 @@ class LeanSampler:
             return self._draw(logits, out)
 
     def _draw(self, logits: Tensor, out: Tensor) -> Tensor:
-        if self.temperature < torch.finfo(logits.dtype).tiny:  # 0, or so small it underflows: greedy
-            return torch.argmax(logits, dim=-1, out=out)
-        scaled = logits
-        if self.temperature != 1.0 or self.top_k is not None:
-            # (x - max) / T as sample_next computes it; softmax alone shifts by the max the same way,
-            # and x / 1.0 is x, bit for bit: at temperature 1 without top-k both kernels are skipped
-            torch.amax(logits, dim=-1, keepdim=True, out=self.peak)
-            scaled = torch.sub(logits, self.peak, out=self.scaled)
-            if self.temperature != 1.0:
-                scaled.div_(self.temperature)
-        if self.top_k is not None:
-            torch.topk(scaled, self.top_k, dim=-1, out=(self.top_vals, self.top_idx))
-            torch.lt(scaled, self.kth, out=self.mask)
-            scaled.masked_fill_(self.mask, float("-inf"))
-        torch.softmax(scaled, dim=-1, out=self.probs)
-        # multinomial(p, 1) == argmax(p / q), q ~ Exp(1): the same draws from the same generator
-        if self.generators is None:
-            self.q.exponential_(generator=self.shared)
-        elif len(self.generators) == 1:  # (1, V) and its one row draw the same numbers
-            self.q.exponential_(generator=self.generators[0])
+        pipeline = self.pipeline
+        scores = pipeline.process(logits)
+        if pipeline.step_greedy:
+            ids = torch.argmax(scores, dim=-1, out=out)
         else:
-            for row, generator in zip(self.rows, self.generators):
-                row.exponential_(generator=generator)
-        torch.div(self.probs, self.q, out=self.q)
-        return torch.argmax(self.q, dim=-1, out=out)
+            torch.softmax(scores, dim=-1, out=self.probs)
+            # multinomial(p, 1) == argmax(p / q), q ~ Exp(1): the same draws from the same generator
+            if self.generators is None:
+                self.q.exponential_(generator=self.shared)
+            elif len(self.generators) == 1:  # (1, V) and its one row draw the same numbers
+                self.q.exponential_(generator=self.generators[0])
+            else:
+                for row, generator in zip(self.rows, self.generators):
+                    row.exponential_(generator=generator)
+            torch.div(self.probs, self.q, out=self.q)
+            ids = torch.argmax(self.q, dim=-1, out=out)
+        pipeline.advance(ids)
+        return ids

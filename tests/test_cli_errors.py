@@ -359,6 +359,13 @@ CASES = [
     # momentum study, and the study's options on other commands
     Case("momentum-study: unknown part", ["momentum-study", "--only", "everything", "--out", "{tmp}/m"], 2,
          "--only: unknown part 'everything'"),
+    Case("momentum-study: no CPU-minutes", ["momentum-study", "--only", "lstm-target", "--minutes", "0",
+                                            "--out", "{tmp}/m"], 2, "--minutes must be positive"),
+    Case("study: unknown study", ["study", "everything", "--out", "{tmp}/s"], 2, "unknown study 'everything'"),
+    Case("study: unknown part", ["study", "baselines", "--only", "grimm-2m", "--out", "{tmp}/s"], 2,
+         "--only: baselines has no part 'grimm-2m'"),
+    Case("study: no CPU-minutes", ["study", "baselines", "--minutes", "-1", "--out", "{tmp}/s"], 2,
+         "--minutes must be a positive number"),
     Case("compare: unknown grid key", ["compare", "--task", "palindrome", "--cells", "momentum-rnn", "--grid", "eta=1",
                                        "--out", "{tmp}/c"], 2, "grid: unknown key 'eta'"),
     Case("probe: unknown init", ["probe", "--cells", "lstm", "--init", "glorot", "--out", "{tmp}/p"], 2,

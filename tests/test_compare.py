@@ -40,7 +40,7 @@ def compared(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Co
     events: list[tuple] = []
     with pytest.MonkeyPatch.context() as patch:
         # each run's own loss.png (drawn by fit) is the slowest part of a tiny run and not what is tested here
-        patch.setattr("chargen.train.plot_loss", lambda *args, **kwargs: None)
+        patch.setattr("chargen.training.rundir.plot_loss", lambda *args, **kwargs: None)
         result = tiny_compare(corpus, ["rnn", "momentum-rnn"], 2, out,
                               progress=lambda done, total, info: events.append((done, total, info["event"])))
     return result, out, events
@@ -139,6 +139,17 @@ def test_compare_refuses_an_existing_comparison_and_bad_settings(compared: tuple
     with pytest.raises(UsageError, match="mu"):
         compare("lm", ["momentum-rnn"], 1, task_options={"corpus": str(corpus)},
                 model={"cell_options": {"mu": 1.5}}, train=TINY_TRAIN)
+
+
+def test_a_stopped_comparison_resumes_from_its_saved_runs(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = tiny_compare(corpus, ["rnn"], 2, out)
+    (out / "compare.json").unlink()  # as if stopped before the end: the runs are saved, the table is not
+    started: list[dict] = []
+    again = tiny_compare(corpus, ["rnn", "lstm"], 2, out,
+                         progress=lambda done, total, info: started.append(info) if info["event"] == "start" else None)
+    assert [(i["cell"], i["seed"]) for i in started] == [("lstm", 0), ("lstm", 1)]  # only the new cell ran
+    assert [r.final for r in again.runs_of("rnn")] == [r.final for r in first.runs_of("rnn")]
 
 
 def test_stats_leaves_out_missing_values() -> None:

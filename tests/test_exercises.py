@@ -16,7 +16,7 @@ from chargen.reference import (
     exercise_table,
     lstm_parameter_count,
 )
-from chargen.reference.tutorial import TutorialClassifier, TutorialGenerator
+from chargen.experiments.tutorial import TutorialClassifier, TutorialGenerator
 
 
 def _sig(z: float) -> float:
@@ -121,7 +121,7 @@ def test_optimiser_grid_resumes_and_widens(tmp_path, one_torch_thread):
 
 @pytest.mark.corpus
 def test_tutorial_study_trains_and_scores_on_the_split(tmp_path, corpus_mirror, one_torch_thread):
-    from chargen.reference.tutorial import TutorialSettings, run_tutorial_study
+    from chargen.experiments.tutorial import TutorialSettings, run_tutorial_study
 
     settings = TutorialSettings(hidden_sizes=(8,), models=("tutorial", "lstm"), steps=3, batch_size=8)
     doc = run_tutorial_study(settings, tmp_path)

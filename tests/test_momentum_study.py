@@ -318,3 +318,22 @@ def test_the_report_sections_trace_every_number_of_the_committed_study() -> None
         text = momentum_report(results, numbers)
         assert untraced_numbers(text, numbers.emitted) == []
     assert "Not measured yet" in momentum_report(Path("/nonexistent/momentum"))
+
+
+def test_a_tuned_part_plans_selection_then_report_and_its_section_shows_the_rank_test(tmp_path: Path) -> None:
+    from chargen.report.momentum import long_section
+    from chargen.report.numbers import Numbers, untraced_numbers
+
+    part = Part("rnn-long", [Arm("rnn", "pytorch"), Arm("momentum-rnn", "pytorch", mu=0.3, s=1.0)], [4], [0, 1],
+                steps=10, select_lr=(1e-3, 3e-3), select_steps=5)
+    summary = run_part(part, tmp_path)
+    runs = load_runs(tmp_path / "rnn-long")
+    assert [r["phase"] for r in runs] == ["select"] * 8 + ["report"] * 4  # the selection first, then the chosen arms
+    assert summary["complete"] and {r["lr"] for r in summary["rows"]} <= {1e-3, 3e-3}
+    (test,) = summary["rank_tests"]
+    assert test["control"].startswith("rnn ") and test["n"] == test["n_baseline"] == 2
+    assert all(r["env"]["threads"] == 1 and r["env"]["torch"] == torch.__version__ for r in runs)
+    numbers = Numbers()
+    text = long_section(tmp_path, numbers)
+    assert "Mann–Whitney U" in text and "two-sided p" in text and "Not measured yet: run `chargen momentum-study --only lstm-long" in text
+    assert untraced_numbers(text, numbers.emitted) == []

@@ -111,6 +111,17 @@ def test_lstm_at_length_5_clears_90_percent_and_stops_early() -> None:
     json.dumps(results)  # JSON-ready as it is
 
 
+def test_a_probe_with_an_out_folder_resumes_and_runs_only_what_is_missing(tmp_path: Path) -> None:
+    settings = ProbeSettings(steps=20, hidden_size=8, eval_every=10)
+    first = run_probe(["rnn"], [4], [0], settings=settings, out=tmp_path)
+    started: list[dict] = []
+    progress = lambda done, total, info: started.append(info) if info["event"] == "start" else None  # noqa: E731
+    wider = run_probe(["rnn"], [4], [0, 1], settings=settings, out=tmp_path, progress=progress)
+    assert [(i["cell"], i["length"], i["seed"]) for i in started] == [("rnn", 4, 1)]  # seed 0 was saved
+    assert wider["runs"][0] == first["runs"][0] and len(wider["runs"]) == 2
+    assert wider["settings"]["init"] == "paper"  # the default shows what the cells can do
+
+
 def test_same_seed_same_result() -> None:
     settings = ProbeSettings(steps=60, eval_every=20)
     a = probe_run("rnn", 7, seed=4, settings=settings)
@@ -194,7 +205,7 @@ def test_cli_builds_the_grid_prints_the_table_and_saves_json_and_plot(tmp_path: 
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_probe(cells, lengths, seeds, *, settings, threads, progress):
+    def fake_probe(cells, lengths, seeds, *, settings, threads, progress, out=None):
         seen.update(cells=cells, lengths=lengths, seeds=seeds, settings=settings, threads=threads)
         runs = []
         for t in lengths:

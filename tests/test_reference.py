@@ -15,18 +15,15 @@ from chargen.cli import app
 from chargen.cli.reference import numpy_rnn as numpy_rnn_command
 from chargen.errors import UsageError
 from chargen.models import CharLM, ModelConfig
+from chargen.experiments.reference import evaluate_torch_lm, load_reduced, load_results, run_reference
 from chargen.reference import (
     SYMBOLS,
     Adam,
     NumpyRNN,
     RNNSettings,
     encode,
-    evaluate_torch_lm,
     fit_rnn,
-    load_reduced,
-    load_results,
     reduce_text,
-    run_reference,
 )
 from chargen.reference.numpy_rnn import as_streams
 from chargen.tasks.lm import LanguageModelTask, LMData, evaluate_lm

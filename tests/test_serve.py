@@ -1,4 +1,4 @@
-"""chargen serve: a real server on a free loopback port, a real HTTP client, and the page in a headless browser."""
+"""chargen serve: what it answers, whom it answers, its command and its page (in a headless browser); load: test_serve_load."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import json
 import os
 import re
 import shutil
-import threading
-import urllib.error
-import urllib.request
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +21,10 @@ from typer.testing import CliRunner
 from chargen import checkpoint
 from chargen.cli import app
 from chargen.inspect import score_text, trace
-from chargen.sample import generate
-from chargen.serve import Limits, Service, make_server
+from chargen.serve import Limits, Service
 from chargen.tasks.classify import classify_names
+
+from serving import TINY_LIMITS, Running, call, library, need_extra, post, raw_http, save_tiny, streamed  # noqa: E402
 
 LIMITS = Limits(max_length=400, max_text=300, max_names=5, max_body=4096)
 
@@ -32,61 +34,63 @@ def models() -> dict[str, Any]:
     return {"grimm": checkpoint.load("grimm"), "surnames": checkpoint.load("surnames")}
 
 
-@pytest.fixture(scope="module")
-def base(models: dict[str, Any]) -> Iterator[str]:
+@pytest.fixture(scope="module", autouse=True)
+def threads_one() -> Iterator[None]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small models; two threads crawl when other processes hold the cores
-    server = make_server(Service(models, LIMITS), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    yield f"http://{host}:{port}"
-    server.shutdown()
-    server.server_close()
+    yield
     torch.set_num_threads(threads)
 
 
-def call(base: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, bytes, str]:
-    """(status, body, content type) of a GET (no body) or a POST."""
-    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read(), response.headers["Content-Type"]
-    except urllib.error.HTTPError as e:
-        return e.code, e.read(), e.headers["Content-Type"]
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("serve") / "tiny")
 
 
-def post(base: str, path: str, body: Any) -> Any:
-    status, data, _ = call(base, path, body)
-    assert status == 200, data
-    return json.loads(data)
+@pytest.fixture(scope="module")
+def tiny(tiny_run: Path) -> Iterator[Running]:
+    with Running(Service({"tiny": checkpoint.load(tiny_run)}, TINY_LIMITS)) as server:
+        yield server
 
 
-def streamed(base: str, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    status, data, kind = call(base, "/api/generate", body)
-    assert status == 200 and kind.startswith("application/x-ndjson"), data
-    lines = [json.loads(line) for line in data.decode().splitlines()]
-    assert lines[-1] == {"done": True}
-    return lines[0]["start"], "".join(line["text"] for line in lines[1:-1])
+@pytest.fixture(scope="module")
+def running(models: dict[str, Any]) -> Iterator[Running]:
+    with Running(Service(models, LIMITS)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def base(running: Running) -> str:
+    return running.url
+
+
+# --------------------------------------------------------------------------- the API equals the library
 
 
 def test_generate_equals_the_library_and_chargen_sample(base: str, models: dict[str, Any]) -> None:
     body = {"prime": "The king", "length": 120, "temperature": 0.8, "top_k": 10, "seed": 3}
     settings, text = streamed(base, body)
     assert settings["seed"] == 3 and settings["model"] == "grimm"
-    loaded = models["grimm"]
-    library = "".join(generate(loaded.model, loaded.vocab, prime="The king", length=120, temperature=0.8,
-                               top_k=10, seed=3, chunk_size=30))
-    assert text == library and len(text) == 120
+    assert text == library(models["grimm"], body) and len(text) == 120
     cli = CliRunner().invoke(app, ["sample", "--prime", "The king", "--length", "120", "--temp", "0.8",
                                    "--top-k", "10", "--seed", "3"])
     assert cli.exit_code == 0 and cli.stdout == "The king" + text + "\n"
     whole = post(base, "/api/generate", {**body, "stream": False})
     assert whole["text"] == text
+    lines = call(base, "/api/generate", body)[1].decode().splitlines()
+    assert [len(json.loads(line)["text"]) for line in lines[1:-1]] == [30] * 4  # in pieces of the training length
     # no seed: the server picks one and says which, so the text can be had again
     settings, first = streamed(base, {"prime": "A", "length": 40})
     assert streamed(base, {"prime": "A", "length": 40, "seed": settings["seed"]})[1] == first
+
+
+def test_stop_strings_cut_as_chargen_sample_does(base: str, models: dict[str, Any]) -> None:
+    for stop in (" the", [" and", ",", "xyz"], "\n"):
+        body = {"prime": "Once", "length": 300, "seed": 11, "stop": stop}
+        expected = library(models["grimm"], body)
+        assert len(expected) < 300  # the stop string was met
+        assert streamed(base, body)[1] == expected
+        assert post(base, "/api/generate", {**body, "stream": False})["text"] == expected
 
 
 def test_concurrent_requests_equal_sequential_ones(base: str) -> None:
@@ -116,6 +120,9 @@ def test_score_classify_and_inspect_equal_the_library(base: str, models: dict[st
     assert [m["name"] for m in info["models"]] == ["grimm", "surnames"] and info["limits"]["max_length"] == 400
 
 
+# --------------------------------------------------------------------------- bad requests
+
+
 @pytest.mark.parametrize(("path", "body", "status", "message"), [
     ("/api/generate", {"length": 401}, 413, "at most 400|between 0 and 400"),
     ("/api/generate", {"prime": "x" * 301}, 413, "at most 300"),
@@ -125,7 +132,13 @@ def test_score_classify_and_inspect_equal_the_library(base: str, models: dict[st
     ("/api/generate", {"length": -1}, 400, "between 0 and 400"),
     ("/api/generate", {"length": "10"}, 400, "length: expected an integer"),
     ("/api/generate", {"temperature": -1}, 400, "temperature"),
+    ("/api/generate", {"temperature": float("nan")}, 400, "temperature"),
+    ("/api/generate", {"seed": 2**63}, 400, "seed"),
     ("/api/generate", {"prime": "#"}, 400, "outside the model's vocabulary"),
+    ("/api/generate", {"stop": "#"}, 400, "stop string '#'.*outside the model's vocabulary"),
+    ("/api/generate", {"stop": [""]}, 400, "stop: expected a string or a list"),
+    ("/api/generate", {"stop": ["a"] * 9}, 413, "at most 8"),
+    ("/api/generate", {"top_p": 0.9}, 400, "unknown field 'top_p'; generate takes .*temperature, top_k"),
     ("/api/generate", {"model": "nope"}, 404, "no model 'nope'"),
     ("/api/generate", {"model": "surnames"}, 400, "'classify' model"),
     ("/api/classify", {"names": "Ng"}, 400, "names: expected a list"),
@@ -133,6 +146,7 @@ def test_score_classify_and_inspect_equal_the_library(base: str, models: dict[st
     ("/api/inspect", {"text": "ab", "unit": 9999}, 400, "unit must be in"),
     ("/api/nothing", {}, 404, "no such endpoint"),
     ("/api/score", [1, 2], 400, "JSON object"),
+    ("/api/score", {"text": [[[[[[[[[[[[[[[[[["a"]]]]]]]]]]]]]]]]]]}, 400, "nests deeper than 16"),
 ])
 def test_bad_requests_get_4xx_json(base: str, path: str, body: Any, status: int, message: str) -> None:
     got, data, kind = call(base, path, body)
@@ -142,18 +156,51 @@ def test_bad_requests_get_4xx_json(base: str, path: str, body: Any, status: int,
     assert re.search(message, answer["error"]), answer
 
 
-def test_oversize_and_broken_bodies(base: str) -> None:
+def test_oversize_deep_and_broken_bodies(running: Running) -> None:
+    base = running.url
     status, data, _ = call(base, "/api/score", raw=b'{"text": "' + b"a" * 5000 + b'"}')
     assert status == 413 and "at most 4,096" in json.loads(data)["error"]
     status, data, _ = call(base, "/api/score", raw=b"{not json")
     assert status == 400 and "not JSON" in json.loads(data)["error"]
+    status, data, _ = call(base, "/api/score", raw=b"[" * 100_000 + b"]" * 100_000)  # refused before it is parsed
+    assert status == 413
+    for deep in (b"[" * 2000 + b"]" * 2000, b'{"a":' * 600 + b"1" + b"}" * 600):  # past, and within, the recursion limit
+        status, data, _ = call(base, "/api/score", raw=deep)
+        assert status == 400 and "nests deeper than 16" in json.loads(data)["error"]
     assert call(base, "/nowhere")[0] == 404
 
+    def chunks() -> Iterator[bytes]:  # no Content-Length: chunked, counted as it is read
+        yield b'{"text": "'
+        for _ in range(10):
+            yield b"a" * 1000
+        yield b'"}'
 
-def test_the_page_and_its_files_are_served_from_package_data(base: str) -> None:
+    import httpx
+
+    response = httpx.post(base + "/api/score", content=chunks(), timeout=30)
+    assert response.status_code == 413 and "over 4,096 bytes" in response.json()["error"]
+    small = httpx.post(base + "/api/score", content=iter([b'{"text": ', b'"Once upon"}']), timeout=30)
+    assert small.status_code == 200 and small.json()["chars"] == 8
+
+
+def test_a_negative_malformed_missing_or_huge_content_length(tiny: Running) -> None:
+    for length in (b"-1", b"abc", b"1, 2"):
+        answer = raw_http(tiny.port, b"POST /api/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + length
+                          + b"\r\n\r\n" + b"a" * 100_000)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    big = raw_http(tiny.port, b"POST /api/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 300000000\r\n\r\n{")
+    assert big.startswith(b"HTTP/1.1 413") and b"connection: close" in big.lower()
+    # none: no body (HTTP/1.1), so the bytes sent anyway are not read as one
+    none = raw_http(tiny.port, b'POST /api/score HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n{"text": "a cat"}')
+    assert none.startswith(b"HTTP/1.1 400") and b"needs at least two characters" in none
+    assert call(tiny.url, "/api/models")[0] == 200  # and the server answers on
+
+
+def test_the_page_and_its_files_are_served_from_package_data(running: Running) -> None:
+    base = running.url
     status, page, kind = call(base, "/")
     assert status == 200 and kind.startswith("text/html")
-    for needed in (b'id="prime"', b'id="generate"', b'id="temperature"', b'id="top5"', b'id="coloured"'):
+    for needed in (b'id="prime"', b'id="generate"', b'id="temperature"', b'id="top5"', b'id="coloured"', b'id="stop"'):
         assert needed in page
     for path, kind_start in (("/static/app.js", "text/javascript"), ("/static/style.css", "text/css")):
         status, data, kind = call(base, path)
@@ -161,6 +208,82 @@ def test_the_page_and_its_files_are_served_from_package_data(base: str) -> None:
         assert b"http://" not in data and b"https://" not in data  # nothing from a CDN
     assert b"https://" not in page and b"http://" not in page
     assert call(base, "/static/../server.py")[0] == 404
+    assert call(base, "/", headers={"Connection": "Upgrade", "Upgrade": "websocket"})[1] == page  # no WebSockets
+    assert not [line for line in running.lines if "WebSocket" in line or "upgrade" in line]
+
+
+# --------------------------------------------------------------------------- who may call it
+
+
+def test_foreign_hosts_and_other_origins_are_refused(tiny: Running) -> None:
+    body = {"text": "a cat"}
+    own = f"http://127.0.0.1:{tiny.port}"
+    for headers in ({"Host": "evil.example"}, {"Host": f"evil.example:{tiny.port}"},
+                    {"Origin": "http://evil.example"}, {"Origin": "null"}, {"Origin": "http://[::1"},
+                    {"Origin": f"file://127.0.0.1:{tiny.port}"},
+                    {"Origin": f"http://127.0.0.1:{tiny.port + 1}"},  # another port is another origin
+                    {"Sec-Fetch-Site": "cross-site"},
+                    {"Origin": "http://evil.example", "Content-Type": "text/plain"}):  # a page's simple POST
+        status, data, _ = call(tiny.url, "/api/score", body, headers=headers)
+        assert status == 403, (headers, data)
+        assert "DNS-rebinding" in json.loads(data)["error"] or "other web pages" in json.loads(data)["error"]
+    assert call(tiny.url, "/", headers={"Host": "evil.example"})[0] == 403  # the page too: rebinding reads it
+    for headers in ({}, {"Origin": own}, {"Host": f"localhost:{tiny.port}", "Origin": f"http://localhost:{tiny.port}"},
+                    {"Sec-Fetch-Site": "same-origin", "Origin": own}):
+        assert call(tiny.url, "/api/score", body, headers=headers)[0] == 200, headers
+
+
+def test_allowed_hosts_origins_and_the_token(tiny_run: Path) -> None:
+    service = Service({"tiny": checkpoint.load(tiny_run)}, TINY_LIMITS)
+    with Running(service, allow_hosts=("studio.lan",), allow_origins=("http://localhost:3000",),
+                 token="s3cret") as server:
+        body = {"text": "a cat"}
+        bearer = {"Authorization": "Bearer s3cret"}
+        assert call(server.url, "/api/score", body)[0] == 401
+        assert call(server.url, "/api/score", body, headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert call(server.url, "/api/score", body, headers=bearer)[0] == 200
+        assert call(server.url, "/api/score?token=s3cret", body)[0] == 200
+        assert call(server.url, "/api/score?token=s3cre", body)[0] == 401
+        assert call(server.url, "/")[0] == 200  # the page itself holds no data; it sends the token it was opened with
+        assert call(server.url, "/api/score", body, headers={**bearer, "Host": "studio.lan:80"})[0] == 200
+        assert call(server.url, "/api/score", body, headers={**bearer, "Origin": "http://localhost:3000"})[0] == 200
+        assert call(server.url, "/api/score", body, headers={**bearer, "Origin": "http://localhost:3001"})[0] == 403
+
+
+def test_serve_without_the_extra_says_how_to_install_it(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("chargen.serve.server", "chargen.serve.app"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # an import of it now fails, as when it is not installed
+    result = CliRunner().invoke(app, ["serve", "--model", str(tiny_run), "--port", "0"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().count("\n") == 0 and 'pip install -e ".[serve]"' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_chargen_serve_prints_its_url_with_the_token_and_stops_cleanly_on_ctrl_c(tiny_run: Path) -> None:
+    need_extra()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "chargen", "serve", "--model", str(tiny_run), "--port", "0",
+                                "--token", "auto"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        found = re.search(r"serving tiny on (http://127\.0\.0\.1:\d+)/\?token=([\w-]{20,}) \(Ctrl-C stops\)", first)
+        assert found, first
+        url, token = found.groups()
+        assert call(url, "/api/score", {"text": "a cat"})[0] == 401
+        assert call(url, f"/api/score?token={token}", {"text": "a cat"})[0] == 200
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        rest = process.stderr.read()
+        assert "Traceback" not in rest and rest.strip().splitlines()[-1] == "stopped"
+        assert '"POST /api/score?token=... HTTP/1.1" 200' in rest and token not in rest  # logged, the token hidden
+    finally:
+        process.kill()
+        process.wait()
+
+
+# --------------------------------------------------------------------------- the page in a browser
 
 
 def _browser() -> Any:
@@ -185,29 +308,47 @@ def _browser() -> Any:
         pytest.skip(f"chromium would not start: {str(e).splitlines()[0][:200]}")
 
 
-def test_the_page_in_a_headless_browser(base: str, models: dict[str, Any]) -> None:
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    driver = _browser()
+    yield driver
+    driver.quit()
+
+
+def test_the_page_in_a_headless_browser(base: str, models: dict[str, Any], browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser = _browser()
-    try:
-        browser.get(base + "/")
+    browser.get(base + "/")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#model option"))
+    prime = browser.find_element(By.ID, "prime")
+    prime.clear()
+    prime.send_keys("The king said to his daughter")
+    browser.find_element(By.ID, "seed").send_keys("7")
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#top5 li")) == 5)
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
+    shown = browser.find_element(By.ID, "generated").text
+    expected = library(models["grimm"], {"prime": "The king said to his daughter", "length": 300,
+                                         "temperature": 0.8, "seed": 7})
+    assert shown and " ".join(shown.split()) == " ".join(expected.split())  # the page's own layout of spaces
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#coloured span"))
+    if os.environ.get("CHARGEN_SCREENSHOT"):  # docs/serve.png is taken this way
+        browser.save_screenshot(os.environ["CHARGEN_SCREENSHOT"])
+
+
+def test_the_page_sends_the_token_it_was_opened_with(tiny_run: Path, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with Running(Service({"tiny": checkpoint.load(tiny_run)}, TINY_LIMITS), token="t0ken") as server:
+        browser.get(server.url + "/?token=t0ken")
         wait = WebDriverWait(browser, 60)
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#model option"))
-        prime = browser.find_element(By.ID, "prime")
-        prime.clear()
-        prime.send_keys("The king said to his daughter")
-        browser.find_element(By.ID, "seed").send_keys("7")
-        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#top5 li")) == 5)
+        browser.find_element(By.ID, "prime").clear()  # the tiny model knows lower-case letters only
+        browser.find_element(By.ID, "prime").send_keys("once upon a time")
         browser.find_element(By.ID, "generate").click()
         wait.until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
-        shown = browser.find_element(By.ID, "generated").text
-        loaded = models["grimm"]
-        expected = "".join(generate(loaded.model, loaded.vocab, prime="The king said to his daughter", length=300,
-                                    temperature=0.8, seed=7, chunk_size=30))
-        assert shown and " ".join(shown.split()) == " ".join(expected.split())  # the page's own layout of spaces
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#coloured span"))
-        if os.environ.get("CHARGEN_SCREENSHOT"):  # docs/serve.png is taken this way
-            browser.save_screenshot(os.environ["CHARGEN_SCREENSHOT"])
-    finally:
-        browser.quit()
+        browser.get(server.url + "/")  # without it: one clear line on the page
+        wait.until(lambda b: "token" in b.find_element(By.ID, "status").text)

@@ -68,7 +68,7 @@ def saved_step(run_dir: Path) -> int:
     return json.loads((run_dir / checkpoint.CONFIG).read_text())["step"]
 
 
-def log(run_dir: Path, name: str, drop: tuple[str, ...] = ("rate", "elapsed")) -> list[dict[str, Any]]:
+def log(run_dir: Path, name: str, drop: tuple[str, ...] = ("rate", "elapsed", "cpu_seconds")) -> list[dict[str, Any]]:
     """A JSONL log without its wall-clock fields, which no two runs share."""
     lines = (run_dir / name).read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in lines]
@@ -242,3 +242,30 @@ def test_resume_with_a_different_process_count_is_refused(corpus: Path, tmp_path
     (run / checkpoint.TRAINER).write_bytes(checkpoint.tensor_bytes({**trainer, "world_size": 2}))
     with pytest.raises(UsageError, match="trained by 2 process"):
         fit(lm_task(corpus), MODEL, train_cfg(steps=4), run, resume=True)
+
+
+class SleepingCallbacks(Callbacks):
+    """Wall time passes at every step while this process uses no CPU: a loaded machine, as the budget sees it."""
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        import time
+
+        time.sleep(0.02)
+
+
+def test_a_cpu_budget_counts_the_process_cpu_time_not_the_wall_clock(corpus: Path, tmp_path: Path) -> None:
+    cfg = train_cfg(steps=None, cpu_limit=0.25, log_every=1, eval_every=10_000, sample_every=10_000)
+    run = fit(lm_task(corpus), ModelConfig(hidden_size=16, embed_dim=8), cfg, tmp_path / "run", SleepingCallbacks())
+    assert run.cpu_seconds >= 0.25  # it ran until its own CPU time was spent...
+    assert run.elapsed > run.cpu_seconds + 0.02 * run.step * 0.8  # ...while the sleeps ran the wall clock on
+    trainer = checkpoint.load_tensors(tmp_path / "run" / checkpoint.TRAINER)
+    assert trainer["cpu_seconds"] == pytest.approx(run.cpu_seconds)
+    records = [r for r in log(tmp_path / "run", "metrics.jsonl", drop=()) if r["split"] == "train"]
+    assert all(a["cpu_seconds"] <= b["cpu_seconds"] for a, b in zip(records, records[1:]))
+
+
+def test_a_cpu_budget_must_be_positive() -> None:
+    with pytest.raises(UsageError, match="cpu_limit must be positive") as caught:
+        TrainConfig(steps=None, cpu_limit=0)
+    assert caught.value.params == ("cpu_limit",)
+    assert TrainConfig(steps=None, cpu_limit=1.0).cpu_limit == 1.0

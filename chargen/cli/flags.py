@@ -8,6 +8,7 @@ from chargen.errors import ChargenError
 
 # parameter -> flag, for every command; COMMAND_FLAGS holds the few that a command spells its own way.
 FLAGS: dict[str, str] = {
+    "host": "--host", "port": "--port", "max_length": "--max-length", "max_text": "--max-text", "max_batch": "--max-batch",
     "permuted": "--permuted",
     "balance": "--balance", "balance_power": "--balance-power", "batch_size": "--batch-size", "batching": "--batching",
     "cell": "--cell", "cells": "--cells", "char_dropout": "--char-dropout", "clip": "--clip", "corpus": "--corpus",
@@ -20,11 +21,14 @@ FLAGS: dict[str, str] = {
     "time_limit": "--time", "top": "--top", "top_k": "--top-k", "run_dir": "--out",
     "batch": "--batch", "n": "-n", "seed": "--seed", "names_file": "--names",
     "early_stop": "--early-stop", "beams": "--beam", "stop": "--stop",
-    "skip_unknown": "--skip-unknown",
+    "skip_unknown": "--skip-unknown", "greedy": "--greedy", "top_p": "--top-p", "min_p": "--min-p",
+    "typical": "--typical", "repetition_penalty": "--repetition-penalty", "repetition_window": "--repetition-window",
+    "no_repeat": "--no-repeat",
     "init": "--init", "forget_bias": "--forget-bias", "mu": "--mu", "s": "--s", "grid": "--grid",
     "order": "--order", "init_from": "--init-from",
     "family": "--family", "n_layer": "--n-layer", "n_head": "--n-head", "d_model": "--d-model", "context": "--context",
     "positions": "--positions", "tie_weights": "--tie-weights",
+    "minutes": "--minutes",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
 

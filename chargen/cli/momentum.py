@@ -21,7 +21,8 @@ def momentum_study(
     seeds: Annotated[int, typer.Option(help="Reported seeds per arm and length (0..N-1).")] = 10,
     steps: Annotated[int, typer.Option(help="Step budget per run (early stop at 99.5% held out).")] = 3000,
     threads: Annotated[int, typer.Option(help="Torch CPU threads (1: the runs are deterministic on one machine).")] = 1,
-    minutes: Annotated[Optional[float], typer.Option(help="Start no run after this many minutes; the part resumes next time.")] = None,
+    minutes: Annotated[Optional[float], typer.Option(help="Each run also stops at this many CPU-minutes of its own process (not wall time); a new budget keeps its runs apart from the step-budget ones.", show_default=False)] = None,
+    stop_after: Annotated[Optional[float], typer.Option(help="Start no run after this many wall-clock minutes; the part resumes next time.", show_default=False)] = None,
     out: Annotated[Path, typer.Option(help="Results folder: one sub-folder per part (runs.jsonl, summary.json).")] = DEFAULT_OUT,
     markdown: Annotated[Optional[Path], typer.Option(help="Then write the study's report sections (Markdown, from the saved results) to this file.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per finished run.")] = False,
@@ -33,7 +34,7 @@ def momentum_study(
     [dim]Examples:[/]
       chargen momentum-study --only adjoint
       chargen momentum-study --only lstm-target --seeds 10
-      chargen momentum-study --only forget-bias --minutes 60
+      chargen momentum-study --only forget-bias --stop-after 60
       chargen momentum-study --only none --markdown docs/report/momentum.md
     """
     from chargen.experiments.momentum import parts, run_adjoint, run_study
@@ -44,7 +45,12 @@ def momentum_study(
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UsageError(f"--only: unknown part {unknown[0]!r}; parts: {', '.join(known)}")
-    deadline = time.time() + minutes * 60 if minutes is not None else None
+    if minutes is not None and not minutes > 0:
+        raise UsageError(f"--minutes must be positive, got {minutes}")
+    if stop_after is not None and not stop_after > 0:
+        raise UsageError(f"--stop-after must be positive, got {stop_after}")
+    deadline = time.time() + stop_after * 60 if stop_after is not None else None
+    cpu_limit = 60.0 * minutes if minutes is not None else None
 
     def say(message: str) -> None:
         if not quiet:
@@ -57,7 +63,8 @@ def momentum_study(
                                   f"per-step decay: dL/dh {c['hidden_grad_decay']:.3f}, dL/dx {c['input_grad_decay']:.3f}")
     probe_parts = [n for n in names if n != "adjoint"]
     if probe_parts:
-        results = run_study(out, probe_parts, seeds=seeds, steps=steps, threads=threads, progress=say, deadline=deadline)
+        results = run_study(out, probe_parts, seeds=seeds, steps=steps, threads=threads, progress=say, deadline=deadline,
+                            cpu_limit=cpu_limit)
         for name, summary in results.items():
             state = "complete" if summary["complete"] else "incomplete (run again to resume)"
             table_console().print(f"[bold]{name}[/] ({state})")
@@ -72,7 +79,7 @@ def momentum_study(
 
         for part in parts().values():  # summaries from the saved runs, whoever wrote them
             if (out / part.name).is_dir():
-                summarise_part(part, out)
+                summarise_part(part, out, cpu_limit)
         markdown.parent.mkdir(parents=True, exist_ok=True)
         markdown.write_text(momentum_report(out), encoding="utf-8")
         err_console.print(f"wrote [bold]{markdown}[/]", highlight=False)

@@ -70,7 +70,8 @@ def probe_notes(results: dict[str, Any]) -> str:
         budget = ", ".join(f"{s:,} at T={t}" for t, s in steps.items())
     else:
         budget = f"{next(iter(steps.values())):,}"
-    return (f"chance is 0.100. Step budget per run: {budget}; a run stops early once held-out accuracy "
+    init = results["settings"].get("init", "pytorch")  # results saved before the init was recorded used PyTorch's
+    return (f"{'paper' if init == 'paper' else 'PyTorch'} initialisation; chance is 0.100. Step budget per run: {budget}; a run stops early once held-out accuracy "
             f"is >= 99.5% at 2 evaluations in a row. Solved: final held-out accuracy >= 99%, with the rate's "
             f"95% Wilson interval. Last column: the longest T up to which the mean stays >= 90%.")
 
@@ -103,13 +104,13 @@ def probe(
     embed: Annotated[int, typer.Option(help="Digit embedding size.", rich_help_panel=MODEL)] = 10,
     lr: Annotated[float, typer.Option(help="RMSProp learning rate.", rich_help_panel=MODEL)] = 1e-3,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Palindromes per batch.", rich_help_panel=MODEL)] = 128,
-    init: Annotated[str, typer.Option(help="Weight init: [b]pytorch[/] (uniform) or [b]paper[/] (orthogonal W_ih, identity W_hh, forget bias 2).", rich_help_panel=MODEL)] = "pytorch",
+    init: Annotated[str, typer.Option(help="Weight init: [b]paper[/] (orthogonal W_ih, identity W_hh, forget bias 2: what the cells can do) or [b]pytorch[/] (uniform; an LSTM stays near chance from T = 20 on the default budget).", rich_help_panel=MODEL)] = "paper",
     forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM-family cells: forget-gate bias at init, b_ih[f] + b_hh[f].", rich_help_panel=MODEL)] = None,
     mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum mu (default 0.6).", rich_help_panel=MODEL)] = None,
     step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s (default 0.6).", rich_help_panel=MODEL)] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads (these small nets gain little from more than 1, and lose badly on a busy machine).", rich_help_panel=GRID)] = 1,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.", rich_help_panel=GRID)] = "cpu",
-    out: Annotated[Optional[Path], typer.Option(help=f"Folder for {RESULTS_JSON} and {FIGURE_PNG} (default: checkpoints/probe-<time>).", rich_help_panel=OUTPUT)] = None,
+    out: Annotated[Optional[Path], typer.Option(help=f"Folder for {RESULTS_JSON}, {FIGURE_PNG} and each run as it ends (probe/runs.jsonl: the same command with the same --out resumes). Default: checkpoints/probe-<time>.", rich_help_panel=OUTPUT)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout instead of the table.", rich_help_panel=OUTPUT)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-run lines.", rich_help_panel=OUTPUT)] = False,
 ) -> None:
@@ -151,7 +152,8 @@ def probe(
     bar = ProbeBar(len(names) * len(grid_lengths) * len(seed_list), quiet)
     try:
         with bar:
-            results = run_probe(names, grid_lengths, seed_list, settings=settings, threads=threads, progress=bar)
+            results = run_probe(names, grid_lengths, seed_list, settings=settings, threads=threads, progress=bar,
+                                out=out_dir)
     except RunInterrupted as e:
         if bar.finished:  # keep what was measured: a long grid is worth a partial table
             summary = summarise(bar.finished, names, grid_lengths)

@@ -151,7 +151,8 @@ def numpy_rnn(
     # (a value the user exported wins; in a process that already has numpy it could change nothing).
     if "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
-    from chargen.reference import RESULTS_JSON, RNNSettings, run_reference
+    from chargen.experiments.reference import RESULTS_JSON, run_reference
+    from chargen.reference import RNNSettings
     from chargen.train import command_line
 
     settings = RNNSettings(hidden_size=hidden, epochs=epochs, seq_len=seq_len, batch_size=batch_size, lr=lr,

@@ -48,7 +48,7 @@ def report(
     out: Annotated[Path, typer.Option(help="Report folder: report.md, figures/ and results/ (the measured JSON).")] = Path("docs/report"),
     quick: Annotated[bool, typer.Option("--quick", help="Small budgets for every missing experiment: checks the pipeline in a minute; the numbers mean nothing.")] = False,
     rerun: Annotated[Optional[list[str]], typer.Option(help="Measure this experiment again even if its results exist (repeatable): gradients, compare-classify, compare-lm, probe, reference, bptt, lm-samples, surnames, surnames-gen, hand-lstm, lstm-params, observations.", show_default=False)] = None,
-    only: Annotated[Optional[list[str]], typer.Option(help="Run only these experiments (repeatable), e.g. one part per process; the report is written once every result exists.", show_default=False)] = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="Run only these experiments (repeatable), e.g. one part per process; the report is written once every result exists. The baselines study (hours) runs only when named here, resuming where it stopped.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines or bars.")] = False,
 ) -> None:
     """Write a Markdown report whose every number comes from saved results, running what is missing.
@@ -66,6 +66,7 @@ def report(
       chargen report --out /tmp/report --quick
       chargen report --rerun lm-samples --rerun surnames
       chargen report --only probe --only reference   [dim]# in a second terminal: one part per core[/]
+      chargen report --only baselines                [dim]# the baselines study, resumable (or: chargen study baselines)[/]
     """
     from chargen.report import build_report
 

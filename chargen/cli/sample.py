@@ -17,9 +17,15 @@ def sample(
     model: Annotated[str, typer.Option("--model", "-m", help="Run directory, or a name under checkpoints/ (shipped: [b]grimm[/]).")] = "grimm",
     prime: Annotated[str, typer.Option("--prime", "-p", help="Text to continue; run through the network once, then echoed.")] = "",
     length: Annotated[int, typer.Option("--length", "-l", help="Characters to generate after the prime.")] = 500,
-    temp: Annotated[float, typer.Option("--temp", "-t", help="Temperature: 0 = greedy (argmax), 1 = the model's distribution.")] = 1.0,
-    greedy: Annotated[bool, typer.Option("--greedy", help="Same as --temp 0.")] = False,
+    temp: Annotated[Optional[str], typer.Option("--temp", "-t", metavar="T|SCHEDULE", help="Temperature: 0 = greedy (argmax), 1 = the model's distribution; or a schedule: [b]0.8:0.4[/] (linear over the sample), [b]0.8:0.4@100[/] (over 100 characters), [b]1.0,0.7@50[/] (steps).")] = None,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Argmax after penalties and masks (same as --temp 0).")] = False,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample only among the k likeliest characters.")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling: the likeliest characters holding this much probability (0-1].")] = None,
+    min_p: Annotated[Optional[float], typer.Option("--min-p", help="Drop characters less likely than this fraction of the likeliest one's probability [0-1].")] = None,
+    typical: Annotated[Optional[float], typer.Option("--typical", help="Locally typical sampling: the characters nearest the entropy, holding this much probability (0-1].")] = None,
+    repetition_penalty: Annotated[Optional[float], typer.Option("--repetition-penalty", help="Divide (CTRL-style) the logits of characters in the last --repetition-window characters; > 1 discourages repeats.")] = None,
+    repetition_window: Annotated[Optional[int], typer.Option("--repetition-window", help="How many recent characters (the prime's included) the repetition penalty looks at [default: 64].")] = None,
+    no_repeat: Annotated[Optional[int], typer.Option("--no-repeat", help="Never write a character that repeats an N-character sequence already in the text (try 12-20).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed: the same seed gives the same text.")] = None,
     n: Annotated[int, typer.Option("-n", help="Number of samples, generated as one batch (a text model's sample i is the one --seed SEED+i gives alone).")] = 1,
     lang: Annotated[Optional[str], typer.Option(help="Name generators: the language to generate names in.")] = None,
@@ -38,15 +44,20 @@ def sample(
       chargen sample --model surnames-gen --lang Russian -n 10
       chargen sample --prime "The king" --stop "\\n\\n" --temp 0.7
       chargen sample --prime "The king said" --beam 8 --length 80
+      chargen sample --temp 0.5 --top-p 0.9 --no-repeat 16 --prime "The king"
     """
     from chargen import checkpoint
     from chargen.errors import UsageError
+    from chargen.generation.logits import DecodeConfig
     from chargen.runtime import resolve_device, use_threads
     from chargen.sample import check_seed
     from chargen.stops import unescape
     from chargen.tasks import sample_saved
 
-    temperature = 0.0 if greedy else temp
+    decode = DecodeConfig.from_dict({
+        "temperature": temp, "greedy": greedy or None, "top_k": top_k, "top_p": top_p, "min_p": min_p,
+        "typical": typical, "repetition_penalty": repetition_penalty, "repetition_window": repetition_window,
+        "no_repeat": no_repeat})
     check_seed(seed)
     use_threads(threads)
     stops = [unescape(text) for text in stop or []]
@@ -63,10 +74,10 @@ def sample(
     if beam is not None:
         if lang or start:
             raise UsageError("--lang and --start are for name generators; this is a text model (use --prime)")
-        _beam(loaded, prime, length, beam, stops, note)
+        _beam(loaded, prime, length, beam, decode, stops, note)
         return
-    pieces = iter(sample_saved(loaded, prime=prime, length=length, n=n, temperature=temperature, top_k=top_k,
-                               seed=seed, lang=lang, start=start, stop=stops))
+    pieces = iter(sample_saved(loaded, prime=prime, length=length, n=n, decode=decode, seed=seed, lang=lang,
+                               start=start, stop=stops))
     first = next(pieces, "")  # the task's checks run before its first piece
     say_note(note)  # which checkpoint, once nothing can fail any more: an error stays one line
     for piece in itertools.chain([first], pieces):
@@ -74,14 +85,14 @@ def sample(
         sys.stdout.flush()
 
 
-def _beam(loaded: Any, prime: str, length: int, beams: int, stops: list[str], note: str | None) -> None:
+def _beam(loaded: Any, prime: str, length: int, beams: int, decode: Any, stops: list[str], note: str | None) -> None:
     """--beam: the best beam's text on stdout (cut at a stop string), its log-probability on stderr."""
     from chargen.beam import beam_search
     from chargen.stops import stop_at
 
     for text in stops:
         loaded.vocab.encode(text, what=f"the stop string {text!r}")  # one the model cannot write never stops it
-    found = beam_search(loaded.model, loaded.vocab, prime, length, beams)
+    found = beam_search(loaded.model, loaded.vocab, prime, length, beams, decode)
     say_note(note)
     text = "".join(stop_at([found.text], stops))
     sys.stdout.write(prime + text + "\n")

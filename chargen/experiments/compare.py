@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from chargen import checkpoint
 from chargen.cells import resolve_cells
 from chargen.errors import ChargenError, UsageError
-from chargen.experiments.harness import RunRelay, check_out_dir, copy_logs, environment, run_grid, warm_up
+from chargen.experiments.harness import RunRelay, check_out_dir, copy_logs, environment, warm_up
+from chargen.experiments.study import Event, Part, RunContext, Spec, Study
 from chargen.models import ModelConfig
 from chargen.plots import plot_compare
 from chargen.runtime import resolve_seeds
@@ -41,6 +46,7 @@ RESULTS_JSON = "compare.json"
 CURVES_PNG = "compare.png"
 ACCURACY_KEYS = ("accuracy", "val_accuracy", "test_accuracy")
 DEFAULT_CELLS = ("rnn", "momentum-rnn", "lstm", "momentum-lstm")
+PART = "runs"  # the Study's one part: <out_dir>/runs/runs.jsonl, beside each run's logs
 
 # progress(done runs, total runs, info): info["event"] is "start" (before a run: cell, seed),
 # "step" (a training log record: step, loss, rate, total_steps) or "end" (info["run"] is the run's record).
@@ -177,7 +183,9 @@ def compare(
     - ``held_out``: also run the task's ``evaluate_saved`` on each trained model (the classifier's
       test split) and keep its numeric metrics.
     - ``out_dir``: where ``compare.json``, ``compare.png`` and ``runs/<cell>-seed<k>/`` (logs and
-      config; the weights only with ``keep_weights``) go; None keeps nothing on disk.
+      config; the weights only with ``keep_weights``) go; None keeps nothing on disk. The runs go
+      through the one Study: each is appended to ``runs/runs.jsonl`` as it ends, so a comparison
+      stopped before its ``compare.json`` resumes with the same command and ``out_dir``.
     """
     cells = resolve_cells(cells)
     seeds = resolve_seeds(seeds)
@@ -194,22 +202,22 @@ def compare(
 
     out_dir = check_out_dir(out_dir, RESULTS_JSON, "a comparison")
     warm_up()  # one-time imports would otherwise count in the first run's wall time
-    grid = [(cell, seed) for seed in seeds for cell in cells]  # seed-major: a stopped grid still compares cells
     started = time.perf_counter()
-    unit = "units"
-    with tempfile.TemporaryDirectory(prefix="chargen-compare-") as scratch:
+    at = [0, 0]  # (done, total) of the run in progress, for its "step" events
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chargen-compare-")))
 
-        def run_one(done: int, item: tuple[str, int]) -> RunResult:
-            nonlocal unit
-            cell, seed = item
+        def run_one(spec: Spec, ctx: RunContext) -> dict[str, Any]:
+            cell, seed = spec.params["cell"], spec.seed
             name = f"{cell}-seed{seed}"
-            run_dir = out_dir / "runs" / name if out_dir is not None and keep_weights else Path(scratch) / name
+            run_dir = out_dir / "runs" / name if out_dir is not None and keep_weights else scratch / name
+            if run_dir.exists():  # a run in flight when an earlier comparison was stopped: not saved, start afresh
+                shutil.rmtree(run_dir)
             run_started = time.perf_counter()
             built = build_task(task, seed=seed, **options)
-            unit = built.unit
             relay = RunRelay(on_record=lambda step, metrics: progress and progress(
-                done, len(grid), {"event": "step", "cell": cell, "seed": seed,
-                                  "total_steps": base_train.steps, **metrics}))
+                at[0], at[1], {"event": "step", "cell": cell, "seed": seed,
+                               "total_steps": base_train.steps, **metrics}))
             fitted = fit(built, model_cfgs[cell], TrainConfig(**{**asdict(base_train), "seed": seed}), run_dir,
                          relay, command=f"compare {task} {cell} seed={seed}")
             record = _run_record(cell, seed, fitted, relay)
@@ -221,12 +229,31 @@ def compare(
                 if not keep_weights:
                     copy_logs(run_dir, kept)
                 record.run_dir = str(kept.relative_to(out_dir))
-            return record
+            return {"run": _jsonable(asdict(record)), "unit": built.unit}
 
-        runs = run_grid(grid, run_one, name="comparison", progress=progress,
-                        describe=lambda item: {"cell": item[0], "seed": item[1]},
-                        finished=lambda item, record: {"cell": item[0], "seed": item[1], "run": record},
-                        label=lambda item: f"{item[0]}, seed {item[1]}")
+        shared = {"task": task, "options": _jsonable(options), "train": _jsonable(asdict(base_train)),
+                  "held_out": held_out}
+        # seed-major: a stopped grid still compares cells on the same seeds
+        specs = [Spec(PART, {"cell": cell, "model": model_cfgs[cell].to_dict(), **shared}, seed,
+                      title=f"{cell}, seed {seed}") for seed in seeds for cell in cells]
+        folder = out_dir if out_dir is not None else scratch
+        study = Study("compare", [Part(PART, specs)], run_one, folder, threads=torch.get_num_threads())
+
+        def on_event(event: Event) -> None:
+            at[:] = [event.done, event.total]
+            if progress is None or event.spec is None:
+                return
+            info = {"cell": event.spec.params["cell"], "seed": event.spec.seed}
+            if event.kind == "start":
+                progress(event.done, event.total, {"event": "start", **info})
+            elif event.kind == "end" and event.record is not None:
+                progress(event.done, event.total, {"event": "end", **info,
+                                                   "run": RunResult.from_dict(event.record["run"])})
+
+        study.run(progress=on_event)
+        records = study.records(PART)
+        runs = [RunResult.from_dict(r["run"]) for r in records]
+        unit = records[0]["unit"] if records else "units"
 
     rule = "given"
     if threshold is None:

@@ -11,7 +11,7 @@
   the share of generated words that are words of the training text, and the share of distinct words,
   during training and at each temperature.
 
-The slower studies have their own entry points: ``chargen.reference.tutorial.run_tutorial_study``
+The slower studies have their own entry points: ``chargen.experiments.tutorial.run_tutorial_study``
 (``tutorial.json``), ``chargen.experiments.optimisers.run_optimisers`` (``optimisers.json``) and
 ``benchmarks/word2vec.py`` (``word2vec.json``).
 """

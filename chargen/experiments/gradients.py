@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from chargen.cells import resolve_cells
 from chargen.data.corpora import load_corpus
 from chargen.errors import ChargenError, UsageError
 from chargen.experiments.harness import environment
+from chargen.experiments.study import Event, Part, RunContext, Spec, Study
 from chargen.models import ModelConfig, build_model
 from chargen.plots import plot_gradient_flow
 from chargen.runtime import resolve_seeds
@@ -45,6 +47,7 @@ from chargen.vocab import Vocab
 FORMAT = "chargen-gradients/1"
 RESULTS_JSON = "gradients.json"
 FIGURE_PNG = "gradients.png"
+PART = "gradients"
 DISTANCES = (0, 1, 10, 50, 100)  # steps back from the last one, reported in the summary
 
 # progress(done cells, total cells, cell about to run or just finished)
@@ -188,32 +191,46 @@ def gradient_flow(
     options = dict(cell_options or {})
     for cell in cells:  # every cell's options checked before the first measurement
         check_cell_options(cell, cell_options_for(cell, options))
+
+    def run(spec: Spec, ctx: RunContext) -> dict[str, Any]:
+        cell, seed = spec.params["cell"], spec.seed
+        torch.manual_seed(seed)
+        model = gradient_model(cell, vocab, embed_dim=embed_dim, hidden_size=hidden_size, num_layers=num_layers,
+                               cell_options=cell_options_for(cell, options))
+        model.train()  # as training sees it (the phased LSTM's leak is on)
+        idx, target = _sequences(ids, vocab, length, batch, seed)
+        hidden, inputs = hidden_gradient_norms(model, idx, target)
+        return {"hidden": hidden.mean(1).tolist(), "inputs": inputs.mean(1).tolist(),
+                "parameters": sum(p.numel() for p in model.parameters())}
+
+    def on_event(event: Event) -> None:  # progress per cell: before its first seed, after its last
+        if progress is None or event.spec is None:
+            return
+        cell = event.spec.params["cell"]
+        if event.kind == "start" and event.spec.seed == seeds[0]:
+            progress(cells.index(cell), len(cells), cell)
+        elif event.kind == "end" and event.spec.seed == seeds[-1]:
+            progress(cells.index(cell) + 1, len(cells), cell)
+
+    shared = {"length": length, "hidden_size": hidden_size, "num_layers": num_layers, "embed_dim": embed_dim,
+              "batch": batch, "source": source, "vocab_size": vocab, "cell_options": options}
+    specs = [Spec(PART, {"cell": cell, **shared}, seed, title=cell) for cell in cells for seed in seeds]
+    with tempfile.TemporaryDirectory(prefix="chargen-gradients-") as scratch:  # seconds of float64 work: no resume
+        study = Study("gradients", [Part(PART, specs)], run, Path(scratch), threads=torch.get_num_threads())
+        study.run(progress=on_event)
+        records = study.records(PART)
     curves: dict[str, GradientCurve] = {}
-    for done, cell in enumerate(cells):
-        if progress:
-            progress(done, len(cells), cell)
-        per_cell = cell_options_for(cell, options)
-        hidden_runs, input_runs, parameters = [], [], 0
-        for seed in seeds:
-            torch.manual_seed(seed)
-            model = gradient_model(cell, vocab, embed_dim=embed_dim, hidden_size=hidden_size,
-                                   num_layers=num_layers, cell_options=per_cell)
-            model.train()  # as training sees it (the phased LSTM's leak is on)
-            parameters = sum(p.numel() for p in model.parameters())
-            idx, target = _sequences(ids, vocab, length, batch, seed)
-            hidden, inputs = hidden_gradient_norms(model, idx, target)
-            hidden_runs.append(hidden.mean(1).tolist())
-            input_runs.append(inputs.mean(1).tolist())
+    for cell in cells:
+        mine = [r for r in records if r["params"]["cell"] == cell]
+        hidden_runs, input_runs = [r["hidden"] for r in mine], [r["inputs"] for r in mine]
         curves[cell] = GradientCurve(
             cell=cell,
             hidden=[statistics.fmean(v) for v in zip(*hidden_runs)],
             inputs=[statistics.fmean(v) for v in zip(*input_runs)],
             hidden_per_seed=hidden_runs,
             inputs_per_seed=input_runs,
-            parameters=parameters,
+            parameters=mine[-1]["parameters"],
         )
-        if progress:
-            progress(done + 1, len(cells), cell)
     return GradientResult(
         cells=cells, length=length, hidden_size=hidden_size, num_layers=num_layers, embed_dim=embed_dim,
         batch=batch, seeds=seeds, source=source, vocab_size=vocab, cell_options=options, curves=curves,

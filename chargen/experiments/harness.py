@@ -1,10 +1,6 @@
-"""The shared harness of every experiment: grid runner, result files, run timing via callbacks, threads, environment.
+"""The pieces every experiment shares beside the Study (``chargen.experiments.study``, which runs the grids):
+result files, run timing via callbacks, threads, environment.
 
-An experiment (``compare``, ``probe``, ``gradients``, the reference comparison, the report's runners)
-is a grid of runs. What they all need lives here, once:
-
-- ``run_grid``: walk a grid of runs in order with ``start``/``end`` progress events; an interrupted
-  run (Ctrl-C, SIGTERM) says which run of how many stopped it.
 - ``RunRelay``: ``fit`` callbacks that keep a run's parameter count and step timing (``fit`` times its
   own training steps, apart from evaluations and checkpoints) and forward log records.
 - ``torch_threads``: set torch's intra-op threads for an experiment and restore them after.
@@ -17,60 +13,26 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
 from chargen import __version__, checkpoint, train
-from chargen.errors import RunInterrupted, UsageError
+from chargen.errors import UsageError
 from chargen.plots import _pyplot
 from chargen.train import Callbacks
 
-Item = TypeVar("Item")
-Record = TypeVar("Record")
 
 # progress(done runs, total runs, info): info["event"] is "start" (before a run) or "end" (after it),
 # plus whatever the experiment says about the run; some experiments add "step" events.
 GridProgress = Callable[[int, int, dict[str, Any]], None]
 
 RUN_LOGS = ("metrics.jsonl", "samples.jsonl", "config.json")
-
-
-def run_grid(
-    grid: Sequence[Item],
-    run: Callable[[int, Item], Record],
-    *,
-    describe: Callable[[Item], dict[str, Any]],
-    finished: Callable[[Item, Record], dict[str, Any]],
-    label: Callable[[Item], str],
-    name: str,
-    progress: GridProgress | None = None,
-) -> list[Record]:
-    """Run ``run(index, item)`` for every item of ``grid`` in order and return the records.
-
-    ``describe(item)`` is the ``start`` event's info, ``finished(item, record)`` the ``end`` event's;
-    ``label(item)`` names a run in the message of an interruption (``name`` names the experiment).
-    """
-    records: list[Record] = []
-    for done, item in enumerate(grid):
-        if progress:
-            progress(done, len(grid), {"event": "start", **describe(item)})
-        try:
-            record = run(done, item)
-        except RunInterrupted as e:  # the run's own message points at its temporary directory
-            who = "Ctrl-C" if e.signum == signal.SIGINT else signal.Signals(e.signum).name
-            raise RunInterrupted(f"{name} stopped by {who} in run {done + 1} of {len(grid)} ({label(item)}); "
-                                 f"{done} runs had finished", e.signum) from None
-        records.append(record)
-        if progress:
-            progress(done + 1, len(grid), {"event": "end", **finished(item, record)})
-    return records
 
 
 class RunRelay(Callbacks):
@@ -85,6 +47,7 @@ class RunRelay(Callbacks):
         self.train_seconds: dict[int, float] = {}  # step -> training seconds at that step (logged steps)
         self.total_seconds = 0.0
         self.units = 0.0
+        self.last_loss: float | None = None  # the training loss of the last log record
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.parameters = int(info.get("parameters", 0))
@@ -94,6 +57,8 @@ class RunRelay(Callbacks):
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         if "train_seconds" in metrics:
             self.train_seconds[step] = float(metrics["train_seconds"])
+        if "loss" in metrics:
+            self.last_loss = float(metrics["loss"])
         if self.on_record:
             self.on_record(step, metrics)
 
@@ -174,6 +139,6 @@ def warm_up() -> None:
 
 
 __all__ = [
-    "GridProgress", "RunRelay", "check_out_dir", "copy_logs", "cpu_count", "environment", "run_grid",
+    "GridProgress", "RunRelay", "check_out_dir", "copy_logs", "cpu_count", "environment",
     "torch_threads", "warm_up",
 ]

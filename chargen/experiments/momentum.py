@@ -3,8 +3,10 @@
 Each part is a list of *arms* (a cell with its init, forget bias, momentum and learning rate)
 run on palindromes of given lengths for given seeds through the probe's own run
 (``tasks.palindrome.probe_run``: RMSProp, hidden 128, batch 128, clip 10, early stop at 99.5%
-held out twice). Every finished run is appended to ``<out>/<part>/runs.jsonl`` at once, so a
-stopped part resumes where it stopped; ``summary.json`` is rewritten after every run. Runs are
+held out twice). The parts run on the one ``Study``: every finished run is appended to
+``<out>/<part>/runs.jsonl`` at once with its environment, so a stopped part resumes where it stopped
+(a part that chooses learning rates plans its reported runs once its selection runs are in);
+``summary.json`` is rewritten after every run. Runs are
 ordered by length, then seed, so a part stopped early still compares its arms on the same seeds.
 
 A run *solves* its length when its final held-out accuracy is >= 99% (``SOLVED``); its steps to
@@ -26,8 +28,8 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,8 @@ from chargen.errors import UsageError
 from chargen.inits import PAPER_FORGET_BIAS, effective_forget_bias
 from chargen.experiments.sweep import choose_lr, solve_summary
 from chargen.experiments.probe import SOLVED, ProbeSettings, probe_run
+from chargen.experiments import study as studies_core  # its Part is not this module's Part
+from chargen.experiments.study import Event, RunContext, Spec, Study, rank_tests
 from chargen.tracking import read_jsonl, write_json
 
 RUNS_JSONL = "runs.jsonl"
@@ -126,89 +130,133 @@ def parts(seeds: int | Sequence[int] = 10, steps: int = 3000) -> dict[str, Part]
                          f"{SELECTION_SEEDS[0]}-{SELECTION_SEEDS[-1]} at a {min(steps, 500)}-step budget. "
                          "(Sized for a loaded 2-core machine: at T = 20 with the paper init one RNN selection run "
                          "stayed near chance after 1,000 steps and took minutes.)")),
+        # Issue 24: where the base cell starts to fail, so that the arms can separate (a hint, one seed each:
+        # at T = 100 the LSTM ended at 0.942 after 3,000 steps, MomentumLSTM(0.6, 0.6) reached 0.996 at 2,400).
+        "lstm-long": Part(
+            "lstm-long",
+            [Arm("lstm", "paper", PAPER_FORGET_BIAS), Arm("momentum-lstm", "paper", PAPER_FORGET_BIAS, 0.6, 0.6)],
+            [100], seed_list, steps, select_lr=(1e-3, 3e-3), select_steps=min(steps, 1000),
+            description=(f"T = 100, paper init (forget bias {PAPER_FORGET_BIAS:g}), RMSProp, clip 10: the LSTM (the "
+                         "mu = 0, s = 1 control) vs MomentumLSTM(0.6, 0.6), each arm's lr chosen from {1e-3, 3e-3} "
+                         f"on selection seeds {SELECTION_SEEDS[0]}-{SELECTION_SEEDS[-1]} at "
+                         f"{min(steps, 1000)} steps; solve rates, steps to solve and a rank test on them.")),
+        "rnn-long": Part(
+            "rnn-long",
+            [Arm("rnn", "pytorch"), *(Arm("momentum-rnn", "pytorch", mu=mu, s=1.0) for mu in (0.3, 0.6))],
+            [20], seed_list, steps, select_lr=(1e-3, 3e-3), select_steps=min(steps, 1000),
+            description=("T = 20, PyTorch init: RNN (the mu = 0, s = 1 control) vs MomentumRNN at s = 1, each arm's lr "
+                         "chosen from {1e-3, 3e-3} on the selection seeds; solve rates, steps to solve and a rank "
+                         "test on them.")),
     }
 
 
-def run_key(arm: Arm, length: int, seed: int, steps: int) -> str:
-    return json.dumps({**asdict(arm), "length": length, "seed": seed, "budget": steps}, sort_keys=True)
+def run_key(arm: Arm, length: int, seed: int, steps: int, cpu_limit: float | None = None) -> str:
+    """A run's key in ``runs.jsonl`` (the format of the committed results: a CPU budget is added only when set)."""
+    extra = {"cpu_limit": cpu_limit} if cpu_limit is not None else {}
+    return json.dumps({**asdict(arm), "length": length, "seed": seed, "budget": steps, **extra}, sort_keys=True)
 
 
 def load_runs(folder: Path) -> list[dict[str, Any]]:
     return list(read_jsonl(folder / RUNS_JSONL))
 
 
-def run_part(part: Part, out: Path, *, threads: int = 1, progress: StudyProgress | None = None,
-             deadline: float | None = None) -> dict[str, Any]:
-    """Run (or resume) one part under ``out/<part.name>``; returns its summary (also saved).
-
-    ``deadline`` (a ``time.time()``) stops before a run that would start after it: the part is
-    then saved as incomplete and resumes next time.
-    """
-    folder = out / part.name
-    folder.mkdir(parents=True, exist_ok=True)
-    done = {r["key"] for r in load_runs(folder)}
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    stopped = False
-    try:
-        arms = list(part.arms)
-        if part.select_lr:
-            arms = _select(part, folder, done, progress, deadline)
-            if arms is None:
-                stopped = True
-                arms = []
-        # length-major, then seed-major: a part stopped early has finished its shorter lengths and compares its arms on the same seeds
-        grid = [(arm, length, seed) for length in part.lengths for seed in part.seeds for arm in arms]
-        for arm, length, seed in grid:
-            key = run_key(arm, length, seed, part.steps)
-            if key in done:
-                continue
-            if deadline is not None and time.time() > deadline:
-                stopped = True
-                break
-            _run_one(folder, key, "report", arm, length, seed, part.steps, progress)
-            done.add(key)
-            _save_summary(part, folder, arms, complete=False)
-    finally:
-        torch.set_num_threads(previous)
-    return _save_summary(part, folder, arms, complete=not stopped)
+def _spec(part: Part, phase: str, arm: Arm, length: int, seed: int, steps: int, cpu_limit: float | None) -> Spec:
+    return Spec(part.name, {"phase": phase, **asdict(arm), "length": length, "budget": steps, "cpu_limit": cpu_limit},
+                seed, key=run_key(arm, length, seed, steps, cpu_limit), title=f"{phase} {arm.label} T={length}")
 
 
-def _run_one(folder: Path, key: str, phase: str, arm: Arm, length: int, seed: int, steps: int,
-             progress: StudyProgress | None) -> dict[str, Any]:
-    record = probe_run(arm.cell, length, seed, arm.settings(steps))
-    record = {"key": key, "phase": phase, "arm": arm.label, **asdict(arm), **record}
-    with open(folder / RUNS_JSONL, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-    if progress:
-        at = f"solved at {record['solved_at']}" if record["solved"] else "not solved"
-        progress(f"{phase} {arm.label} T={length} seed {seed}: accuracy {record['accuracy']:.3f}, {at} "
-                 f"({record['steps']} steps, {record['seconds']:.0f}s)")
-    return record
-
-
-def _select(part: Part, folder: Path, done: set[str], progress: StudyProgress | None,
-            deadline: float | None) -> list[Arm] | None:
-    """Each arm at the lr with the best mean held-out accuracy on the selection seeds (None: stopped by the deadline)."""
+def chosen_arms(part: Part, records: Sequence[dict[str, Any]], cpu_limit: float | None = None) -> list[Arm] | None:
+    """Each arm at the lr with the best mean held-out accuracy on the selection seeds; None until they all ran."""
+    if not part.select_lr:
+        return list(part.arms)
     steps = part.select_steps or part.steps
+    by_key = {r["key"]: r for r in records}
     chosen = []
     for arm in part.arms:
         scores: dict[float, list[float]] = {}
         for lr in part.select_lr:
             candidate = replace(arm, lr=lr)
-            for length in part.lengths:
-                for seed in SELECTION_SEEDS:
-                    key = run_key(candidate, length, seed, steps)
-                    if key not in done:
-                        if deadline is not None and time.time() > deadline:
-                            return None
-                        _run_one(folder, key, "select", candidate, length, seed, steps, progress)
-                        done.add(key)
-            records = [r for r in load_runs(folder) if r["phase"] == "select" and r["arm"] == candidate.label
-                       and r["budget"] == steps]
-            scores[lr] = [r["accuracy"] for r in records]
+            keys = [run_key(candidate, t, s, steps, cpu_limit) for t in part.lengths for s in SELECTION_SEEDS]
+            if any(k not in by_key for k in keys):
+                return None
+            scores[lr] = [by_key[k]["accuracy"] for k in keys]
         chosen.append(replace(arm, lr=choose_lr(scores, higher_is_better=True)))
     return chosen
+
+
+def planner(part: Part, cpu_limit: float | None = None) -> Callable[[Sequence[dict[str, Any]]], list[Spec]]:
+    """The part's runs: its selection runs first (if it chooses learning rates), then the reported runs of the
+    chosen arms, length-major then seed-major, so a part stopped early compares its arms on the same seeds."""
+
+    def plan(records: Sequence[dict[str, Any]]) -> list[Spec]:
+        steps = part.select_steps or part.steps
+        select = [_spec(part, "select", replace(arm, lr=lr), t, s, steps, cpu_limit)
+                  for arm in part.arms for lr in part.select_lr for t in part.lengths for s in SELECTION_SEEDS]
+        arms = chosen_arms(part, records, cpu_limit)
+        if arms is None:
+            return select
+        return [*select, *(_spec(part, "report", arm, t, s, part.steps, cpu_limit)
+                           for t in part.lengths for s in part.seeds for arm in arms)]
+
+    return plan
+
+
+def run_arm(spec: Spec, ctx: RunContext) -> dict[str, Any]:
+    """One probe run of a spec's arm: the record format of the committed results."""
+    p = spec.params
+    arm = Arm(**{f.name: p[f.name] for f in fields(Arm)})
+    settings = replace(arm.settings(p["budget"]), cpu_limit=p.get("cpu_limit"), threads=ctx.threads)
+    record = probe_run(arm.cell, p["length"], spec.seed, settings)
+    return {"phase": p["phase"], "arm": arm.label, **asdict(arm), **record}
+
+
+def build_study(out: Path, table: Mapping[str, Part], *, threads: int = 1, cpu_limit: float | None = None) -> Study:
+    """The momentum study over ``table``'s parts under ``out`` (one folder per part)."""
+    return Study("momentum", [studies_core.Part(p.name, planner(p, cpu_limit), p.description) for p in table.values()],
+                 run_arm, Path(out), threads=threads)
+
+
+def _lines(progress: StudyProgress | None, parts: Mapping[str, Part], out: Path,
+           cpu_limit: float | None) -> Callable[[Event], None]:
+    """Study events -> one line per finished run, and the part's summary rewritten after each run."""
+
+    def on_event(event: Event) -> None:
+        if event.kind == "end" and event.record is not None:
+            record = event.record
+            _summary_from(parts[event.part], Path(out), cpu_limit)
+            if progress:
+                at = f"solved at {record['solved_at']}" if record["solved"] else "not solved"
+                progress(f"{event.spec.label} seed {record['seed']}: accuracy {record['accuracy']:.3f}, {at} "
+                         f"({record['steps']} steps, {record['seconds']:.0f}s; {event.done}/{event.total}, "
+                         f"ETA {event.eta_seconds / 60 if event.eta_seconds is not None else float('nan'):.0f} min)")
+        elif event.kind == "note" and progress:
+            progress(event.message)
+
+    return on_event
+
+
+def run_part(part: Part, out: Path, *, threads: int = 1, progress: StudyProgress | None = None,
+             deadline: float | None = None, cpu_limit: float | None = None) -> dict[str, Any]:
+    """Run (or resume) one part under ``out/<part.name>``; returns its summary (also saved).
+
+    ``deadline`` (a ``time.time()``) starts no run after it: the part is then saved as incomplete
+    and resumes next time. ``cpu_limit``: each run also stops at this many CPU seconds of its own.
+    """
+    table = {part.name: part}
+    build_study(out, table, threads=threads, cpu_limit=cpu_limit).run(
+        progress=_lines(progress, table, out, cpu_limit), deadline=deadline)
+    return _summary_from(part, Path(out), cpu_limit)
+
+
+def _summary_from(part: Part, out: Path, cpu_limit: float | None = None) -> dict[str, Any]:
+    folder = out / part.name
+    runs = load_runs(folder)
+    arms = chosen_arms(part, runs, cpu_limit)
+    done = {r["key"] for r in runs}
+    complete = arms is not None and all(run_key(a, t, s, part.steps, cpu_limit) in done
+                                        for a in arms for t in part.lengths for s in part.seeds)
+    folder.mkdir(parents=True, exist_ok=True)
+    return _save_summary(part, folder, arms or [], complete=complete)
 
 
 def _save_summary(part: Part, folder: Path, arms: Sequence[Arm], complete: bool) -> dict[str, Any]:
@@ -231,6 +279,7 @@ def _save_summary(part: Part, folder: Path, arms: Sequence[Arm], complete: bool)
         "select_lr": list(part.select_lr), "selection_seeds": list(SELECTION_SEEDS) if part.select_lr else [],
         "select_steps": part.select_steps, "selection": selection, "rows": rows,
         "paired_seeds": paired,  # seeds every arm has finished at every length
+        "rank_tests": steps_rank_tests(runs, arms, part),
         "probe": {"optimizer": "rmsprop", "hidden_size": 128, "batch_size": 128, "clip": 10.0, "embed_dim": 10,
                   "early_stop": "held-out accuracy >= 99.5% at 2 evaluations in a row", "eval_every": 50},
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
@@ -241,40 +290,39 @@ def _save_summary(part: Part, folder: Path, arms: Sequence[Arm], complete: bool)
     return summary
 
 
-def summarise_part(part: Part, out: Path) -> dict[str, Any]:
+def steps_rank_tests(runs: Sequence[dict[str, Any]], arms: Sequence[Arm], part: Part) -> list[dict[str, Any]]:
+    """Mann–Whitney U on steps to solve, each arm against the first (the control) at each length.
+
+    A run that never solved counts as one step past its budget: worse than every solved run, tied with the others.
+    """
+    tests = []
+    for length in part.lengths:
+        reported = [r for r in runs if r["phase"] == "report" and r["length"] == length and r["budget"] == part.steps
+                    and r["seed"] in part.seeds]
+        censored = [{"arm": r["arm"], "seed": r["seed"],
+                     "steps_to_solve": r["solved_at"] if r.get("solved") and r.get("solved_at") is not None
+                     else part.steps + 1} for r in reported]
+        if arms and any(r["arm"] == arms[0].label for r in censored):
+            for test in rank_tests(censored, ["arm"], "steps_to_solve", baseline=[arms[0].label]):
+                tests.append({"length": length, "arm": test["group"]["arm"], "control": arms[0].label,
+                              **{k: test[k] for k in ("u", "p_value", "n", "n_baseline", "method")}})
+    return tests
+
+
+def summarise_part(part: Part, out: Path, cpu_limit: float | None = None) -> dict[str, Any]:
     """Rebuild a part's ``summary.json`` from its saved runs, running nothing (e.g. after a stop)."""
-    folder = Path(out) / part.name
-    runs = load_runs(folder)
-    done = {r["key"] for r in runs}
-    arms: list[Arm] = list(part.arms)
-    if part.select_lr:
-        steps = part.select_steps or part.steps
-        chosen = []
-        for arm in part.arms:
-            scores = {}
-            for lr in part.select_lr:
-                label = replace(arm, lr=lr).label
-                scores[lr] = [r["accuracy"] for r in runs if r["phase"] == "select" and r["arm"] == label
-                              and r["budget"] == steps]
-            if any(len(v) < len(SELECTION_SEEDS) * len(part.lengths) for v in scores.values()):
-                return _save_summary(part, folder, [], complete=False)
-            chosen.append(replace(arm, lr=choose_lr(scores, higher_is_better=True)))
-        arms = chosen
-    complete = all(run_key(a, t, s, part.steps) in done for a in arms for t in part.lengths for s in part.seeds)
-    return _save_summary(part, folder, arms, complete=complete)
+    return _summary_from(part, Path(out), cpu_limit)
 
 
 def run_study(out: Path, only: Sequence[str] | None = None, *, seeds: int | Sequence[int] = 10, steps: int = 3000,
-              threads: int = 1, progress: StudyProgress | None = None, deadline: float | None = None
-              ) -> dict[str, dict[str, Any]]:
-    """Run the named parts (all when ``only`` is empty) under ``out``; each resumes from its saved runs."""
+              threads: int = 1, progress: StudyProgress | None = None, deadline: float | None = None,
+              cpu_limit: float | None = None) -> dict[str, dict[str, Any]]:
+    """Run the named parts (all when ``only`` is empty) under ``out`` on one Study; each resumes from its saved runs."""
     table = parts(seeds, steps)
-    names = list(only or table)
-    unknown = [n for n in names if n not in table]
-    if unknown:
-        raise UsageError(f"only: unknown part {unknown[0]!r}; parts: {', '.join(table)}", params="only")
-    return {name: run_part(table[name], Path(out), threads=threads, progress=progress, deadline=deadline)
-            for name in names}
+    study = build_study(Path(out), table, threads=threads, cpu_limit=cpu_limit)
+    names = study.select(only)
+    study.run(names, progress=_lines(progress, table, Path(out), cpu_limit), deadline=deadline)
+    return {name: _summary_from(table[name], Path(out), cpu_limit) for name in names}
 
 
 # -- the corrected derivation, checked numerically -------------------------------------------------

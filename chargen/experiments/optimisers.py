@@ -8,10 +8,11 @@ validation loss curve of each, so the answer can point at numbers.
 
 from __future__ import annotations
 
-import json
+import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chargen.tracking import write_json
 from chargen.core import Recurrent
 from chargen.data.corpora import load_corpus
+from chargen.experiments.study import Part, RunContext, Spec, Study, run_documented
 
 RESULTS_JSON = "optimisers.json"
 MOMENTUM = 0.9  # sgd-momentum's momentum
@@ -71,6 +72,10 @@ class _CharLSTM(nn.Module):
         return self.head(out)
 
 
+PART = "optimisers"
+RUN_FIELDS = ("optimiser", "lr", "seed", "curve", "final_val_loss", "seconds")  # a run in optimisers.json
+
+
 def _run(name: str, lr: float, data: torch.Tensor, vocab: int, s: OptimiserSettings) -> dict[str, Any]:
     torch.manual_seed(s.seed)
     model = _CharLSTM(vocab, s.hidden_size)
@@ -100,7 +105,7 @@ def _run(name: str, lr: float, data: torch.Tensor, vocab: int, s: OptimiserSetti
         if step % s.eval_every == 0:
             v = val_loss()
             curve.append({"step": step, "val_loss": v if v == v else float("inf")})
-    return {"optimiser": name, "lr": lr, "curve": curve, "final_val_loss": curve[-1]["val_loss"],
+    return {"optimiser": name, "lr": lr, "seed": s.seed, "curve": curve, "final_val_loss": curve[-1]["val_loss"],
             "seconds": time.perf_counter() - start}
 
 
@@ -108,37 +113,49 @@ def run_optimisers(
     settings: OptimiserSettings | None = None,
     out: str | Path | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    seeds: Sequence[int] | None = None,
+    threads: int = 1,
 ) -> dict[str, Any]:
-    """Every (optimiser, lr) of the grid; saved to ``out/optimisers.json`` after each run, resumable."""
+    """Every (optimiser, lr) of the grid at each of ``seeds`` (default: ``settings.seed`` alone) on the one Study:
+    each run is saved under ``out/optimisers/runs.jsonl`` as it ends (a wider grid or more seeds run only what is
+    new) and ``out/optimisers.json`` is rewritten after each."""
     s = settings or OptimiserSettings()
-    text = load_corpus(s.corpus).text[: s.chars]
-    chars = sorted(set(text))
-    data = torch.tensor([chars.index(c) for c in text])
-    path = Path(out) / RESULTS_JSON if out is not None else None
-    doc: dict[str, Any] = {"settings": {**asdict(s), "grid": {k: list(v) for k, v in s.grid.items()}}, "runs": []}
-    if path is not None and path.exists():
-        old = json.loads(path.read_text())
-        same = {k: v for k, v in old.get("settings", {}).items() if k != "grid"}
-        if same == {k: v for k, v in doc["settings"].items() if k != "grid"}:  # a wider grid reuses the runs made
-            doc["runs"] = [r for r in old["runs"] if r["lr"] in s.grid.get(r["optimiser"], ())]
-    done = {(r["optimiser"], r["lr"]) for r in doc["runs"]}
-    for name, lrs in s.grid.items():
-        for lr in lrs:
-            if (name, lr) in done:
-                continue
-            result = _run(name, lr, data, len(chars), s)
-            doc["runs"].append(result)
-            if path is not None:  # saved after every run, so a stopped study resumes
-                write_json(path, doc)
-            if progress is not None:
-                progress(result)
-    return doc
+    seed_list = list(seeds) if seeds is not None else [s.seed]
+    loaded: dict[str, Any] = {}
+
+    def run(spec: Spec, ctx: RunContext) -> dict[str, Any]:
+        if not loaded:  # the corpus once, and only when some run is left to do
+            text = load_corpus(s.corpus).text[: s.chars]
+            chars = sorted(set(text))
+            loaded.update(data=torch.tensor([chars.index(c) for c in text]), vocab=len(chars))
+        p = spec.params
+        return _run(p["optimiser"], p["lr"], loaded["data"], loaded["vocab"], replace(s, seed=spec.seed))
+
+    shared = {k: v for k, v in asdict(s).items() if k not in ("grid", "seed")}
+    specs = [Spec(PART, {"optimiser": name, "lr": lr, **shared}, seed, title=f"{name} lr={lr:g}")
+             for seed in seed_list for name, lrs in s.grid.items() for lr in lrs]
+    settings_doc = {**asdict(s), "grid": {k: list(v) for k, v in s.grid.items()}, "seeds": seed_list}
+
+    def document(records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"settings": settings_doc, "runs": [{k: r[k] for k in RUN_FIELDS} for r in records]}
+
+    with ExitStack() as stack:
+        folder = Path(out) if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        study = Study("optimisers", [Part(PART, specs)], run, folder, threads=threads)
+        return run_documented(study, PART, document, Path(out) / RESULTS_JSON if out is not None else None,
+                              progress)
 
 
 def best_per_optimiser(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The run with the lowest final validation loss of each optimiser, in grid order."""
-    best: dict[str, dict[str, Any]] = {}
+    """Per optimiser, in grid order, the lr with the lowest mean final validation loss over seeds: its first run, with
+    ``mean_final_val_loss`` and ``seeds`` (one seed: the run with the lowest final validation loss)."""
+    by_lr: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in doc["runs"]:
-        if r["optimiser"] not in best or r["final_val_loss"] < best[r["optimiser"]]["final_val_loss"]:
-            best[r["optimiser"]] = r
+        by_lr.setdefault((r["optimiser"], r["lr"]), []).append(r)
+    best: dict[str, dict[str, Any]] = {}
+    for (name, _), runs in by_lr.items():
+        mean = sum(r["final_val_loss"] for r in runs) / len(runs)
+        if name not in best or mean < best[name]["mean_final_val_loss"]:
+            best[name] = {**runs[0], "mean_final_val_loss": mean, "seeds": [r.get("seed", 0) for r in runs]}
     return [best[name] for name in doc["settings"]["grid"] if name in best]

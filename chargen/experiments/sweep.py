@@ -14,28 +14,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from chargen.errors import UsageError
+from chargen.experiments.stats import Z95, wilson  # noqa: F401  (importers read them here too)
 
 GRID_KEYS = ("mu", "s", "lr", "forget_bias")
-Z95 = 1.959963984540054  # the normal quantile for a two-sided 95% interval
-
-
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default); ``(0, 1)`` when ``n == 0``.
-
-    Unlike the normal approximation it stays inside [0, 1] and is not degenerate at 0/n or n/n,
-    which is where solve rates over 10 seeds usually sit.
-    """
-    if n < 0 or not 0 <= successes <= n:
-        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the edges, where rounding would miss
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return low, high
 
 
 def parse_grid(specs: Iterable[str]) -> dict[str, list[float]]:

@@ -5,25 +5,16 @@
   backpropagation through time written out by hand, trained with Adam and truncated BPTT;
 - ``chargen.reference.hand_lstm``: ``chargen.cells.LSTMCell`` with weights set by hand: the course
   exercise's own weights (f, i, o, C_t, h_t per input), its answers (b), (c) and the LSTM parameter count;
-- ``chargen.reference.tutorial``: the PyTorch name tutorials' own i2h/i2o networks (linear hidden
-  update) for classifying and generating names, trained beside an Elman RNN and an LSTM;
-- ``chargen.reference.experiment``: the numpy RNN against chargen's LSTM on one reduced text
-  (``chargen reference numpy-rnn``), saved as ``reference.json``.
 
-``numpy_rnn`` and ``text`` need numpy alone; the comparison and the hand LSTM import torch.
+The experiments that run them live above, in ``chargen.experiments``: ``experiments.reference`` (the
+numpy RNN against chargen's LSTM on one reduced text, ``chargen reference numpy-rnn``) and
+``experiments.tutorial`` (the PyTorch name tutorials' own networks beside an Elman RNN and an LSTM).
+
+``numpy_rnn`` and ``text`` need numpy alone; the hand LSTM imports torch.
 """
 
 from __future__ import annotations
 
-from chargen.reference.experiment import (
-    FORMAT,
-    RESULTS_JSON,
-    ReferenceResult,
-    evaluate_torch_lm,
-    load_reduced,
-    load_results,
-    run_reference,
-)
 from chargen.reference.hand_lstm import (
     exercise_answers,
     exercise_cell,
@@ -41,25 +32,18 @@ from chargen.reference.numpy_rnn import (
 from chargen.reference.text import REDUCTION_RULE, SYMBOLS, encode, reduce_text
 
 __all__ = [
-    "FORMAT",
     "REDUCTION_RULE",
-    "RESULTS_JSON",
     "SYMBOLS",
     "Adam",
     "EpochRecord",
     "NumpyRNN",
     "RNNSettings",
-    "ReferenceResult",
     "encode",
-    "evaluate_torch_lm",
     "exercise_answers",
     "exercise_cell",
     "exercise_step",
     "exercise_table",
     "fit_rnn",
-    "load_reduced",
-    "load_results",
     "lstm_parameter_count",
     "reduce_text",
-    "run_reference",
 ]

@@ -40,6 +40,11 @@ def build_report(
     started = time.perf_counter()
     missing: list[str] = []  # experiments outside --only that have no results yet
     for experiment in EXPERIMENTS:
+        if experiment.optional:  # a long study: run (resumed) on request only, never awaited
+            if experiment.name in only or experiment.name in rerun:
+                ctx.say(f"{experiment.name}: running ({experiment.about})")
+                experiment.run(ctx)
+            continue
         done = (ctx.results / experiment.path).exists()
         if done and experiment.name not in rerun:
             ctx.say(f"{experiment.name}: reading {RESULTS}/{experiment.path}")

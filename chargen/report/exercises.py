@@ -1,4 +1,5 @@
-"""The report's course-exercise sections: Markdown built from the JSON under ``results/exercises/``, and the question map.
+"""The report's course-exercise sections: Markdown built from the JSON under ``results/exercises/`` (the question map
+is ``chargen.report.questions``).
 
 Every function takes the exercises results folder (``docs/report/results/exercises``) and an optional
 number formatter with the interface of the report's ``Numbers`` (``n(value, spec)``, ``n.int``,
@@ -6,7 +7,7 @@ number formatter with the interface of the report's ``Numbers`` (``n(value, spec
 file is missing says which command makes it instead of failing. The files and their makers:
 
 - ``word2vec.json``: ``OMP_NUM_THREADS=1 nice -n 10 python benchmarks/word2vec.py``
-- ``tutorial.json``: ``chargen.reference.tutorial.run_tutorial_study``
+- ``tutorial.json``: ``chargen.experiments.tutorial.run_tutorial_study``
 - ``optimisers.json``: ``chargen.experiments.optimisers.run_optimisers``
 - ``hand_lstm.json``, ``lstm_params.json``, ``engines.json``, ``observations.json``:
   ``python -m chargen.experiments.exercises``
@@ -24,21 +25,11 @@ from chargen.report.numbers import Numbers
 
 from chargen.experiments.exercises import CURVES, PARITY
 from chargen.experiments.optimisers import MOMENTUM
+from chargen.report.questions import (MAKERS, QUESTIONS, _anchor, question_map,  # noqa: F401  (read here too)
+                                      question_map_section)
 
 # the word2vec issue's targets: WordSim353 within a band of gensim, the loss, five epochs' time on the cores
 TARGETS = {"wordsim_band": 0.05, "bce": 0.40, "epochs": 5, "seconds": 180, "cores": 2}
-
-MAKERS = {
-    "word2vec.json": "python benchmarks/word2vec.py --part all --seeds 0,1,2 --threads 2",
-    "tutorial.json": "python -c 'from chargen.reference.tutorial import *; "
-                     "run_tutorial_study(TutorialSettings(steps=1200), \"docs/report/results/exercises\")'",
-    "optimisers.json": "python -c 'from chargen.experiments.optimisers import *; "
-                       "run_optimisers(OptimiserSettings(), \"docs/report/results/exercises\")'",
-    "hand_lstm.json": "python -m chargen.experiments.exercises --only hand_lstm",
-    "lstm_params.json": "python -m chargen.experiments.exercises --only lstm_params",
-    "engines.json": "python -m chargen.experiments.exercises --only engines",
-    "observations.json": "python -m chargen.experiments.exercises --only observations",
-}
 
 
 Formatter = Numbers  # the report's, or a fresh one when a section is built on its own
@@ -51,59 +42,6 @@ def _load(results: Path, name: str) -> dict[str, Any] | None:
 
 def _missing(name: str) -> str:
     return f"*No `{name}` yet: make it with `{MAKERS[name]}`.*"
-
-
-# -- the map ----------------------------------------------------------------------------------------
-QUESTIONS: list[dict[str, str]] = [
-    # (assignment, question, section, command)
-    {"assignment": "surnames (RNN / LSTM / MomentumRNN)", "question": "train an RNN and an LSTM classifier; compare accuracy",
-     "section": "RNN vs MomentumRNN, LSTM vs MomentumLSTM", "command": "chargen compare --task classify --cells rnn,lstm"},
-    {"assignment": "surnames (RNN / LSTM / MomentumRNN)", "question": "why would an LSTM beat an RNN?",
-     "section": "Why an LSTM rather than an RNN", "command": "chargen compare --task lm --cells rnn,lstm"},
-    {"assignment": "surnames (RNN / LSTM / MomentumRNN)", "question": "momentum and adaptive learning rates vs plain SGD",
-     "section": "Optimisers: SGD, momentum, RMSProp, Adam", "command": MAKERS["optimisers.json"]},
-    {"assignment": "name tutorials", "question": "rewrite the from-scratch RNN with nn.RNNCell, then nn.RNN",
-     "section": "Three engines: loop, torch-cell, fused", "command": "Recurrent('lstm', D, H, engine='torch-cell') (chargen.core); python -m chargen.experiments.exercises --only engines"},
-    {"assignment": "name tutorials", "question": "would an LSTM improve accuracy? would a bigger network?",
-     "section": "The tutorials' own networks", "command": MAKERS["tutorial.json"]},
-    {"assignment": "name tutorials", "question": "the generator: sketch, forward equations, training",
-     "section": "The tutorials' own networks", "command": "chargen train --task generate"},
-    {"assignment": "palindromes / phased LSTM / book LSTM", "question": "how far back can an RNN and an LSTM remember?",
-     "section": "The palindrome probe", "command": "chargen probe"},
-    {"assignment": "palindromes / phased LSTM / book LSTM", "question": "when does the time gate help? which of tau, s, r_on can be learned?",
-     "section": "Phased LSTM: when the time gate helps, what can be learned", "command": "chargen train --cell phased-lstm --engine loop"},
-    {"assignment": "palindromes / phased LSTM / book LSTM", "question": "what changes as training evolves? what at each temperature?",
-     "section": "Observations: training and temperature", "command": "chargen train --corpus grimm; chargen sample --temp T"},
-    {"assignment": "numpy RNN + hand LSTM", "question": "BPTT by hand, checked",
-     "section": "Backpropagation through time in the vanilla RNN", "command": "chargen reference numpy-rnn"},
-    {"assignment": "numpy RNN + hand LSTM", "question": "LSTM parameter count",
-     "section": "The LSTM parameter count, one bias per gate", "command": "python -m chargen.experiments.exercises --only lstm_params"},
-    {"assignment": "numpy RNN + hand LSTM", "question": "hand-weighted LSTM (a), (b), (c)",
-     "section": "The hand-weighted LSTM exercise", "command": "python -m chargen.experiments.exercises --only hand_lstm"},
-    {"assignment": "word2vec", "question": "softmax loss as cross-entropy; its gradient; cost; negative sampling and its gradient",
-     "section": "word2vec: skip-gram with full softmax and negative sampling", "command": "chargen word2vec"},
-    {"assignment": "word2vec", "question": "nearest words of a trained model",
-     "section": "word2vec: skip-gram with full softmax and negative sampling", "command": "chargen word2vec --similar king --model DIR"},
-    {"assignment": "LSTM palindromes", "question": "train an LSTM to tell palindromes; how does length matter?",
-     "section": "The palindrome probe", "command": "chargen probe --cells lstm"},
-]
-
-
-def _anchor(title: str) -> str:
-    keep = "".join(ch for ch in title.lower() if ch.isalnum() or ch in " -")
-    return keep.replace(" ", "-")
-
-
-def question_map() -> list[dict[str, str]]:
-    """Each assignment question with the report section and the command that answer it."""
-    return [dict(q, anchor=_anchor(q["section"])) for q in QUESTIONS]
-
-
-def question_map_section() -> str:
-    rows = ["| assignment | question | answered in | command |", "|---|---|---|---|"]
-    for q in question_map():
-        rows.append(f"| {q['assignment']} | {q['question']} | [{q['section']}](#{q['anchor']}) | `{q['command']}` |")
-    return "## Where each exercise is answered\n\n" + "\n".join(rows)
 
 
 # -- word2vec ------------------------------------------------------------------------------------
@@ -277,7 +215,7 @@ $$z_t = [\ell; x_t; h_{t-1}], \quad h_t = W_{ih} z_t + b_{ih}, \quad o_t = W_{io
 It is trained by teacher forcing: the input is $\langle bos\rangle$ followed by the name, the target is the name followed
 by $\langle eos\rangle$, and the loss is the summed negative log-likelihood $-\sum_t \log \hat y_t[\text{next char}]$; to
 sample, feed $\langle bos\rangle$ and the language, draw a character from $\hat y_t$, feed it back, stop at
-$\langle eos\rangle$. Both are in `chargen.reference.tutorial` (`TutorialClassifier`, `TutorialGenerator`) and are
+$\langle eos\rangle$. Both are in `chargen.experiments.tutorial` (`TutorialClassifier`, `TutorialGenerator`) and are
 trained below beside one layer of chargen's Elman RNN ($h_t = \tanh(W x_t + U h_{t-1} + b)$) and LSTM, on the same
 one-hot inputs, persisted split, batches, optimiser (Adam, gradient clipping) and step budget."""
     if doc is None:
@@ -644,7 +582,6 @@ training budget is a measurement, and the ones this report has follow."""
     return "\n\n".join(parts)
 
 
-# -- everything --------------------------------------------------------------------------------------
 SECTIONS: list[Callable[..., str]] = [
     word2vec_section, engines_section, tutorial_section, lstm_vs_rnn_section, hand_lstm_section,
     lstm_params_section, optimisers_section, phased_answers_section, observations_section,

@@ -204,10 +204,24 @@ def forget_bias_section(results: Path, n: Numbers) -> str:
 
 def fair_section(results: Path, n: Numbers) -> str:
     """RNN vs MomentumRNN with each arm's learning rate chosen on selection seeds."""
-    head = "### A fair comparison: RNN vs MomentumRNN, learning rate chosen per arm\n\n"
-    found = _load(Path(results) / "fair-rnn" / SUMMARY)
+    return _tuned_section("fair-rnn", "### A fair comparison: RNN vs MomentumRNN, learning rate chosen per arm\n\n",
+                          "rnn", results, n)
+
+
+def long_section(results: Path, n: Numbers) -> str:
+    """Where the base cells start to fail (issue 24): the LSTM at T = 100, the RNN at T = 20, lr tuned per arm."""
+    return "".join(_tuned_section(part, head, control, results, n) + "\n" for part, head, control in (
+        ("lstm-long", "### Where the LSTM starts to fail: LSTM vs MomentumLSTM on long palindromes\n\n", "lstm"),
+        ("rnn-long", "### Where the RNN starts to fail: RNN vs MomentumRNN on longer palindromes\n\n", "rnn"),
+    )).rstrip("\n") + "\n"
+
+
+def _tuned_section(part: str, head: str, control_cell: str, results: Path, n: Numbers) -> str:
+    """A part whose arms each ran at the learning rate chosen on selection seeds: the selection, the table, each
+    arm against the control (intervals), and the rank test on steps to solve where the summary has one."""
+    found = _load(Path(results) / part / SUMMARY)
     if found is None:
-        return head + _missing("fair-rnn", results)
+        return head + _missing(part, results)
     lines = [head, f"{n.quote(found['description'])} {_budget(found, results, n)}\n\n"]
     if found["selection"]:
         sel: dict[str, list[float]] = {}
@@ -220,10 +234,15 @@ def fair_section(results: Path, n: Numbers) -> str:
         lines.append("_The learning-rate selection has not finished; no reported runs yet._\n")
         return "".join(lines)
     lines.append(_table(rows, n) + "\n")
-    control = next((r for r in rows if r["cell"] == "rnn"), None)
+    control = next((r for r in rows if r["cell"] == control_cell), None)
     for row in rows:
         if control is not None and row is not control:
             lines.append(f"- {_arm(row)} vs the control {_arm(control)}: {_compare_words(row, control)}.\n")
+    for test in found.get("rank_tests", []):
+        lines.append(f"- Steps to solve at T = {n.int(test['length'])}, `{test['arm']}` vs `{test['control']}` "
+                     f"(Mann–Whitney U, a run that never solved counts as past the budget): U = {n(test['u'], 'g')}, "
+                     f"two-sided p = {n(test['p_value'], '.3f')}, over {n.int(test['n'])} and "
+                     f"{n.int(test['n_baseline'])} seeds.\n")
     return "".join(lines)
 
 
@@ -263,7 +282,7 @@ def remaining_section(results: Path, n: Numbers) -> str:
         state = "not run" if found is None else "complete" if found.get("complete") else (
             f"incomplete: {n.int(sum(r['n'] for r in found['rows']))} reported runs")
         lines.append(f"| {name} | {state} | `{_command(name, results)}` |\n")
-    lines.append("\nEach part saves every run as it finishes and resumes from `runs.jsonl`; `--minutes N` stops "
+    lines.append("\nEach part saves every run as it finishes and resumes from `runs.jsonl`; `--stop-after N` stops "
                  "starting runs after N minutes, so a part can be spread over several sittings.\n\n")
     lines.append("The rest of the full study runs as sweeps (each (variant, lr) is saved as it finishes and "
                  "reused when the command is run again):\n\n")
@@ -287,7 +306,7 @@ FULL_STUDY = (  # the parts of issue 14's full study that are sweeps rather than
      f"{SWEEP} --task classify --cells momentum-rnn,momentum-lstm --seeds 3 --steps 1500 "
      "--out docs/report/results/momentum/sweep-classify", ""),
 )
-SECTIONS = (study_section, forget_bias_section, fair_section, verdict_section, remaining_section)
+SECTIONS = (study_section, forget_bias_section, fair_section, long_section, verdict_section, remaining_section)
 
 
 def momentum_report(results: Path, n: Numbers | None = None) -> str:

@@ -17,8 +17,8 @@ from chargen.experiments.compare import compare, save_results
 from chargen.experiments.gradients import gradient_flow, save_gradients
 from chargen.experiments.probe import ProbeSettings, run_probe
 from chargen.plots import plot_accuracy_vs_length, plot_compare
+from chargen.experiments.reference import run_reference as run_reference_experiment
 from chargen.reference import NumpyRNN, RNNSettings
-from chargen.reference import run_reference as run_reference_experiment
 from chargen.report.context import PRIME, SAMPLE_SEED, TEMPERATURES, Context
 from chargen.sample import generate
 from chargen.tasks import evaluate_saved
@@ -184,6 +184,22 @@ class Experiment:
     path: str  # relative to results/: what must exist for the experiment to count as done
     run: Callable[[Context], None]
     about: str
+    # on demand: runs only when named in only/rerun (a long study), and its absence never holds the report back
+    optional: bool = False
+
+
+def run_registered_study(ctx: Context, name: str) -> None:
+    """Run (or resume) the registered study ``name`` under ``results/<name>``: each run is saved as it ends."""
+    from chargen.experiments.studies import run_study
+
+    def progress(event: Any) -> None:
+        if event.kind == "note":
+            ctx.say(event.message)
+        elif event.kind == "end":
+            ctx.callbacks.on_grid(name, event.done, event.total, event.spec.label)
+
+    outcome, _ = run_study(name, ctx.results / name, progress=progress)
+    ctx.say(f"{name}: ran {outcome.ran} run(s), {outcome.found} found finished")
 
 
 EXPERIMENTS = (
@@ -206,5 +222,8 @@ EXPERIMENTS = (
                "LSTM parameter counts"),
     Experiment("observations", f"{EXERCISES}/observations.json", lambda c: _run_exercise(c, "observations"),
                "word statistics of the grimm samples (after lm-samples)"),
+    Experiment("baselines", "baselines/summary.json", lambda c: run_registered_study(c, "baselines"),
+               "every model family at equal CPU budgets (hours: run it on its own, e.g. with chargen study)",
+               optional=True),
 )
 EXPERIMENT_NAMES = tuple(e.name for e in EXPERIMENTS)

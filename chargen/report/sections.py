@@ -10,9 +10,11 @@ from typing import Any
 from chargen.cells import MomentumRNNCell, PhasedLSTMCell
 from chargen.experiments.compare import load_results as load_comparison
 from chargen.experiments.gradients import load_gradients
+from chargen.inits import PAPER_FORGET_BIAS
 from chargen.plots import plot_time_gate
-from chargen.reference import load_results as load_reference
+from chargen.experiments.reference import load_results as load_reference
 from chargen.report import exercises as rx
+from chargen.report.baselines import baselines_report_section
 from chargen.report import momentum as rm
 from chargen.report.context import FIGURES, MOMENTUM, PAIRS, PRIME, RESULTS, SAMPLE_SEED, Context, read_results
 from chargen.report.numbers import Numbers
@@ -232,9 +234,42 @@ fixed held-out palindromes. Mean ± standard deviation over {n.int(len(results['
 
 {figure}
 
-Where each cell breaks: {'; '.join(breaks)}. A short budget measures how *fast* a cell learns to remember as well
-as whether it can: a longer budget moves every breaking point to longer palindromes, so compare cells with each
-other here, not with runs of other budgets."""
+Where each cell breaks: {'; '.join(breaks)}. The budget was not varied, so this table says where each cell breaks
+at this budget and with {_init_name(settings)} initialisation, and nothing about other budgets or initialisations.
+{_paper_init_note(ctx, settings)}"""
+
+
+def _init_name(settings: dict[str, Any]) -> str:
+    # a probe.json saved before the init was recorded ran with PyTorch's init (the default then)
+    return "the paper's" if settings.get("init", "pytorch") == "paper" else "PyTorch's"
+
+
+def _paper_init_note(ctx: Context, settings: dict[str, Any]) -> str:
+    """What the paper's init does on palindromes, from the momentum study's saved solve rates (when this probe ran
+    with PyTorch's init and those results exist)."""
+    if settings.get("init", "pytorch") == "paper":
+        return ""
+    n = ctx.numbers
+    found, budgets = [], set()
+    for part, cell in (("lstm-target", "lstm"), ("forget-bias", "lstm")):
+        path = ctx.results / "momentum" / part / "summary.json"
+        if not path.exists():
+            continue
+        summary = read_results(path)
+        row = next((r for r in summary["rows"] if r["cell"] == cell and r["n"]), None)
+        if row is not None:
+            budgets.add(summary["steps"])
+            found.append(f"T = {n.int(row['length'])} in {n.int(row['solved'])} of {n.int(row['n'])} seeds "
+                         f"(median {n.int(row['steps_to_solve_median'])} steps to solve)"
+                         if row["steps_to_solve_median"] is not None else
+                         f"T = {n.int(row['length'])} in {n.int(row['solved'])} of {n.int(row['n'])} seeds")
+    if not found:
+        return "`chargen probe` now uses the paper's initialisation by default; this table predates it."
+    budget = f"a budget of {n.int(budgets.pop())} steps" if len(budgets) == 1 else "its own budgets"
+    return (f"With the paper's initialisation (orthogonal input weights, identity recurrent weights, forget bias "
+            f"{n(PAPER_FORGET_BIAS, 'g')}), now `chargen probe`'s default, the momentum study's LSTM solves "
+            + " and ".join(found) + f" with the same width and optimiser and {budget} (the momentum section); "
+            "this table predates that default.")
 
 
 def _bptt_section(ctx: Context) -> str:
@@ -538,6 +573,7 @@ SECTIONS: list[Section] = [
     _momentum(rm.study_section),
     _momentum(rm.forget_bias_section),
     _momentum(rm.fair_section),
+    _momentum(rm.long_section),
     _momentum(rm.verdict_section),
     _momentum(rm.remaining_section),
     _bptt_section,
@@ -546,6 +582,7 @@ SECTIONS: list[Section] = [
     _exercise(rx.hand_lstm_section),
     _phased_section,
     _exercise(rx.phased_answers_section),
+    baselines_report_section,
     _lm_section,
     _exercise(rx.observations_section),
     _surnames_section,

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from chargen.errors import CheckpointError, UsageError
-from chargen.sample import check_sampling
+from chargen.generation.logits import CONTROLS, DecodeConfig, decode_config
+from chargen.sample import check_length
 from chargen.tasks.base import EVALUATORS, TASKS, Task
 from chargen.tasks import classify, classify_eval, digits, generate, lm, palindrome  # noqa: E402,F401  (each registers its task or evaluator)
 
@@ -55,16 +56,18 @@ def evaluate_saved(loaded: Any, device: Any, progress: Any = None, names_file: A
     return TASKS[task].evaluate_saved(loaded, device, progress)
 
 
-def sample_saved(loaded: Any, **options: Any) -> Iterator[str]:
-    """Text from a trained generative model as it is written (``prime``, ``length``, ``n``, ``temperature``,
-    ``top_k``, ``seed``, ``lang``, ``start``, ``stop``): the saved model's task decides what a sample is."""
+def sample_saved(loaded: Any, decode: DecodeConfig | None = None, **options: Any) -> Iterator[str]:
+    """Text from a trained generative model as it is written (``prime``, ``length``, ``n``, ``seed``, ``lang``,
+    ``start``, ``stop``, and the decoding controls as ``decode`` or by name, such as ``temperature`` or
+    ``top_p``): the saved model's task decides what a sample is."""
     task = loaded.config["task"]
     if task not in TASKS or not hasattr(TASKS[task], "sample_saved"):
         raise UsageError(f"models of task {task!r} do not generate text")
     if options.get("n", 1) < 1:
         raise UsageError(f"n must be at least 1, got {options['n']}", params="n")
-    check_sampling(options.get("temperature", 1.0), options.get("top_k"), options.get("length", 0))
-    return TASKS[task].sample_saved(loaded, **options)
+    check_length(options.get("length", 0))
+    config = decode_config(decode, **{name: options.pop(name) for name in CONTROLS if name in options})
+    return TASKS[task].sample_saved(loaded, decode=config, **options)
 
 
 __all__ = ["TASKS", "Task", "build_task", "evaluate_saved", "known_task", "sample_saved", "task_names"]

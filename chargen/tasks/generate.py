@@ -14,10 +14,12 @@ from chargen import checkpoint
 from chargen.data.corpora import ProgressFn
 from chargen.data.names import fold, has_letter, load_names
 from chargen.errors import CheckpointError, UsageError, VocabularyError
-from chargen.inference import LeanSampler, make_stepper
+from chargen.generation.logits import DecodeConfig, LogitsPipeline, decode_config
+from chargen.generation.masks import CharMask
+from chargen.inference import make_stepper
 from chargen.models import CharLM, ModelConfig
 from chargen.runtime import check_batch_size
-from chargen.sample import check_sampling, sample_steps
+from chargen.sample import Controls, make_draw, sample_steps
 from chargen.tasks.base import register
 from chargen.tasks.classify import classifier_log_probs
 from chargen.tasks.names import (
@@ -77,31 +79,38 @@ def generate_names(
     conditions: Tensor,
     *,
     start: str = "",
-    temperature: float = 1.0,
-    top_k: int | None = None,
     generator: torch.Generator | None = None,
     max_length: int = MAX_NAME_LENGTH,
+    lean: bool = True,
+    decode: Controls = None,
+    masks: Sequence[CharMask] = (),
+    **controls: Any,
 ) -> list[str]:
     """One name per condition id in ``conditions (N,)``, all drawn together, each ending at ``<eos>``.
 
     The prime ``<bos> start`` runs once; then one step per character with the state carried, on the
-    lean path in eval mode (``chargen.inference``). ``<pad>`` and ``<bos>`` are never drawn. All names
-    draw from the one ``generator``, as one ``torch.multinomial`` over the batch would.
+    lean path in eval mode (``chargen.inference``; the model's own forward with ``lean=False``).
+    ``<pad>`` and ``<bos>`` are never drawn. All names draw from the one ``generator``, as one
+    ``torch.multinomial`` over the batch would. The decoding controls (``decode``, or the same names
+    as keywords) run in ``chargen.generation.logits``' pipeline, ``start`` being each name's text so
+    far; a temperature schedule runs over the longest name allowed.
     """
+    config = decode_config(decode, **controls)
     device = next(model.parameters()).device
     n = len(conditions)
     if n == 0:
         return []
     cond = conditions.to(device)
-    prime = [vocab.id(BOS), *vocab.encode(start, what="start")]
-    x = torch.tensor(prime, device=device).view(-1, 1).expand(-1, n)
-    stepper = make_stepper(model, n, cond)
-    draw = LeanSampler(n, len(vocab), temperature, top_k, generator, device)
+    start_ids = vocab.encode(start, what="start")
+    x = torch.tensor([vocab.id(BOS), *start_ids], device=device).view(-1, 1).expand(-1, n)
+    stepper = make_stepper(model, n, cond, lean=lean)
     steps = max(0, max_length - len(start))
+    pipeline = LogitsPipeline(config, n, len(vocab), length=steps, context=start_ids, masks=masks, prime=start,
+                              banned=[vocab.id(PAD), vocab.id(BOS)], device=device)
+    draw = make_draw(pipeline, generator, lean)
     out = torch.empty(steps, n, dtype=torch.long, device=device)
     eos = vocab.id(EOS)
-    banned = torch.tensor([vocab.id(PAD), vocab.id(BOS)], device=device)
-    _, written = sample_steps(stepper.step, draw, stepper.prime(x), out.unbind(0), banned=banned, stop_id=eos,
+    _, written = sample_steps(stepper.step, draw, stepper.prime(x), out.unbind(0), stop_id=eos,
                               done=torch.zeros(n, dtype=torch.bool, device=device))
     rows = out[:written].T.tolist()
     return [start + vocab.decode(ids[: ids.index(eos)] if eos in ids else ids) for ids in rows]
@@ -120,16 +129,17 @@ def sample_names(
     lang: str | None = None,
     start: str | None = None,
     n: int = 1,
-    temperature: float = 1.0,
-    top_k: int | None = None,
     seed: int | None = None,
     batch: int = 256,
+    decode: Controls = None,
+    **controls: Any,
 ) -> Iterator[str]:
     """``n`` names from a trained generator in ``lang`` (case-insensitive; None: a random language
-    for each name), each beginning with ``start`` (folded as in training)."""
+    for each name), each beginning with ``start`` (folded as in training), with the decoding controls
+    ``decode`` (or the same names as keywords)."""
     if loaded.config.get("task") != "generate":
         raise CheckpointError(f"{loaded.path}: this is a {loaded.config.get('task')!r} model, not a name generator")
-    check_sampling(temperature, top_k, 0)
+    config = decode_config(decode, **controls)
     languages = loaded.config["task_config"]["languages"]
     prefix = ""
     if start:
@@ -146,17 +156,16 @@ def sample_names(
             conds = torch.randint(len(languages), (size,), generator=generator, device=device)
         else:
             conds = torch.full((size,), fixed, dtype=torch.long)
-        yield from generate_names(loaded.model, loaded.vocab, conds, start=prefix, temperature=temperature,
-                                  top_k=top_k, generator=generator)
+        yield from generate_names(loaded.model, loaded.vocab, conds, start=prefix, generator=generator, decode=config)
 
 
-def sample_saved(loaded: Any, *, prime: str = "", length: int = 0, n: int = 1, temperature: float = 1.0,
-                 top_k: int | None = None, seed: int | None = None, lang: str | None = None,
-                 start: str | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
+def sample_saved(loaded: Any, *, prime: str = "", length: int = 0, n: int = 1, seed: int | None = None,
+                 lang: str | None = None, start: str | None = None, stop: Sequence[str] = (),
+                 decode: DecodeConfig | None = None) -> Iterator[str]:
     """``n`` names from a saved generator, a line each (``prime``, ``length`` and ``stop`` are the text models')."""
     if stop:
         raise UsageError("stop strings are for text models; a name ends at its <eos>", params="stop")
-    for name in sample_names(loaded, lang=lang, start=start, n=n, temperature=temperature, top_k=top_k, seed=seed):
+    for name in sample_names(loaded, lang=lang, start=start, n=n, seed=seed, decode=decode):
         yield name + "\n"
 
 

@@ -17,6 +17,7 @@ from chargen.errors import CorpusError, UsageError
 from chargen.generation.windows import WindowReader
 from chargen.models import CharLM, ModelConfig, TransformerLM
 from chargen.runtime import check_batch_size, rank, world_size
+from chargen.generation.logits import DecodeConfig
 from chargen.sample import generate, generate_streams
 from chargen.stops import check_stops, stop_at
 from chargen.tasks.base import BaseTask, register
@@ -197,9 +198,9 @@ class LanguageModelTask(BaseTask):
                             "step": loaded.config.get("step", 0)}}
 
     @staticmethod
-    def sample_saved(loaded: Any, *, prime: str = "", length: int = 500, n: int = 1, temperature: float = 1.0,
-                     top_k: int | None = None, seed: int | None = None, lang: str | None = None,
-                     start: str | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
+    def sample_saved(loaded: Any, *, prime: str = "", length: int = 500, n: int = 1, seed: int | None = None,
+                     lang: str | None = None, start: str | None = None, stop: Sequence[str] = (),
+                     decode: DecodeConfig | None = None) -> Iterator[str]:
         """``n`` texts from a saved LM as they are written: each the prime, then its continuation (cut before
         the first of the ``stop`` strings), then a blank line."""
         if lang or start:
@@ -213,8 +214,8 @@ class LanguageModelTask(BaseTask):
         # all n texts as one batch (text i is the one seed + i gives alone): the first is yielded as it is
         # written, the others follow in order once the batch is done; each is cut at its first stop string
         rest: list[list[str]] = [[] for _ in range(n - 1)]
-        streams = generate_streams(loaded.model, loaded.vocab, n=n, prime=prime, length=length,
-                                   temperature=temperature, top_k=top_k, seed=seed, chunk_size=chunk)
+        streams = generate_streams(loaded.model, loaded.vocab, n=n, prime=prime, length=length, seed=seed,
+                                   chunk_size=chunk, decode=decode)
 
         def first() -> Iterator[str]:
             for pieces in streams:

@@ -5,14 +5,14 @@ settings changed" into ``(ModelConfig, TrainConfig, task options)`` here and now
 rules, in one place:
 
 - an override of ``None`` means "not given": the task's default stands;
-- a budget that is given (``steps`` and/or ``time_limit``) replaces the task's whole budget, both parts;
+- a budget that is given (``steps``, ``time_limit`` and/or ``cpu_limit``) replaces the task's whole budget;
 - without an ``engine``, a cell runs on its fused kernel where it has one, else on the loop
   (``cells.default_engine``);
 - unknown model or training settings, and values no model can have, are UsageErrors naming the
   library's parameters.
 
-It sits in ``chargen/tasks/`` beside the task registry it reads, and in the import order at the level of
-``chargen.train`` (it builds ``TrainConfig``): the training loop never imports it.
+It sits in ``chargen/tasks/`` beside the task registry it reads; ``TrainConfig`` lives below it in
+``chargen.config``, so nothing here imports the training loop and the loop never imports it.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from chargen.cells import default_engine, get_cell
 from chargen.errors import UsageError
 from chargen.models import ModelConfig, settings_for_cell
 from chargen.tasks import TASKS, known_task
-from chargen.train import TrainConfig
+from chargen.config import TrainConfig
 
-BUDGET = ("steps", "time_limit")
+BUDGET = ("steps", "time_limit", "cpu_limit")
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def resolve_train(task: str, overrides: Mapping[str, Any] | None = None,
                   defaults: Mapping[str, Any] | None = None) -> TrainConfig:
     """The task's training defaults (then ``defaults``, the caller's own) with ``overrides`` on top.
 
-    A budget in ``overrides`` replaces the task's whole budget (``steps`` and ``time_limit``).
+    A budget in ``overrides`` replaces the task's whole budget (``steps``, ``time_limit``, ``cpu_limit``).
     """
     over = given(overrides)
     settings = {**task_defaults(task).train, **(defaults or {})}

@@ -2,9 +2,13 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const show = (ch) => (ch === "\n" ? "↵" : ch === " " ? "␣" : ch);
+// A server started with --token is opened as /?token=...: every API call carries it.
+const token = new URLSearchParams(location.search).get("token");
+const headers = token ? { "Content-Type": "application/json", "Authorization": `Bearer ${token}` } : { "Content-Type": "application/json" };
+const post = (path, body) => fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
 
 async function postJSON(path, body) {
-  const response = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const response = await post(path, body);
   const data = await response.json();
   if (!response.ok) throw new Error(data.error || response.statusText);
   return data;
@@ -16,7 +20,9 @@ function status(message, isError) {
 }
 
 async function loadModels() {
-  const info = await (await fetch("/api/models")).json();
+  const response = await fetch("/api/models", { headers });
+  const info = await response.json();
+  if (!response.ok) throw new Error(info.error || response.statusText);
   for (const m of info.models.filter((m) => m.task === "lm")) {
     const option = document.createElement("option");
     option.value = m.name;
@@ -45,6 +51,7 @@ async function generate() {
                  temperature: Number($("temperature").value) };
   if ($("topk").value) body.top_k = Number($("topk").value);
   if ($("seed").value) body.seed = Number($("seed").value);
+  if ($("stop").value) body.stop = $("stop").value.replaceAll("\\n", "\n");
   const out = $("output");
   out.replaceChildren();
   const primeSpan = document.createElement("span");
@@ -56,7 +63,7 @@ async function generate() {
   $("generate").disabled = true;
   status("generating…");
   try {
-    const response = await fetch("/api/generate", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const response = await post("/api/generate", body);
     if (!response.ok) throw new Error((await response.json()).error);
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
@@ -71,6 +78,7 @@ async function generate() {
         buffer = buffer.slice(cut + 1);
         if (line.start) seed = line.start.seed;
         if (line.text) generated.textContent += line.text;
+        if (line.error) throw new Error(line.error);
       }
     }
     status(`done: ${generated.textContent.length} characters, seed ${seed}`);

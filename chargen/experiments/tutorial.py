@@ -20,9 +20,11 @@ them on its test names: accuracy for the classifier, nats per character for the 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from chargen.tracking import write_json
 from chargen.core import Recurrent
 from chargen.data.names import FOLD_ALPHABET, NamesData, load_names
+from chargen.experiments.study import STUDY_FIELDS, Part, RunContext, Spec, Study, run_documented
 
 MODELS = ("tutorial", "rnn", "lstm")
 TASKS = ("classify", "generate")
@@ -154,6 +156,9 @@ class TutorialSettings:
     seed: int = 0
 
 
+PART = "tutorial"
+
+
 def _build(task: str, model: str, hidden: int, num_langs: int) -> nn.Module:
     if task == "classify":
         if model == "tutorial":
@@ -224,27 +229,36 @@ def run_tutorial_study(
     *,
     data: NamesData | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    seeds: Sequence[int] | None = None,
+    threads: int = 1,
 ) -> dict[str, Any]:
-    """Train every (task, model, hidden size) of ``settings``; written to ``out/tutorial.json`` after each run,
-    and runs already in that file are kept (so an interrupted study resumes)."""
+    """Train every (task, model, hidden size) of ``settings`` at each of ``seeds`` (default: ``settings.seed``) on
+    the one Study: each run is saved under ``out/tutorial/runs.jsonl`` as it ends, so an interrupted study resumes
+    (more seeds run only the new ones), and ``out/tutorial.json`` is rewritten after each run."""
     s = settings or TutorialSettings()
-    data = data or load_names()
-    path = Path(out) / RESULTS_JSON if out is not None else None
-    doc: dict[str, Any] = {"settings": json.loads(json.dumps(asdict(s))), "runs": []}  # tuples as JSON lists
-    if path is not None and path.exists():
-        old = json.loads(path.read_text())
-        if old.get("settings") == doc["settings"]:
-            doc = old
-    done = {(r["task"], r["model"], r["hidden"]) for r in doc["runs"]}
-    for task in s.tasks:
-        for hidden in s.hidden_sizes:
-            for model in s.models:
-                if (task, model, hidden) in done:
-                    continue
-                result = _train_one(task, model, hidden, data, s)
-                doc["runs"].append(result)
-                if path is not None:  # saved after every run, so a stopped study resumes
-                    write_json(path, doc)
-                if progress is not None:
-                    progress(result)
-    return doc
+    seed_list = list(seeds) if seeds is not None else [s.seed]
+    names: list[NamesData] = [data] if data is not None else []
+
+    def run(spec: Spec, ctx: RunContext) -> dict[str, Any]:
+        if not names:  # the names split once, and only when some run is left to do
+            names.append(load_names())
+        p = spec.params
+        return {**_train_one(p["task"], p["model"], p["hidden"], names[0], replace(s, seed=spec.seed)),
+                "seed": spec.seed}
+
+    shared = {k: v for k, v in json.loads(json.dumps(asdict(s))).items()
+              if k not in ("hidden_sizes", "models", "tasks", "seed")}
+    specs = [Spec(PART, {"task": task, "model": model, "hidden": hidden, **shared}, seed,
+                  title=f"{task} {model} hidden {hidden}")
+             for seed in seed_list for task in s.tasks for hidden in s.hidden_sizes for model in s.models]
+    settings_doc = {**json.loads(json.dumps(asdict(s))), "seeds": seed_list}  # tuples as JSON lists
+
+    def document(records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"settings": settings_doc, "runs": [{k: v for k, v in r.items() if k not in STUDY_FIELDS}
+                                                   for r in records]}
+
+    with ExitStack() as stack:
+        folder = Path(out) if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        study = Study("tutorial", [Part(PART, specs)], run, folder, threads=threads)
+        return run_documented(study, PART, document, Path(out) / RESULTS_JSON if out is not None else None,
+                              progress)

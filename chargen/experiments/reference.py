@@ -42,6 +42,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from chargen import checkpoint
 from chargen.data.corpora import ProgressFn, load_corpus
 from chargen.errors import ChargenError, CorpusError, UsageError
 from chargen.experiments.harness import RunRelay, check_out_dir, copy_logs, environment, torch_threads
+from chargen.experiments.study import Part, RunContext, Spec, Study
 from chargen.reference.numpy_rnn import (
     EpochRecord,
     RNNSettings,
@@ -70,6 +72,7 @@ from chargen.vocab import Vocab
 FORMAT = "chargen-reference/1"
 RESULTS_JSON = "reference.json"
 LSTM_DIR = "lstm"
+PART = "reference"  # the Study's part: out_dir/reference/runs.jsonl, one record per model
 EVAL_STREAMS = 16
 MIN_SYMBOLS = 100  # as the LM task asks of a corpus
 LSTM_LOGS = ("config.json", "metrics.jsonl", "samples.jsonl", "loss.png")
@@ -255,20 +258,36 @@ def run_reference(
         except OSError as e:
             raise UsageError(f"out_dir: cannot create {out_dir}: {e.strerror or e}", params="out_dir") from None
 
-    model, epochs = fit_rnn(data.train, val_streams, len(SYMBOLS), rnn, progress)
-    last = epochs[-1]
-    numpy_part = RNNResult(
-        settings=asdict(rnn),
-        parameters=model.num_parameters(),
-        epochs=epochs,
-        final={"val_loss": last.val_loss, "val_bpc": last.val_bpc, "val_accuracy": last.val_accuracy},
-        train_seconds=sum(e.train_seconds for e in epochs),
-        eval_seconds=sum(e.eval_seconds for e in epochs),
-        seconds_per_epoch=sum(e.train_seconds for e in epochs) / len(epochs),
-    )
-    lstm_part = None
+    def run(spec: Spec, ctx: RunContext) -> dict[str, Any]:
+        if spec.params["model"] == "numpy-rnn":
+            model, epochs = fit_rnn(data.train, val_streams, len(SYMBOLS), rnn, progress)
+            last = epochs[-1]
+            return {"numpy_rnn": asdict(RNNResult(
+                settings=asdict(rnn),
+                parameters=model.num_parameters(),
+                epochs=epochs,
+                final={"val_loss": last.val_loss, "val_bpc": last.val_bpc, "val_accuracy": last.val_accuracy},
+                train_seconds=sum(e.train_seconds for e in epochs),
+                eval_seconds=sum(e.eval_seconds for e in epochs),
+                seconds_per_epoch=sum(e.train_seconds for e in epochs) / len(epochs),
+            ))}
+        return {"lstm": asdict(_train_lstm(lstm_task, val_streams, lstm_steps, rnn.seed, threads, out_dir, progress))}
+
+    # The two models are the Study's two runs: under out_dir/reference/runs.jsonl, so that a stopped
+    # comparison (the numpy RNN takes long) resumes with the model that had not finished.
+    shared = {"corpus": corpus, "reduced_sha256": data.reduced_sha256, "val_fraction": val_fraction,
+              "eval_streams": eval_streams, "rnn": asdict(rnn)}
+    specs = [Spec(PART, {"model": "numpy-rnn", **shared}, rnn.seed, title="numpy RNN")]
     if lstm_task is not None:
-        lstm_part = _train_lstm(lstm_task, val_streams, lstm_steps, rnn.seed, threads, out_dir, progress)
+        specs.append(Spec(PART, {"model": "lstm", "lstm_steps": lstm_steps, **shared}, rnn.seed, title="LSTM"))
+    with ExitStack() as stack:
+        folder = Path(out_dir) if out_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        study = Study("reference", [Part(PART, specs)], run, folder,
+                      threads=threads if threads is not None else torch.get_num_threads())
+        study.run()
+        records = {r["params"]["model"]: r for r in study.records(PART)}
+    numpy_part = RNNResult.from_dict(records["numpy-rnn"]["numpy_rnn"])
+    lstm_part = LSTMResult(**records["lstm"]["lstm"]) if "lstm" in records else None
 
     counts = np.bincount(data.train, minlength=len(SYMBOLS))
     majority = int(counts.argmax())
