@@ -256,3 +256,25 @@ def test_evaluation_applies_the_order_the_run_stored_and_a_resume_refuses_anothe
     loaded.config["task_config"]["permutation"] = [0] * 64
     with pytest.raises(CorpusError, match="not a permutation"):
         evaluate_saved(loaded, CPU)
+
+
+# --------------------------------------------------------------------------- the momentum-digits study's pairing
+
+
+def test_steps_to_the_lstms_best_are_paired_by_seed_and_a_miss_ranks_past_the_budget() -> None:
+    from chargen.experiments.momentum_digits import EVAL_EVERY, paired, steps_to_reach
+
+    def record(arm: str, seed: int, losses: list[float], phase: str = "report") -> dict[str, Any]:
+        curve = [[EVAL_EVERY * (i + 1), loss] for i, loss in enumerate(losses)]
+        return {"seed": seed, "params": {"phase": phase, "arm": arm, "steps": EVAL_EVERY * len(losses)},
+                "val_curve": curve, "best_val_loss": min(losses)}
+
+    assert steps_to_reach([[50, 2.0], [100, 1.0], [150, 0.5]], 1.0, 150) == (100, True)
+    assert steps_to_reach([[50, 2.0]], 1.0, 50) == (50 + EVAL_EVERY, False)
+    records = [record("lstm", 0, [2.0, 1.0, 0.8]), record("momentum-lstm", 0, [1.5, 0.7, 0.6]),
+               record("lstm", 1, [2.0, 0.5, 0.9]), record("momentum-lstm", 1, [1.0, 0.9, 0.6]),
+               record("momentum-lstm", 2, [0.1, 0.1, 0.1]),  # no LSTM run of seed 2: nothing to pair with
+               record("lstm", 0, [0.1, 0.1, 0.1], phase="select")]  # selection runs are never reported
+    got = {(r["params"]["arm"], r["seed"]): (r["steps_to_target"], r["reached"]) for r in paired(records)}
+    assert got == {("lstm", 0): (150, True), ("momentum-lstm", 0): (100, True),
+                   ("lstm", 1): (100, True), ("momentum-lstm", 1): (150 + EVAL_EVERY, False)}
