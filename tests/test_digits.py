@@ -142,6 +142,9 @@ def test_cli_bad_options_name_their_flags(tmp_path: Path) -> None:
     for args, line in cases:
         result = runner.invoke(app, ["train", *args, "--steps", "1", "--out", str(tmp_path / "r")])
         assert result.exit_code == 2 and result.output.strip().splitlines() == [line]
+    result = runner.invoke(app, ["study", "momentum-digits", "--minutes", "1", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        "error: study momentum-digits compares steps to a target: it runs a step budget (2000), not --minutes"]
 
 
 # --------------------------------------------------------------------------- the data, with scikit-learn
