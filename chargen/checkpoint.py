@@ -397,7 +397,7 @@ class RunLock:
         who = f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}, since {owner.get('since', '?')}"
         return (
             f"{self.path.parent} is in use by another training run ({who}); wait for it or pick another "
-            f"run_dir (if no run is using it, delete {self.path})"
+            f"{{run_dir}} (if no run is using it, delete {self.path})"
         )
 
 

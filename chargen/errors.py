@@ -8,12 +8,16 @@ text or a language the model does not know); 128 + N when signal N stopped it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class ChargenError(Exception):
     """A failure the user can fix; the CLI prints ``label: message`` as one line and exits ``exit_code``.
 
     Messages name the library's parameters (``hidden_size``), as a notebook user calls them; ``params``
     lists the ones a message names, so that the CLI can put its own flags (``--hidden``) in their place.
+    A message may mark where it names a parameter as ``{hidden_size}``: ``str()`` shows the name, the
+    CLI its flag, and words of the prose that happen to spell a parameter are never touched.
     """
 
     exit_code = 1
@@ -25,6 +29,21 @@ class ChargenError(Exception):
 
     def __reduce__(self) -> tuple[object, ...]:  # keep ``params`` across pickling (errors cross processes)
         return type(self), self.args, self.__dict__
+
+    def __str__(self) -> str:
+        return self.render(lambda param: param)
+
+    def marks_params(self) -> bool:
+        """Whether the message marks the parameters it names (``{param}``) rather than naming them in prose."""
+        text = super().__str__()
+        return any("{" + param + "}" in text for param in self.params)
+
+    def render(self, name: Callable[[str], str | None]) -> str:
+        """The message with each marked parameter ``{param}`` written as ``name(param)`` (itself when None)."""
+        text = super().__str__()
+        for param in self.params:
+            text = text.replace("{" + param + "}", name(param) or param)
+        return text
 
 
 class UsageError(ChargenError):

@@ -28,6 +28,7 @@ from chargen.checkpoint import Loaded
 from chargen.errors import UsageError
 from chargen.generation.kvcache import KVCacheStepper, WindowStep
 from chargen.models import CharLM, TransformerLM
+from chargen.outputs import check_file, write_bytes
 
 FORMATS = ("torchscript", "onnx")
 
@@ -81,28 +82,22 @@ def _check(loaded: Loaded) -> CharLM | TransformerLM:
     return model
 
 
-def export(loaded: Loaded, fmt: str, out: Path) -> Path:
-    """Write the next-character step of ``loaded`` to ``out`` in ``fmt`` (torchscript or onnx)."""
+def exported(loaded: Loaded, fmt: str) -> bytes:
+    """The next-character step of ``loaded`` as the bytes of a ``fmt`` file (torchscript or onnx)."""
     if fmt not in FORMATS:
         raise UsageError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     model = _check(loaded)
     step = WindowStep(copy.deepcopy(model).cpu().eval()) if isinstance(model, TransformerLM) else NextCharStep(model)
-    inputs = example_inputs(model)
     meta = json.dumps(metadata(loaded), ensure_ascii=False)
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise UsageError(f"out: cannot write {out}: {out.parent} is not a directory")
-    # written beside the target and renamed, so a failed export leaves nothing behind
-    part = out.with_name(f".{out.name}.part")
-    try:
-        # the state's batch axis: (layers, N, size) for a recurrent model, (N, ...) for a transformer's window
-        part.write_bytes(_serialise(step, inputs, meta, fmt, 0 if isinstance(model, TransformerLM) else 1))
-        part.replace(out)
-    except OSError as e:
-        raise UsageError(f"out: cannot write {out}: {e.strerror or e}") from None
-    finally:
-        part.unlink(missing_ok=True)
-    return out
+    # the state's batch axis: (layers, N, size) for a recurrent model, (N, ...) for a transformer's window
+    return _serialise(step, example_inputs(model), meta, fmt, 0 if isinstance(model, TransformerLM) else 1)
+
+
+def export(loaded: Loaded, fmt: str, out: Path, *, force: bool = False) -> Path:
+    """Write the next-character step of ``loaded`` to ``out`` in ``fmt`` (torchscript or onnx), by
+    ``chargen.outputs``' rules: never over a run's files or a device, an existing file only with ``force``."""
+    check_file(out, param="out", force=force)  # before the work: a refusal costs nothing
+    return write_bytes(out, exported(loaded, fmt), param="out", force=force)
 
 
 def _serialise(step: nn.Module, inputs: tuple[Tensor, ...], meta: str, fmt: str, state_batch_axis: int = 1) -> bytes:
@@ -119,7 +114,7 @@ def _serialise(step: nn.Module, inputs: tuple[Tensor, ...], meta: str, fmt: str,
     try:
         import onnx
     except ImportError:
-        raise UsageError("ONNX export needs the onnx package: pip install 'chargen[export]'") from None
+        raise UsageError("ONNX export needs the onnx package: install the export extra (pip install -e '.[export]' in the chargen checkout)") from None
     info = json.loads(meta)
     dynamic = {name: {0: "batch"} for name in info["outputs"][:2]}
     dynamic.update({"ids": {0: "batch"}})
@@ -150,7 +145,7 @@ def load_runner(path: Path, fmt: str) -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise UsageError("running an ONNX export needs onnxruntime: pip install 'chargen[export]'") from None
+        raise UsageError("running an ONNX export needs onnxruntime: install the export extra (pip install -e '.[export]' in the chargen checkout)") from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 

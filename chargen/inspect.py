@@ -282,18 +282,34 @@ def colour_scale(values: list[float], what: str) -> float:
     return 1.0
 
 
-def html_page(tr: Trace, *, unit: int, what: str = "h", layer: int | None = None, top: int = 5,
+def surprise(tr: Trace) -> list[float]:
+    """Per character, how surprised the model was by it: -log p (nats) given the text before it (0 for the first)."""
+    ids = torch.tensor(tr.vocab.encode(tr.text[1:]), dtype=torch.long)
+    logp = torch.log_softmax(tr.logits[:-1].double(), dim=-1).gather(1, ids.view(-1, 1)).view(-1)
+    return [0.0, *(-logp).tolist()]
+
+
+def html_page(tr: Trace, *, unit: int | None, what: str = "h", layer: int | None = None, top: int = 5,
               title: str = "chargen inspect") -> str:
-    """A self-contained HTML page: the text coloured by one unit's activation, the top guesses on hover."""
-    values = tr.activation(unit, what, layer).tolist()
-    scale = colour_scale(values, what)
+    """A self-contained HTML page: the text coloured by one unit's activation (or, with no unit, by the
+    model's surprise at each character), the top guesses on hover."""
     guesses = tr.top(top)
     layer_n = layer or tr.num_layers
+    if unit is None:
+        values = surprise(tr)
+        scale = max(values, default=1.0) or 1.0
+        label, heading = "surprise (nats)", "how surprised the model was by each character (-log p; white: expected)"
+    else:
+        values = tr.activation(unit, what, layer).tolist()
+        scale = colour_scale(values, what)
+        label, heading = f"{what}[{layer_n}][{unit}]", f"Unit {unit} of layer {layer_n}, <b>{what}</b>"
     spans = []
     for ch, v, g in zip(tr.text, values, guesses):
-        tip = f"{what}[{layer_n}][{unit}] = {v:+.3f}\nnext:\n" + "\n".join(f"  {c!r} {p:.3f}" for c, p in g)
+        tip = f"{label} = {v:+.3f}\nnext:\n" + "\n".join(f"  {c!r} {p:.3f}" for c, p in g)
         shown = "↵\n" if ch == "\n" else html.escape(ch)
         spans.append(f'<span style="background:{activation_colour(v, scale)}" title="{html.escape(tip, quote=True)}">{shown}</span>')
+    # surprise is never negative: its legend starts at 0
+    negative = "" if unit is None else f'<span style="background:{activation_colour(-scale, scale)}">{-scale:+.2f}</span>'
     data = json.dumps({"unit": unit, "what": what, "layer": layer_n}, ensure_ascii=True)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -305,8 +321,8 @@ pre span:hover {{ outline: 1px solid #333; }}
 </style></head>
 <body data-inspect='{html.escape(data, quote=True)}'>
 <h1>{html.escape(title)}</h1>
-<p>Unit {unit} of layer {layer_n}, <b>{what}</b>; hover a character for its value and the model's top {top} next characters.</p>
-<p class="legend"><span style="background:{activation_colour(-scale, scale)}">{-scale:+.2f}</span><span style="background:#ffffff">0</span><span style="background:{activation_colour(scale, scale)}">{scale:+.2f}</span></p>
+<p>{heading}; hover a character for its value and the model's top {top} next characters.</p>
+<p class="legend">{negative}<span style="background:#ffffff">0</span><span style="background:{activation_colour(scale, scale)}">{scale:+.2f}</span></p>
 <pre>{''.join(spans)}</pre>
 </body></html>
 """

@@ -97,18 +97,33 @@ def check_batch_size(batch_size: int) -> None:
 SMALL_MODEL = 2_000_000  # parameters: below this, one thread beats several (per-op overhead dominates)
 
 
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` if it is a thread count this machine can use: from 1 to its cores (torch crashes, not
+    errs, on absurd counts: 100,000 threads is a segmentation fault)."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UsageError(f"{{threads}} must be at least 1, got {threads}", params="threads")
+    if threads > cores():
+        raise UsageError(f"{{threads}} must be at most {cores()}, the CPU cores this process may use; got {threads:,}",
+                         params="threads")
+    return threads
+
+
 def choose_threads(threads: int | None = None, parameters: int | None = None, processes: int = 1) -> int:
-    """Torch CPU threads on purpose, not "every core": ``threads`` when given; else one for small models
-    and generation (a second thread mostly spins, and on a busy machine costs several times the time);
-    else this process's share of the cores, so that processes x threads <= cores."""
+    """Torch CPU threads on purpose, not "every core": ``threads`` when given (1 to the cores); else one
+    for small models and generation (a second thread mostly spins, and on a busy machine costs several
+    times the time); else this process's share of the cores, so that processes x threads <= cores."""
     if threads is not None:
-        if threads < 1:
-            raise UsageError(f"threads must be at least 1, got {threads}")
-        return threads
+        return check_threads(threads) or 1
     if parameters is not None and parameters < SMALL_MODEL:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, processes))
+    return max(1, cores() // max(1, processes))
 
 
 def use_threads(threads: int | None = None, parameters: int | None = None, processes: int = 1) -> int:

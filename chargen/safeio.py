@@ -8,9 +8,12 @@ with an ``OSError`` whose ``strerror`` says what was wrong, so callers that alre
 
 from __future__ import annotations
 
+import codecs
 import errno
+import io
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -83,3 +86,52 @@ def is_plain_file(path: Path) -> bool:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+class NotText(OSError):
+    """Bytes that are not UTF-8 text; ``strerror`` names the offending byte and its offset in the file."""
+
+
+TEXT_BLOCK = 1 << 16  # bytes read at a time: a text of any length streams in constant memory
+_LONG_LINE = 1 << 20  # characters: a longer line is cut before an ASCII character (never part of a composition)
+_HUGE_LINE = 1 << 24
+
+
+def text_blocks(stream: BinaryIO, name: str, block: int = TEXT_BLOCK) -> Iterator[str]:
+    """The UTF-8 text of ``stream`` (a BOM dropped) in pieces that end at line breaks, so that lines stay
+    whole and Unicode normalisation piece by piece equals normalising the whole.
+
+    A byte that is not UTF-8 raises ``NotText`` naming its offset in the file, not in the piece being decoded.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    consumed = 0  # bytes handed to the decoder so far
+    pending = ""
+    while True:
+        data = stream.read(block)
+        buffered = len(decoder.getstate()[0])
+        try:
+            text = decoder.decode(data, final=not data)
+        except UnicodeDecodeError as e:
+            offset = consumed - buffered + e.start
+            bad = e.object[e.start:e.start + 1].hex() if isinstance(e.object, (bytes, bytearray)) else "?"
+            raise NotText(errno.EILSEQ, f"not UTF-8 text: byte 0x{bad} at offset {offset:,} ({e.reason})",
+                          name) from None
+        consumed += len(data)
+        pending += text
+        cut = pending.rfind("\n") + 1
+        if not cut and len(pending) > _LONG_LINE:
+            cut = next((i for i in range(len(pending) - 1, 0, -1) if pending[i] < "\x80"), 0)
+            if not cut and len(pending) > _HUGE_LINE:  # no ASCII in 16M characters: memory comes first
+                cut = len(pending)
+        if not data:
+            if pending:
+                yield pending
+            return
+        if cut:
+            yield pending[:cut]
+            pending = pending[cut:]
+
+
+def read_text(path: str | os.PathLike[str], limit: int) -> str:
+    """The whole UTF-8 text of a regular file of at most ``limit`` bytes (``NotText`` at the bad byte's offset)."""
+    return "".join(text_blocks(io.BytesIO(read_regular(path, limit)), str(path)))

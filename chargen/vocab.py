@@ -44,14 +44,33 @@ class Vocab:
         return list(dict.fromkeys(ch for ch in text if ch not in self.index))
 
     def encode(self, text: str, *, what: str = "text") -> list[int]:
-        """Ids of the characters of ``text``; a VocabularyError names any the model does not know."""
+        """Ids of the characters of ``text``; a VocabularyError names any the model does not know (and the
+        character to type instead, when the model knows a typographic twin of it)."""
         if missing := self.unknown(text):
             shown = " ".join(repr(ch) for ch in missing[:10])
             more = f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""
+            instead = [f"{' or '.join(twins)} for {ch!r}" for ch in missing
+                       if (twins := [t for t in TWINS.get(ch, ()) if t in self.index])]
+            hint = f"; this model writes {', '.join(instead)}" if instead else ""
             raise VocabularyError(
-                f"{what} has {len(missing)} character(s) outside the model's vocabulary: {shown}{more}"
+                f"{what} has {len(missing)} character(s) outside the model's vocabulary: {shown}{more}{hint}"
             )
         return [self.index[ch] for ch in text]
+
+    def typed(self, text: str) -> str:
+        """``text`` with the ASCII stand-ins a person types (' " -- ...) written as this vocabulary's own
+        characters (’ “ ” — …) where it lacks the ASCII ones; anything else is left as it is."""
+        out = text
+        if "..." in out and "." not in self.index and "…" in self.index:
+            out = out.replace("...", "…")
+        if "--" in out and "-" not in self.index:
+            dash = next((d for d in ("—", "–") if d in self.index), None)
+            out = out.replace("--", dash) if dash else out
+        for ascii_char, (opening, closing) in (("'", ("‘", "’")), ('"', ("“", "”"))):
+            if ascii_char in out and ascii_char not in self.index:
+                out = "".join(_quote(out, i, opening, closing, self.index) if ch == ascii_char else ch
+                              for i, ch in enumerate(out))
+        return out
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.tokens[i] for i in ids)
@@ -62,3 +81,15 @@ class Vocab:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Vocab:
         return cls(data["chars"], data.get("specials", ()))
+
+
+# What a person types for a typographic character, and the characters it may stand for.
+TWINS: dict[str, tuple[str, ...]] = {"'": ("’", "‘"), '"': ("“", "”"), "-": ("–", "—"), "`": ("‘",)}
+
+
+def _quote(text: str, i: int, opening: str, closing: str, index: dict[str, int]) -> str:
+    """The typographic quote for the ASCII one at ``text[i]``: opening after a space or at the start, else
+    closing (an apostrophe, as in "king's", is the closing one); the ASCII one if the vocabulary has neither."""
+    before = text[i - 1] if i else " "
+    wanted = opening if (before.isspace() or before in "([{") else closing
+    return wanted if wanted in index else (closing if closing in index else text[i])

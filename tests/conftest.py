@@ -12,16 +12,20 @@ import torch
 from chargen.paths import PROJECT_ROOT
 
 SHARED_MIRROR = PROJECT_ROOT.parent / "shared" / "corpora"
+KEPT_FROM_OUTSIDE = {"CHARGEN_MIRROR", "CHARGEN_HOME"}  # the corpora's mirror and cache (.ci/run sets both)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Tests never touch the network or the user's cache: the mirror (CI sets it; a checkout
     # beside ../shared finds it), a throwaway cache, and the offline switch.
+    # The user's own CHARGEN_* settings (CHARGEN_CHECKPOINTS, CHARGEN_HOME, CHARGEN_DEBUG...) never reach
+    # the suite: it sets the ones it needs. Only where the corpora come from is read from outside, on purpose.
+    for name in [n for n in os.environ if n.startswith("CHARGEN_") and n not in KEPT_FROM_OUTSIDE]:
+        del os.environ[name]
     if "CHARGEN_MIRROR" not in os.environ and SHARED_MIRROR.is_dir():
         os.environ["CHARGEN_MIRROR"] = str(SHARED_MIRROR)
     os.environ["CHARGEN_OFFLINE"] = "1"
     os.environ.setdefault("CHARGEN_HOME", str(Path(config.rootpath) / ".pytest_cache" / "chargen-home"))
-    os.environ.pop("CHARGEN_DEBUG", None)
     os.environ["COLUMNS"] = "200"  # rich wraps at the terminal width; keep CLI output on one line
     os.environ["NO_COLOR"] = "1"
 

@@ -58,6 +58,7 @@ LAYERS: dict[str, int] = {
     "chargen.vocab": 0,
     "chargen.paths": 0,
     "chargen.safeio": 0,  # bounded, non-blocking reads of regular files
+    "chargen.outputs": 0,  # the one checked, atomic way to write an output the user named
     "chargen.schema": 0,  # what a loaded config.json may hold
     "chargen.config": 0,  # TrainConfig: below the tasks that set its defaults and the resolver that builds it
     "chargen": 0,

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from chargen import checkpoint, schema
 from chargen.cli import app
-from chargen.errors import CheckpointError, TrainingError, UsageError
+from chargen.errors import CheckpointError, TrainingError, UsageError, VocabularyError
 from chargen.models import ModelConfig, build_model
 from chargen.safeio import FileTooLarge, NotRegularFile, open_regular, read_regular
 from chargen.sample import MAX_SEED, generate, nth_seed, sample_next
@@ -374,3 +374,60 @@ def test_help_and_version_into_a_full_disk_are_one_line(args: list[str]) -> None
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     assert err == "error: cannot write the output to stdout: No space left on device\n"
+
+
+# --------------------------------------------------------------------------- issue 26: what a person types
+
+
+def test_ascii_stand_ins_become_the_corpus_own_characters_only_where_it_lacks_them() -> None:
+    curly = Vocab("Tehkingsdaur ’‘“”—…,")
+    assert curly.typed("The king's 'dear' \"sun\" -- a...") == "The king’s ‘dear’ “sun” — a…"
+    plain = Vocab("Tehkings' \"-.")
+    assert plain.typed("The king's \"x\" -- ...") == "The king's \"x\" -- ..."  # it has them: nothing changes
+    with pytest.raises(VocabularyError, match="this model writes ’ or ‘ for \"'\""):
+        curly.encode("king's", what="the prime")
+
+
+def test_sample_maps_a_typed_apostrophe_and_says_so(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sample", "--prime", "The king's", "--length", "5", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("The king’s") and "model's own characters: The king’s" in result.stderr
+
+
+def test_a_run_finds_its_moved_training_text_by_corpus_and_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  one_torch_thread) -> None:
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "mine.txt").write_text(TALE, encoding="utf-8")
+    monkeypatch.chdir(here)
+    run = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "--corpus", "mine.txt", "--hidden", "8", "--embed", "4", "--layers", "1",
+                                  "--seq-len", "8", "--batch-size", "4", "--steps", "2", "--out", str(run), "--quiet"])
+    assert trained.exit_code == 0, trained.output
+    recorded = json.loads((run / checkpoint.CONFIG).read_text())["task_config"]["options"]["corpus"]
+    assert recorded == str(here / "mine.txt")  # absolute: found from any folder
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["evaluate", "--model", str(run)]).exit_code == 0
+    (here / "mine.txt").rename(tmp_path / "moved.txt")
+    gone = runner.invoke(app, ["evaluate", "--model", str(run)])
+    assert gone.exit_code == 1 and "no longer there (moved or deleted); point at it with --corpus" in gone.stderr
+    found = runner.invoke(app, ["evaluate", "--model", str(run), "--corpus", "moved.txt", "--json"])
+    assert found.exit_code == 0, found.output
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--corpus", "moved.txt", "--steps", "3", "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    config = json.loads((run / checkpoint.CONFIG).read_text())
+    assert config["step"] == 3 and config["task_config"]["options"]["corpus"] == str(tmp_path / "moved.txt")
+
+
+@pytest.mark.parametrize("prime", [None, "", "Once"])
+def test_lines_scored_side_by_side_equal_each_line_scored_alone(prime: str | None, one_torch_thread) -> None:
+    from chargen.score import score_lines, score_text
+
+    vocab = Vocab("\nOnce upatimlro")
+    model = build_model(ModelConfig(**{**TINY.to_dict(), "vocab_size": len(vocab)})).eval()
+    lines = ["Once upon a time", "", "a", "up", "time time time a miller", "Once"] * 5
+    batched = list(score_lines(model, vocab, lines, prime=prime, batch=4))
+    for (line, got), expected_line in zip(batched, lines):
+        alone, _ = score_text(model, vocab, line, prime=("\n" if prime is None else prime))
+        assert line == expected_line and got.chars == alone.chars
+        assert got.log_prob == pytest.approx(alone.log_prob, abs=1e-5)

@@ -214,7 +214,22 @@ def test_cli_inspect_json_html_heatmap_and_errors(tmp_path: Path, one_torch_thre
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
     table = runner.invoke(app, ["inspect", "--text", "ab", "--top", "2"])
     assert table.exit_code == 0 and "'a'" in table.stdout
-    bad = runner.invoke(app, ["inspect", "--text", "ab", "--html", str(tmp_path / "x.html")])
-    assert bad.exit_code == 2 and "give --unit" in bad.stderr
+    page = runner.invoke(app, ["inspect", "--text", "ab", "--html", str(tmp_path / "x.html")])  # no --unit: surprise
+    assert page.exit_code == 0 and "how surprised the model was" in (tmp_path / "x.html").read_text(encoding="utf-8")
+    again = runner.invoke(app, ["inspect", "--text", "ab", "--html", str(tmp_path / "x.html")])
+    assert again.exit_code == 2 and "already exists; pass --force" in again.stderr
+    assert runner.invoke(app, ["inspect", "--text", "ab", "--html", str(tmp_path / "x.html"), "--force"]).exit_code == 0
     assert runner.invoke(app, ["inspect", "--text", "ab", "--unit", "999"]).exit_code == 2
     assert runner.invoke(app, ["inspect", "--text", "a#b"]).exit_code == 1
+
+
+def test_surprise_is_the_scorers_log_probability_per_character(one_torch_thread: None) -> None:
+    from chargen.inspect import surprise
+    from chargen.score import score_text
+
+    loaded = checkpoint.load("grimm")
+    text = "The king said, ‘Go.’"
+    values = surprise(trace(loaded.model, loaded.vocab, text))
+    scored, _ = score_text(loaded.model, loaded.vocab, text)
+    assert values[0] == 0.0 and min(values) >= 0.0
+    assert sum(values) == pytest.approx(-scored.log_prob, rel=1e-4)

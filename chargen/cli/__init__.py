@@ -7,6 +7,9 @@ from chargen.cli.output import flush_stdout, output_failed
 # Each command module registers its commands on ``app`` when imported; this order is the help's order.
 from chargen.cli import train, sample, evaluate, score, corpora  # noqa: E402,F401
 from chargen.cli import classify, probe, compare, gradients, report, reference, inspect, serve, export, word2vec, momentum, study  # noqa: E402,F401
+from chargen.cli.ui import reflow_help  # noqa: E402
+
+reflow_help(app)
 
 
 def main() -> None:

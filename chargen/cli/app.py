@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Annotated, Any
 
@@ -62,6 +63,15 @@ class ChargenGroup(TyperGroup):
             command = e.ctx.command_path if e.ctx is not None else "chargen"
             _error_line("error", f"{e.format_message()} (see {command} --help)")
             raise typer.Exit(code=e.exit_code) from None
+        except OSError as e:
+            # A name over the file system's limit can reach any check of a path (even Path.is_dir raises it):
+            # wherever it does, it is the user's path, one line
+            if e.errno != errno.ENAMETOOLONG or os.environ.get("CHARGEN_DEBUG"):
+                raise
+            shown = str(e.filename or "")
+            where = f"{shown[:60]}...: " if len(shown) > 60 else f"{shown}: " if shown else ""
+            _error_line("error", f"{where}a file name in this path is longer than the file system allows")
+            raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             if os.environ.get("CHARGEN_DEBUG"):
                 raise

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from chargen.cli.app import app
+from chargen.cli.ui import THREADS_HELP, use_threads
 
 
 @app.command(rich_help_panel="Train and generate")
@@ -18,15 +19,16 @@ def classify(
     top: Annotated[int, typer.Option("--top", help="How many languages to show per name.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of {name, predictions: [{language, prob, log_prob}]}.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
-    threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models, and on a busy machine).")] = 1,
+    threads: Annotated[Optional[int], typer.Option(help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Guess the language of each surname: the top languages with their probabilities.
 
     The shipped classifier's probabilities are calibrated on the validation split (a 0.8 is
-    right about 80% of the time on held-out names; see README, "Calibration").
+    right about 80% of the time on held-out names).
 
-    Accented letters are folded to ASCII as in training. A name with no usable letter is
-    reported on stderr and the command exits 1 after answering the others.
+    The classifier knows names in Latin letters: accented letters are folded to ASCII as in
+    training; a name with no Latin letter (in another script, say) is reported on stderr and the
+    command exits 1 after answering the others.
 
     [dim]Examples:[/]
       chargen classify Schmidhuber Hinton
@@ -38,7 +40,7 @@ def classify(
 
     from chargen.cli.ui import err_console
     from chargen.errors import UsageError
-    from chargen.runtime import resolve_device, use_threads
+    from chargen.runtime import resolve_device
     from chargen.tasks.classify import classify_names
 
     if top < 1:
@@ -47,8 +49,8 @@ def classify(
     given = [n for n in given if n]
     if not given:
         raise UsageError("no names to classify (stdin was empty)")
-    use_threads(threads)
     loaded = checkpoint.load(model, task="classify", device=resolve_device(device))
+    use_threads(threads, loaded.model)
     results = classify_names(loaded, given, top=top)
     if as_json:
         sys.stdout.write(json.dumps(results, indent=2, ensure_ascii=False) + "\n")

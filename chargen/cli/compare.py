@@ -12,7 +12,7 @@ from rich.table import Table
 
 from chargen.cli.app import app
 from chargen.cli.ui import (CELLS_HELP, LazyBar, check_out_dir, download_progress, err_console, parse_duration,
-                            table_console, timestamped_dir)
+                            say, table_console, timestamped_dir)
 from chargen.errors import UsageError
 
 MODEL = "Model"
@@ -92,16 +92,16 @@ def compare(
     steps: Annotated[Optional[int], typer.Option(help="Step budget per run (default: the task's).", rich_help_panel=BUDGET)] = None,
     time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock budget per run, e.g. 90s, 2m.", rich_help_panel=BUDGET)] = None,
     corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="Corpus name or text file (lm; classify/generate: the names corpus).", rich_help_panel=DATA)] = None,
-    length: Annotated[Optional[int], typer.Option(help="Palindrome task: palindrome length T.", rich_help_panel=DATA)] = None,
-    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="LM: characters per truncated-BPTT chunk.", rich_help_panel=DATA)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Sequences per batch.", rich_help_panel=DATA)] = None,
-    hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
-    layers: Annotated[Optional[int], typer.Option(help="Stacked recurrent layers.", rich_help_panel=MODEL)] = None,
-    embed: Annotated[Optional[int], typer.Option(help="Character embedding size.", rich_help_panel=MODEL)] = None,
-    mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum mu.", rich_help_panel=MODEL)] = None,
-    step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s.", rich_help_panel=MODEL)] = None,
+    length: Annotated[Optional[int], typer.Option(help="Palindrome task: palindrome length T. Default: 10.", rich_help_panel=DATA)] = None,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="LM: characters per truncated-BPTT chunk. Default: the task's (30).", rich_help_panel=DATA)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Sequences per batch. Default: the task's.", rich_help_panel=DATA)] = None,
+    hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer. Default: the task's.", rich_help_panel=MODEL)] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Stacked recurrent layers. Default: the task's.", rich_help_panel=MODEL)] = None,
+    embed: Annotated[Optional[int], typer.Option(help="Character embedding size. Default: the task's.", rich_help_panel=MODEL)] = None,
+    mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum mu. Default: 0.6.", rich_help_panel=MODEL)] = None,
+    step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s. Default: as --mu.", rich_help_panel=MODEL)] = None,
     init: Annotated[Optional[str], typer.Option(help="Weight init of every cell: [b]pytorch[/] or [b]paper[/] (orthogonal W_ih, identity W_hh, forget bias 2).", rich_help_panel=MODEL)] = None,
-    forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM-family cells: forget-gate bias at init, b_ih[f] + b_hh[f].", rich_help_panel=MODEL)] = None,
+    forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM-family cells: forget-gate bias at init, b_ih\\[f] + b_hh\\[f]. Default: the init's own (paper: 2; pytorch: uniform like the other biases).", rich_help_panel=MODEL)] = None,
     grid: Annotated[Optional[list[str]], typer.Option(help="Sweep instead (repeatable): [b]mu=0,0.3,0.6,0.9[/], [b]s=...[/], [b]lr=1e-3,3e-3[/], [b]forget-bias=...[/]; each variant at its best lr on validation, the mu=0, s=1 control always in.", rich_help_panel=MODEL, show_default=False)] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the task's).", rich_help_panel=BUDGET)] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Steps between validations (default: a twentieth of --steps).", rich_help_panel=BUDGET)] = None,
@@ -124,7 +124,7 @@ def compare(
     """
     from chargen.cells import resolve_cells
     from chargen.experiments.compare import CURVES_PNG, DEFAULT_CELLS, RESULTS_JSON, compare as run_compare
-    from chargen.runtime import resolve_seeds
+    from chargen.runtime import check_threads, resolve_seeds
     from chargen.tasks import build_task, task_names
     from chargen.tasks.resolve import resolve_options
 
@@ -132,6 +132,7 @@ def compare(
         raise UsageError(f"--task: unknown task {task!r}; known tasks: {', '.join(task_names())}")
     names = resolve_cells(cells or DEFAULT_CELLS)
     seed_list = resolve_seeds(seeds)
+    check_threads(threads)
     train: dict[str, Any] = {"device": device}
     if steps is not None:
         train["steps"] = steps
@@ -168,8 +169,8 @@ def compare(
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
         table_console().print(compare_table(result))
-    err_console.print(f"saved [bold]{out_dir / RESULTS_JSON}[/] and [bold]{out_dir / CURVES_PNG}[/] "
-                      f"({result.elapsed:.0f}s)", highlight=False)
+    say("saved [bold]{json}[/] and [bold]{png}[/] ({seconds:.0f}s)", json=out_dir / RESULTS_JSON,
+        png=out_dir / CURVES_PNG, seconds=result.elapsed)
 
 
 def sweep_table(result: dict[str, Any]) -> Table:
@@ -197,20 +198,35 @@ def _sweep(task: str, names: list[str], grid: list[str], seeds: list[int], task_
     from chargen.experiments.sweep import parse_grid
 
     parsed = parse_grid(grid)
+    _refuse_unused_grid_keys(parsed, names)
     if "lr" in parsed and "lr" in train:
         raise UsageError("give the learning rate either as --lr or in --grid lr=..., not both")
     for key in ("mu", "s", "forget_bias"):
         if key in parsed and key in model:
             raise UsageError(f"give {key} either as an option or in --grid, not both")
 
-    def say(message: str) -> None:
+    def sweep_line(message: str) -> None:
         if not quiet:
-            err_console.print(f"[dim]sweep:[/] {message}", highlight=False)
+            say("[dim]sweep:[/] {message}", message=message)
 
     result = compare_sweep(task, names, parsed, seeds, task_options=task_options, model=model, train=train,
-                           out_dir=out_dir, progress=say)
+                           out_dir=out_dir, progress=sweep_line)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
         table_console().print(sweep_table(result))
-    err_console.print(f"saved [bold]{out_dir / SWEEP_JSON}[/]", highlight=False)
+    say("saved [bold]{json}[/]", json=out_dir / SWEEP_JSON)
+
+
+def _refuse_unused_grid_keys(parsed: dict[str, list[float]], names: list[str]) -> None:
+    """A grid key no cell of --cells can take would sweep nothing (only the control would run): refused."""
+    from chargen.cells import CELLS, MomentumCell
+
+    momentum = [n for n in names if issubclass(CELLS[n], MomentumCell)]
+    for key in ("mu", "s"):
+        if key in parsed and set(parsed[key]) != {0.0 if key == "mu" else 1.0} and not momentum:
+            raise UsageError(f"--grid {key}=... sweeps momentum cells, and --cells {','.join(names)} has none; "
+                             f"add e.g. momentum-{names[0].split('-')[-1]}")
+    if "forget_bias" in parsed and not any(CELLS[n].gates == 4 for n in names):
+        raise UsageError(f"--grid forget-bias=... sweeps LSTM-family cells, and --cells {','.join(names)} has none "
+                         "(no forget gate)")

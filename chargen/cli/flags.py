@@ -16,7 +16,7 @@ FLAGS: dict[str, str] = {
     "eval_every": "--eval-every", "hidden_size": "--hidden", "lang": "--lang", "length": "--length", "lr": "--lr",
     "lstm_steps": "--lstm-steps", "num_layers": "--layers", "only": "--only", "optimizer": "--optimizer",
     "out_dir": "--out", "prime": "--prime", "rerun": "--rerun", "resume": "--resume", "sample_every": "--sample-every",
-"seeds": "--seeds", "seq_len": "--seq-len", "start": "--start", "steps": "--steps",
+    "seeds": "--seeds", "seq_len": "--seq-len", "start": "--start", "steps": "--steps",
     "temperature": "--temp", "text": "--text", "threads": "--threads", "threshold": "--threshold",
     "time_limit": "--time", "top": "--top", "top_k": "--top-k", "run_dir": "--out",
     "batch": "--batch", "n": "-n", "seed": "--seed", "names_file": "--names",
@@ -24,13 +24,16 @@ FLAGS: dict[str, str] = {
     "skip_unknown": "--skip-unknown", "greedy": "--greedy", "top_p": "--top-p", "min_p": "--min-p",
     "typical": "--typical", "repetition_penalty": "--repetition-penalty", "repetition_window": "--repetition-window",
     "no_repeat": "--no-repeat",
+    "max_copy": "--max-copy", "novelty": "--novelty", "pattern": "--pattern", "include": "--include",
     "init": "--init", "forget_bias": "--forget-bias", "mu": "--mu", "s": "--s", "grid": "--grid",
     "order": "--order", "init_from": "--init-from",
     "family": "--family", "n_layer": "--n-layer", "n_head": "--n-head", "d_model": "--d-model", "context": "--context",
     "positions": "--positions", "tie_weights": "--tie-weights",
     "minutes": "--minutes",
+    "force": "--force", "out": "--out", "file": "--file", "html_out": "--html", "heatmap": "--heatmap",
+    "markdown": "--markdown", "sample": "--sample",
 }
-COMMAND_FLAGS: dict[str, dict[str, str]] = {}
+COMMAND_FLAGS: dict[str, dict[str, str]] = {"score": {"file": "FILE"}}
 
 
 def flag_for(param: str, command: str | None = None) -> str | None:
@@ -39,7 +42,12 @@ def flag_for(param: str, command: str | None = None) -> str | None:
 
 
 def cli_message(error: ChargenError, command: str | None = None) -> str:
-    """``error``'s message with each parameter it names replaced by the command's flag for it."""
+    """``error``'s message with each parameter it names replaced by the command's flag for it.
+
+    A message that marks its parameters (``{resume}``) is rendered from the marks alone; an older one
+    that names them in prose gets its first mention of each replaced, never a word inside a phrase."""
+    if error.marks_params():
+        return error.render(lambda param: flag_for(param, command))
     message = str(error)
     for param in error.params:
         flag = flag_for(param, command)

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from chargen.cli.app import app
 from chargen.cli.output import OutputError
-from chargen.cli.ui import CELLS_HELP, LazyBar, check_out_dir, err_console, table_console, timestamped_dir
+from chargen.cli.ui import CELLS_HELP, LazyBar, THREADS_HELP, check_out_dir, err_console, say, use_threads, table_console, timestamped_dir
 
 
 def gradients_table(result: Any) -> Table:
@@ -54,10 +54,11 @@ def gradients(
     batch: Annotated[int, typer.Option(help="Sequences per seed.")] = 16,
     seeds: Annotated[int, typer.Option(help="Seeds (initial weights and sequences) to average over.")] = 3,
     text: Annotated[Optional[str], typer.Option(help="Read the sequences from this corpus or text file (default: random characters).")] = None,
-    mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum mu.")] = None,
-    step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s.")] = None,
+    mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum mu. Default: 0.6.")] = None,
+    step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s. Default: as --mu.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for gradients.json and gradients.png (default: checkpoints/gradients-<time>).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the per-cell summary as JSON instead of a table.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help=THREADS_HELP, show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Plot ||dL/dh_t|| against t for each cell: how far back the last step's loss reaches (vanishing gradients).
@@ -73,6 +74,7 @@ def gradients(
 
     names = resolve_cells(cells or DEFAULT_CELLS)
     seed_list = resolve_seeds(seeds)
+    use_threads(threads)
     cell_options = {k: v for k, v in {"mu": mu, "s": step_size}.items() if v is not None}
     bar = LazyBar("gradients", len(names), quiet)
 
@@ -93,4 +95,4 @@ def gradients(
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
         table_console().print(gradients_table(result))
-    err_console.print(f"saved [bold]{json_path}[/] and [bold]{png}[/]", highlight=False)
+    say("saved [bold]{json}[/] and [bold]{png}[/]", json=json_path, png=png)

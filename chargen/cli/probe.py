@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import CELLS_HELP, LazyBar, err_console, table_console, timestamped_dir
+from chargen.cli.ui import CELLS_HELP, LazyBar, check_out_dir, make_folder, say, table_console, timestamped_dir
 from chargen.errors import RunInterrupted, UsageError
 from chargen.tracking import write_json
 
@@ -105,7 +105,7 @@ def probe(
     lr: Annotated[float, typer.Option(help="RMSProp learning rate.", rich_help_panel=MODEL)] = 1e-3,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Palindromes per batch.", rich_help_panel=MODEL)] = 128,
     init: Annotated[str, typer.Option(help="Weight init: [b]paper[/] (orthogonal W_ih, identity W_hh, forget bias 2: what the cells can do) or [b]pytorch[/] (uniform; an LSTM stays near chance from T = 20 on the default budget).", rich_help_panel=MODEL)] = "paper",
-    forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM-family cells: forget-gate bias at init, b_ih[f] + b_hh[f].", rich_help_panel=MODEL)] = None,
+    forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM-family cells: forget-gate bias at init, b_ih\\[f] + b_hh\\[f]. Default: the init's own (paper: 2; pytorch: uniform like the other biases).", rich_help_panel=MODEL)] = None,
     mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum mu (default 0.6).", rich_help_panel=MODEL)] = None,
     step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s (default 0.6).", rich_help_panel=MODEL)] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads (these small nets gain little from more than 1, and lose badly on a busy machine).", rich_help_panel=GRID)] = 1,
@@ -126,7 +126,7 @@ def probe(
     """
     from chargen.plots import plot_accuracy_vs_length
     from chargen.cells import resolve_cells
-    from chargen.runtime import resolve_device, resolve_seeds
+    from chargen.runtime import check_threads, resolve_device, resolve_seeds
     from chargen.experiments.compare import DEFAULT_CELLS
     from chargen.experiments.probe import ProbeSettings, longest_kept, resolve_lengths, run_probe, summarise
 
@@ -143,11 +143,8 @@ def probe(
     for name in names:  # bad init, mu or s fail here, before any run
         ModelConfig(cell=name, engine="loop", **settings_for_cell(name, {"init": init, "forget_bias": forget_bias,
                                                                          "mu": mu, "s": step_size})).check()
-    out_dir = out or timestamped_dir("probe")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out: cannot create {out_dir}: {e.strerror or e}") from None
+    out_dir = check_out_dir(out or timestamped_dir("probe"), holds=(RESULTS_JSON, FIGURE_PNG))
+    check_threads(threads)
 
     bar = ProbeBar(len(names) * len(grid_lengths) * len(seed_list), quiet)
     try:
@@ -159,11 +156,11 @@ def probe(
             summary = summarise(bar.finished, names, grid_lengths)
             partial = {"cells": names, "lengths": grid_lengths, "seeds": seed_list, "runs": bar.finished,
                        "summary": summary, "longest_90": longest_kept(summary, names), "partial": True}
-            write_json(out_dir / PARTIAL_JSON, partial)
+            write_json(make_folder(out_dir) / PARTIAL_JSON, partial)
             raise RunInterrupted(f"{e}; the {len(bar.finished)} finished runs are in {out_dir / PARTIAL_JSON}",
                                  e.signum) from None
         raise
-    results_path = out_dir / RESULTS_JSON
+    results_path = make_folder(out_dir) / RESULTS_JSON
     write_json(results_path, results)
     figure = plot_accuracy_vs_length(results, out_dir / FIGURE_PNG)
     if as_json:
@@ -172,5 +169,5 @@ def probe(
         console = table_console()
         console.print(probe_table(results))
         console.print(probe_notes(results), style="dim")
-    err_console.print(f"[bold green]done[/] {len(results['runs'])} runs in {results['elapsed_s']:.0f}s; "
-                      f"saved [bold]{results_path}[/] and [bold]{figure}[/]", highlight=False)
+    say("[bold green]done[/] {runs:,} runs in {seconds:.0f}s; saved [bold]{results}[/] and [bold]{figure}[/]",
+        runs=len(results["runs"]), seconds=results["elapsed_s"], results=results_path, figure=figure)

@@ -17,12 +17,15 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.markup import escape
 from rich.table import Table
 
 from chargen.cli.app import app
 from chargen.cli.ui import (
+    check_out_dir,
     download_progress,
     err_console,
+    say,
     table_console,
     timestamped_dir,
 )
@@ -95,7 +98,7 @@ def results_table(result: Any) -> Table:
     """The two models side by side on the held-out positions, with the majority-symbol baseline."""
     data, rnn, lstm = result.data, result.numpy_rnn, result.lstm
     table = Table(
-        title=f"{data['corpus']} reduced to 27 symbols: {data['train_chars']:,} training symbols; held out the last "
+        title=f"{escape(str(data['corpus']))} reduced to 27 symbols: {data['train_chars']:,} training symbols; held out the last "
               f"{data['val_chars']:,} ({data['eval_positions']:,} positions in {data['eval_streams']} streams)",
         caption="accuracy: the fraction of held-out positions where the most likely next symbol is the one that comes next",
         title_justify="left", caption_justify="left",
@@ -111,7 +114,7 @@ def results_table(result: Any) -> Table:
     if lstm is not None:
         model = lstm.model
         table.add_row(
-            f"torch LSTM ({model['num_layers']}x{model['hidden_size']})", f"{lstm.parameters:,}",
+            f"torch LSTM ({model['num_layers']:d}x{model['hidden_size']:d})", f"{lstm.parameters:,}",
             f"{lstm.steps:,} steps ({lstm.epochs_seen:.1f} epochs)", f"{lstm.train_seconds:.0f}",
             f"{lstm.final['val_loss']:.4f}", f"{lstm.final['val_bpc']:.3f}", f"{100 * lstm.final['val_accuracy']:.2f}%",
         )
@@ -153,11 +156,14 @@ def numpy_rnn(
         os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
     from chargen.experiments.reference import RESULTS_JSON, run_reference
     from chargen.reference import RNNSettings
+    from chargen.runtime import check_threads
     from chargen.train import command_line
+
+    check_threads(threads)
 
     settings = RNNSettings(hidden_size=hidden, epochs=epochs, seq_len=seq_len, batch_size=batch_size, lr=lr,
                            clip=clip, seed=seed)
-    out_dir = out or timestamped_dir("reference")
+    out_dir = check_out_dir(out or timestamped_dir("reference"))
     bar = ReferenceBar(epochs, quiet)
     try:
         with download_progress(quiet) as fetch:
@@ -169,4 +175,4 @@ def numpy_rnn(
         sys.stdout.write(json.dumps({"results": str(out_dir / RESULTS_JSON), **result.to_dict()}, indent=1) + "\n")
     else:
         table_console().print(results_table(result))
-    err_console.print(f"saved [bold]{out_dir / RESULTS_JSON}[/] ({result.wall_seconds:.0f}s)", highlight=False)
+    say("saved [bold]{json}[/] ({seconds:.0f}s)", json=out_dir / RESULTS_JSON, seconds=result.wall_seconds)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from chargen.cli.app import app
-from chargen.cli.ui import LazyBar, err_console
+from chargen.cli.ui import LazyBar, check_out_dir, err_console, say
 
 
 class ReportProgress:
@@ -70,7 +70,9 @@ def report(
     """
     from chargen.report import build_report
 
+    check_out_dir(out)  # never a run directory, never inside a shipped model
+
     with ReportProgress(quiet) as progress:
         path, _ = build_report(out, quick=quick, rerun=rerun or (), only=only or (), callbacks=progress)
     if path is not None:
-        err_console.print(f"[bold green]done[/] {path}", highlight=False)
+        say("[bold green]done[/] {path}", path=path)

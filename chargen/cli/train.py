@@ -14,8 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from chargen.cli.app import app
 from chargen.cli.flags import flag_for
 from chargen.errors import UsageError
-from chargen.cli.ui import (CELL_NAMES, download_progress, err_console, parse_duration, sample_panel, say_note,
-                            timestamped_dir)
+from chargen.cli.ui import (CELL_NAMES, absolute_corpus, download_progress, err_console, parse_duration,
+                            relocated_corpus, sample_panel, say, say_note, timestamped_dir)
 
 MODEL = "Model"
 DATA = "Data"
@@ -95,9 +95,8 @@ class TrainProgress:
     def on_start(self, info: dict[str, Any]) -> None:
         self.unit = info["unit"]
         ranks = f" x {info['processes']} processes ({info['backend']})" if info.get("processes", 1) > 1 else ""
-        err_console.print(
-            f"[dim]{info['parameters']:,} parameters on {info['device']}{ranks} -> {info['run_dir']}[/]", highlight=False
-        )
+        say("[dim]{parameters:,} parameters on {device}{ranks} -> {run_dir}[/]", parameters=info["parameters"],
+            device=info["device"], ranks=ranks, run_dir=info["run_dir"])
         total = info["total_steps"]
         self.by_time = total is None
         self.started = time.perf_counter()
@@ -154,22 +153,22 @@ def train(
     task: Annotated[str, typer.Option(help="What to learn: [b]lm[/] (next character), [b]classify[/] or [b]generate[/] (surnames), [b]palindrome[/], [b]digits[/] (8x8 digits pixel by pixel).", rich_help_panel=DATA)] = "lm",
     seq_len: Annotated[Optional[int], typer.Option("--seq-len", help=f"Characters per truncated-BPTT chunk (LM). Default: {HELP_DEFAULTS['seq_len']} (a transformer: its --context).", rich_help_panel=DATA)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help=f"Sequences per batch (LM: contiguous streams). Default: {HELP_DEFAULTS['batch_size']}.", rich_help_panel=DATA)] = None,
-    batching: Annotated[Optional[Batching], typer.Option(help="LM batches: contiguous [b]streams[/] with carried state, or random [b]windows[/].", rich_help_panel=DATA)] = None,
-    length: Annotated[Optional[int], typer.Option("--length", help="Palindrome task: palindrome length T.", rich_help_panel=DATA)] = None,
-    permuted: Annotated[Optional[bool], typer.Option("--permuted", help="Digits task: read the pixels in one fixed shuffled order (permuted pixel-MNIST) instead of row by row.", rich_help_panel=DATA)] = None,
-    balance: Annotated[Optional[str], typer.Option(help="Classifier: class imbalance handling ([b]adjusted[/] logits, [b]weighted[/] loss, balanced [b]sampler[/], or [b]none[/]).", rich_help_panel=DATA)] = None,
-    balance_power: Annotated[Optional[float], typer.Option("--balance-power", help="Classifier: how far to balance, in [0, 1]: logits + power * log prior ([b]adjusted[/]), or weight ~ count^-power.", rich_help_panel=DATA)] = None,
-    char_dropout: Annotated[Optional[float], typer.Option("--char-dropout", help="Classifier: chance that a training character is blanked out (augmentation; 0 = off).", rich_help_panel=DATA)] = None,
+    batching: Annotated[Optional[Batching], typer.Option(help="LM batches: contiguous [b]streams[/] with carried state, or random [b]windows[/]. Default: streams.", rich_help_panel=DATA)] = None,
+    length: Annotated[Optional[int], typer.Option("--length", help="Palindrome task: palindrome length T. Default: 10.", rich_help_panel=DATA)] = None,
+    permuted: Annotated[Optional[bool], typer.Option("--permuted", help="Digits task: read the pixels in one fixed shuffled order (permuted pixel-MNIST) instead of row by row. Default: off.", rich_help_panel=DATA)] = None,
+    balance: Annotated[Optional[str], typer.Option(help="Classifier: class imbalance handling ([b]adjusted[/] logits, [b]weighted[/] loss, balanced [b]sampler[/], or [b]none[/]). Default: adjusted.", rich_help_panel=DATA)] = None,
+    balance_power: Annotated[Optional[float], typer.Option("--balance-power", help="Classifier: how far to balance, in [0, 1]: logits + power * log prior ([b]adjusted[/]), or weight ~ count^-power. Default: 0.5.", rich_help_panel=DATA)] = None,
+    char_dropout: Annotated[Optional[float], typer.Option("--char-dropout", help="Classifier: chance that a training character is blanked out (augmentation; 0 = off). Default: 0.", rich_help_panel=DATA)] = None,
     cell: Annotated[Optional[str], typer.Option(help=f"Recurrent cell from the registry: {CELL_NAMES}. Default: {HELP_DEFAULTS['cell']}.", rich_help_panel=MODEL)] = None,
-    engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels), [b]loop[/] (step-by-step reference) or [b]torch-cell[/] (a loop over nn.RNNCell, nn.LSTMCell or nn.GRUCell; rnn, lstm and gru).", rich_help_panel=MODEL)] = None,
+    engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels), [b]loop[/] (step-by-step reference) or [b]torch-cell[/] (a loop over nn.RNNCell, nn.LSTMCell or nn.GRUCell; rnn, lstm and gru). Default: fused.", rich_help_panel=MODEL)] = None,
     layers: Annotated[Optional[int], typer.Option(help=f"Stacked recurrent layers. Default: {HELP_DEFAULTS['layers']}.", rich_help_panel=MODEL)] = None,
     hidden: Annotated[Optional[int], typer.Option(help=f"Hidden units per layer. Default: {HELP_DEFAULTS['hidden']}.", rich_help_panel=MODEL)] = None,
     embed: Annotated[Optional[int], typer.Option(help=f"Character embedding size. Default: {HELP_DEFAULTS['embed']}.", rich_help_panel=MODEL)] = None,
     dropout: Annotated[Optional[float], typer.Option(help=f"Dropout between layers. Default: {HELP_DEFAULTS['dropout']}.", rich_help_panel=MODEL)] = None,
-    mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum coefficient mu.", rich_help_panel=MODEL)] = None,
-    step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s.", rich_help_panel=MODEL)] = None,
-    init: Annotated[Optional[str], typer.Option(help="Weight init: [b]pytorch[/] (uniform) or [b]paper[/] (MomentumRNN's: orthogonal W_ih, identity W_hh, forget bias 2).", rich_help_panel=MODEL)] = None,
-    forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM family: forget-gate bias at init, b_ih[f] + b_hh[f] (char-rnn: 1).", rich_help_panel=MODEL)] = None,
+    mu: Annotated[Optional[float], typer.Option(help="Momentum cells: momentum coefficient mu. Default: 0.6.", rich_help_panel=MODEL)] = None,
+    step_size: Annotated[Optional[float], typer.Option("--s", help="Momentum cells: step size s. Default: as --mu.", rich_help_panel=MODEL)] = None,
+    init: Annotated[Optional[str], typer.Option(help="Weight init: [b]pytorch[/] (uniform) or [b]paper[/] (MomentumRNN's: orthogonal W_ih, identity W_hh, forget bias 2). Default: pytorch.", rich_help_panel=MODEL)] = None,
+    forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM family: forget-gate bias at init, b_ih\\[f] + b_hh\\[f] (char-rnn: 1). Default: the init's own (paper: 2; pytorch: uniform like the other biases).", rich_help_panel=MODEL)] = None,
     learn_momentum: Annotated[bool, typer.Option("--learn-momentum", help="Momentum cells: learn mu and s.", rich_help_panel=MODEL)] = False,
     family: Annotated[Optional[str], typer.Option(help="Model family: [b]recurrent[/] (--cell and its options) [b]transformer[/] (a small causal transformer; its options below; lm and generate) or [b]ngram[/] (a Kneser-Ney count model of the lm task's text, fitted in seconds; --order). Default: recurrent.", rich_help_panel=MODEL)] = None,
     n_layer: Annotated[Optional[int], typer.Option("--n-layer", help=f"Transformer blocks. Default: {TRANSFORMER_HELP_DEFAULTS['n_layer']}.", rich_help_panel=TRANSFORMER)] = None,
@@ -193,7 +192,7 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Run directory. Default: a new folder checkpoints/CORPUS-TIME.", rich_help_panel=RUN)] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory exactly where it stopped; --steps/--time may extend it.", rich_help_panel=RUN)] = None,
     init_from: Annotated[Optional[str], typer.Option("--init-from", help="Fine-tune (LM): start from this model's weights (its best checkpoint), with a fresh optimiser; keeps its architecture and vocabulary.", rich_help_panel=RUN)] = None,
-    early_stop: Annotated[Optional[int], typer.Option("--early-stop", help="End the run after this many evaluations without a new best val_loss.", rich_help_panel=OPTIM)] = None,
+    early_stop: Annotated[Optional[int], typer.Option("--early-stop", help="End the run after this many evaluations without a new best val_loss. Default: off (the whole budget).", rich_help_panel=OPTIM)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or sample panels.", rich_help_panel=RUN)] = False,
 ) -> None:
     """Train a model and save it as a run directory (weights, config, logs, loss plot).
@@ -224,6 +223,8 @@ def train(
 
         _refuse_ignored_options(ctx)
         task_name, task_options, model_cfg, train_cfg = resume_settings(resume)
+        if isinstance(task_options.get("corpus"), str):  # a text that moved since: --corpus points at it again
+            task_options["corpus"] = relocated_corpus(task_options["corpus"], corpus, resume)
         extra_options = resume_options(resume)
         given = {**({k: v for k, v in budget.items()} if steps is not None or time_limit is not None else {}),
                  **({"early_stop": early_stop} if early_stop is not None else {}),
@@ -247,9 +248,9 @@ def train(
         train = {**budget, "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
                  "eval_every": eval_every, "sample_every": sample_every, "seed": seed, "device": device,
                  "deterministic": deterministic, "early_stop": early_stop, "threads": threads}
-        options = {"corpus": corpus, "seq_len": seq_len, "batch_size": batch_size,
-                   "batching": batching.value if batching else None, "length": length, "permuted": permuted, "balance": balance,
-                   "balance_power": balance_power, "char_dropout": char_dropout}
+        options = {"corpus": absolute_corpus(corpus), "seq_len": seq_len, "batch_size": batch_size,
+                   "batching": batching.value if batching else None, "length": length, "permuted": permuted,
+                   "balance": balance, "balance_power": balance_power, "char_dropout": char_dropout}
         if init_from is not None:
             from chargen.tasks.resolve import resolve_options, resolve_train
 
@@ -289,10 +290,10 @@ def train(
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
     if is_main_process():  # under torchrun, rank 0 speaks for every rank
         err_console.print(f"[bold green]done[/] step {result.step:,} in {result.elapsed:.0f}s  {metrics}", highlight=False)
-        err_console.print(f"saved to [bold]{result.run_dir}[/]", highlight=False)
+        say("saved to [bold]{run_dir}[/]", run_dir=result.run_dir)
         if result.best_step is not None and (result.run_dir / "best").is_dir():
-            err_console.print(f"best val_loss {result.best_val_loss:.4f} at step {result.best_step:,} in "
-                              f"[bold]{result.run_dir / 'best'}[/] (sample and evaluate use it)", highlight=False)
+            say("best val_loss {loss:.4f} at step {step:,} in [bold]{best}[/] (sample and evaluate use it)",
+                loss=result.best_val_loss, step=result.best_step, best=result.run_dir / "best")
 
 
 NGRAM_OPTIONS = {"family", "order", "task", "corpus", "out", "quiet"}  # what an n-gram run takes
@@ -345,7 +346,7 @@ def _parent_settings(init_from: str, task_name: str, model_options: dict[str, An
     return parent, note, model_cfg
 
 
-RESUME_OPTIONS = {"resume", "steps", "time_limit", "quiet", "threads", "early_stop"}  # what --resume takes; the run fixes the rest
+RESUME_OPTIONS = {"resume", "steps", "time_limit", "quiet", "threads", "early_stop", "corpus"}  # what --resume takes; the run fixes the rest
 
 
 def _refuse_ignored_options(ctx: typer.Context) -> None:
@@ -354,7 +355,7 @@ def _refuse_ignored_options(ctx: typer.Context) -> None:
     if given:
         flags = ", ".join(given)
         raise UsageError(f"--resume continues the run with its recorded settings; it takes only --steps, --time, "
-                         f"--early-stop, --threads and --quiet, so {flags} would be ignored: leave {'it' if len(given) == 1 else 'them'} out "
+                         f"--early-stop, --threads, --quiet and --corpus (its moved text), so {flags} would be ignored: leave {'it' if len(given) == 1 else 'them'} out "
                          "(or start a new run with --out)")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import time
@@ -13,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
+from rich.text import Text
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -24,7 +26,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from chargen.errors import UsageError
+from chargen.errors import CorpusError, UsageError
+from chargen.outputs import check_folder, make_folder  # noqa: F401 - make_folder: for the commands
 from chargen.paths import checkpoints_dir
 
 # Cell names come from the registry (chargen.cells.CELLS) when the command runs: importing it here would
@@ -68,34 +71,45 @@ def parse_duration(text: str) -> float:
 MAX_DURATION = 366 * 86400
 
 
-def check_out_dir(path: Path) -> Path:
-    """Refuse an output folder that cannot be made or written, before any work (and without creating it),
-    so a bad --out is one line up front, not a traceback after the runs."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out: {path} is a file, not a folder")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"--out: cannot create {path}: {existing} is a file, not a folder")
-    created: list[Path] = []
-    try:  # the only sure test is to try: make the missing folders, then remove them again
-        for folder in reversed([path, *path.parents]):
-            if not folder.exists():
-                folder.mkdir()
-                created.append(folder)
-        probe = path / f".chargen-write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"--out: cannot create {path}: {e.strerror or e}") from None
-    finally:
-        for folder in reversed(created):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-    return path
+def check_out_dir(path: Path, holds: tuple[str, ...] = ()) -> Path:
+    """Refuse an output folder that cannot be made or written, or that is a run's, before any work (and
+    without creating it), so a bad --out is one line up front, not a traceback after the runs."""
+    return check_folder(path, param="out", holds=holds)
+
+
+def markup(template: str, **values: object) -> str:
+    """Rich markup with ``{name}`` fields filled from ``values``: strings and paths escaped, so that a path
+    such as ``run[/]`` or ``notes [draft]`` is shown as typed, never read as markup (numbers keep their
+    format specs: ``{step:,}``)."""
+    return template.format(**{k: v if isinstance(v, (int, float)) else escape(str(v)) for k, v in values.items()})
+
+
+def say(template: str, **values: object) -> None:
+    """One line on stderr from ``markup(template, **values)``."""
+    err_console.print(markup(template, **values), highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def working(message: str, quiet: bool = False) -> Iterator[None]:
+    """A spinner with ``message`` and the seconds elapsed on stderr (a terminal only) while a long step runs
+    that reports no progress of its own; it leaves no line behind."""
+    if quiet or not err_console.is_terminal:
+        yield
+        return
+    with err_console.status(escape(message) + "...", spinner="dots"):
+        yield
+
+
+THREADS_HELP = ("Torch CPU threads, 1 to this machine's cores. Default: 1 for models under 2M parameters "
+                "(more threads only spin), else the cores.")
+
+
+def use_threads(threads: int | None, model: Any = None) -> int:
+    """The one thread rule of every command: ``--threads`` if given (bounded by the cores), else by the model's size."""
+    from chargen.runtime import use_threads as set_threads
+
+    parameters = sum(p.numel() for p in model.parameters()) if model is not None else 0
+    return set_threads(threads, parameters)
 
 
 @contextmanager
@@ -144,7 +158,7 @@ def grid_progress(description: str, total: int, quiet: bool = False) -> Progress
 
 
 def sample_panel(step: int, loss: float, text: str) -> Panel:
-    return Panel(text, title=f"sample at step {step:,} (loss {loss:.3f})", title_align="left",
+    return Panel(Text(text), title=f"sample at step {step:,} (loss {loss:.3f})", title_align="left",
                  border_style="cyan", expand=False)
 
 
@@ -187,3 +201,93 @@ class LazyBar:
     def __exit__(self, *exc: object) -> None:
         if self.started:
             self.progress.stop()
+
+
+EXAMPLES = "[dim]Examples:[/]"
+
+
+def reflow(doc: str) -> str:
+    """A command's help as rich renders it well at any width: each prose paragraph on one line (rich wraps
+    it; a docstring's own line breaks would break sentences in the middle at 80 columns), examples kept
+    line by line under one ``Examples:`` heading, each indented by two spaces."""
+    paragraphs = [p for p in (inspect.cleandoc(doc) if doc else "").split("\n\n") if p.strip()]
+    out: list[str] = []
+    examples = False
+    for paragraph in paragraphs:
+        lines = paragraph.splitlines()
+        heading = re.fullmatch(r"\[(dim|bold)\]Examples:?\[/\]:?", lines[0].strip())
+        if heading or examples:
+            body = lines[1:] if heading else lines
+            shown = [wrapped for line in body if line.strip() for wrapped in _example_lines(line.strip())]
+            if heading:
+                out.append("\n".join([EXAMPLES, *shown]) if shown else EXAMPLES)
+                examples = not shown  # a heading alone: the examples are the next paragraph
+            else:
+                out[-1] = "\n".join([out[-1], *shown])
+                examples = False
+            continue
+        out.append(" ".join(line.strip() for line in lines))
+    if len(out) > 1 and out[1].startswith(EXAMPLES):
+        # typer dedents the text after the summary as a block: a blank first line keeps the examples' indent
+        out[1] = "\n" + out[1]
+    return "\n\n".join(out)
+
+
+EXAMPLE_WIDTH = 74  # 80 columns less the margin, the indent and a continuation's " \\"
+
+
+def _example_lines(command: str) -> list[str]:
+    """One example, indented by two spaces; one longer than 80 columns is continued with `` \\`` before an
+    option (still a command a shell runs as pasted), never wrapped by the terminal in the middle of a word.
+    A trailing comment goes on its own line above the command."""
+    found = re.search(r"\s+(\[dim\])?#\s*(.*?)(\[/\])?$", command)
+    comment = [f"  [dim]# {found.group(2)}[/]"] if found else []
+    words = re.findall(r"(?:'[^']*'|\"[^\"]*\"|\S)+", command[: found.start()] if found else command)
+    lines: list[list[str]] = [[]]
+    for word in words:
+        width = EXAMPLE_WIDTH - (2 if len(lines) > 1 else 0)
+        if lines[-1] and len(" ".join([*lines[-1], word])) > width:
+            current = lines[-1]
+            # carry the option a value belongs to onto the next line with it
+            cut = len(current) - 1 if current[-1].startswith("-") and not word.startswith("-") else len(current)
+            lines[-1] = current[:cut]
+            lines.append(current[cut:])
+        lines[-1].append(word)
+    shown = [" ".join(line) for line in lines if line]
+    return comment + [("  " if i == 0 else "    ") + line + (" \\" if i < len(shown) - 1 else "")
+                      for i, line in enumerate(shown)]
+
+
+def reflow_help(typer_app: Any) -> None:
+    """``reflow`` every command's help, in ``typer_app`` and its groups (once, when the CLI is assembled)."""
+    for command in typer_app.registered_commands:
+        command.help = reflow(command.help or (command.callback.__doc__ if command.callback else "") or "")
+    for group in typer_app.registered_groups:
+        reflow_help(group.typer_instance)
+
+
+def absolute_corpus(corpus: str | None) -> str | None:
+    """A corpus that names a file, as its absolute path (what the run records, so that it can be found from
+    any folder later); a registered name, or anything that is not a file, as given."""
+    from chargen.data.corpora import load_registry
+
+    if corpus is None or corpus in load_registry():
+        return corpus
+    path = Path(corpus).expanduser()
+    try:
+        return str(path.resolve()) if path.is_file() else corpus
+    except OSError:
+        return corpus  # the loader says what is wrong with it
+
+
+def relocated_corpus(recorded: str, given: str | None, run: Path) -> str:
+    """The training text of ``run``: ``given`` (--corpus) when the user points at it again, else the path the
+    run recorded; a recorded file that is gone is one line saying so (its sha256 then checks a --corpus)."""
+    from chargen.data.corpora import load_registry
+
+    if given is not None:
+        return absolute_corpus(given) or given
+    if recorded in load_registry() or Path(recorded).expanduser().exists():
+        return recorded
+    raise CorpusError(f"the training text of {run} was {recorded}, which is no longer there (moved or deleted); "
+                     "point at it with --corpus PATH (it is checked against the sha256 the run recorded)")

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from chargen.cli.app import app
-from chargen.cli.ui import err_console, table_console, timestamped_dir
-from chargen.errors import CheckpointError, UsageError
+from chargen.cli.ui import THREADS_HELP, err_console, markup, say, table_console, timestamped_dir
+from chargen.errors import CheckpointError, TrainingError, UsageError
 
 TRAIN, QUERY = "Training", "Query"
 
@@ -39,13 +40,14 @@ def word2vec(
     lr: Annotated[float, typer.Option(help="Starting learning rate (decays linearly).", rich_help_panel=TRAIN)] = 0.05,
     batch_size: Annotated[int, typer.Option(help="Pairs per update.", rich_help_panel=TRAIN)] = 1024,
     seed: Annotated[int, typer.Option(help="Random seed.", rich_help_panel=TRAIN)] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="Model folder [default: checkpoints/word2vec-<time>].",
-                                                rich_help_panel=TRAIN)] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Model folder, new or empty. Default: checkpoints/word2vec-<time>.",
+                                                rich_help_panel=TRAIN, show_default=False)] = None,
     similar: Annotated[Optional[str], typer.Option(help="Print the words nearest to this one (needs --model).",
                                                    rich_help_panel=QUERY)] = None,
     model: Annotated[Optional[Path], typer.Option(help="A saved word2vec folder to query.", rich_help_panel=QUERY)] = None,
     top: Annotated[int, typer.Option(help="How many neighbours.", rich_help_panel=QUERY)] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Neighbours as JSON on stdout.", rich_help_panel=QUERY)] = False,
+    threads: Annotated[Optional[int], typer.Option(help=THREADS_HELP, show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Word vectors by skip-gram (word2vec), or the nearest words of a saved model by cosine.
@@ -55,8 +57,13 @@ def word2vec(
       chargen word2vec --corpus books --epochs 5 --out checkpoints/w2v
       chargen word2vec --similar king --model checkpoints/w2v
     """
-    from chargen.experiments import word2vec as w2v
+    import math
 
+    from chargen import outputs
+    from chargen.experiments import word2vec as w2v
+    from chargen.runtime import use_threads
+
+    use_threads(threads)
     if similar is not None or model is not None:
         if similar is None or model is None:
             raise UsageError("--similar and --model go together: --similar WORD --model DIR")
@@ -64,41 +71,45 @@ def word2vec(
         if as_json:
             sys.stdout.write(json.dumps([{"word": w, "cosine": c} for w, c in found]) + "\n")
             return
-        table = Table(title=f"nearest to {similar!r}", title_justify="left")
+        table = Table(title=markup("nearest to {word}", word=repr(similar)), title_justify="left")
         table.add_column("word")
         table.add_column("cosine", justify="right")
         for word, cos in found:
-            table.add_row(word, f"{cos:.3f}")
+            table.add_row(escape(word), f"{cos:.3f}")
         table_console().print(table)
         return
 
+    if not (math.isfinite(sample) and sample >= 0):
+        raise UsageError(f"--sample must be 0 (off) or a positive threshold, got {sample}")
+    if not math.isfinite(lr):
+        raise UsageError(f"--lr must be a finite positive number, got {lr}")
     settings = w2v.Word2VecSettings(dim=dim, window=window, min_count=min_count, sample=sample, loss=loss.value,
                                     negatives=negatives, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     settings.check()
     target = out or timestamped_dir("word2vec")
-    if (target / w2v.VOCAB).exists():
-        raise UsageError(f"--out: {target} already holds a word2vec model; choose another folder")
+    # never into a run directory (a language model's, or another word2vec model's) nor over a user's files
+    outputs.check_folder(target, param="out", holds=(w2v.EMBEDDINGS, w2v.VOCAB))
     sentences = w2v.load_sentences(corpus)
     vocab = w2v.build_vocab(sentences, settings.min_count, settings.max_vocab)
-    try:  # before training, so a bad folder costs nothing
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out: cannot create {target}: {e.strerror or e}") from None
     if not quiet:
-        err_console.print(f"{corpus}: {sum(map(len, sentences)):,} words in {len(sentences):,} sentences, "
-                          f"{len(vocab):,} distinct words seen at least {min_count} times", highlight=False)
+        say("{corpus}: {words:,} words in {sentences:,} sentences, {vocab:,} distinct words seen at least "
+            "{min_count} times", corpus=corpus, words=sum(map(len, sentences)), sentences=len(sentences),
+            vocab=len(vocab), min_count=min_count)
     with _Bar(quiet) as bar:
         trained = w2v.train(sentences, settings, progress=bar, vocab=vocab)
+    if not sum(h["pairs"] for h in trained.history):
+        raise TrainingError(f"no training pairs in {corpus} with these settings (min_count {min_count}, "
+                            f"sample {sample:g}); nothing was saved")
+    outputs.check_folder(target, param="out", holds=(w2v.EMBEDDINGS, w2v.VOCAB))  # again: training took a while
     try:
-        w2v.save(trained, target)
+        w2v.save(trained, outputs.make_folder(target, param="out"))
     except OSError as e:
         raise CheckpointError(f"{target}: cannot save the model ({e.strerror or e})") from None
     last = trained.history[-1]
     shown = f"{last['bce']:.3f} (mean over the 1+K binary terms; {last['loss']:.3f} per pair)" if "bce" in last \
         else f"{last['loss']:.3f} per pair"
-    err_console.print(
-        f"{len(trained.vocab):,} words, {sum(h['pairs'] for h in trained.history):,} pairs in "
-        f"{last['seconds']:.0f}s; last epoch's loss {shown}", highlight=False)
+    say("{words:,} words, {pairs:,} pairs in {seconds:.0f}s; last epoch's loss {shown}", words=len(trained.vocab),
+        pairs=sum(h["pairs"] for h in trained.history), seconds=last["seconds"], shown=shown)
     sys.stdout.write(f"{target}\n")
 
 

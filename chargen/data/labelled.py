@@ -18,6 +18,7 @@ from chargen.errors import ChargenError
 from chargen.safeio import MiB, describe, read_regular
 
 MAX_FILE_BYTES = 256 * MiB  # far more names than any labelled set; a bound keeps /dev/zero out
+MAX_NAME_LENGTH = 100  # characters: longer is not a surname, and one such line would cost a long forward pass
 
 
 class LabelledFileError(ChargenError):
@@ -41,6 +42,9 @@ def parse_labelled(lines: Sequence[str], languages: Sequence[str], source: str =
             raise LabelledFileError(f"{where}: empty name")
         if not has_letter(name):
             raise LabelledFileError(f"{where}: name {raw_name!r} has no usable letter (A-Z after folding accents)")
+        if len(name) > MAX_NAME_LENGTH:
+            raise LabelledFileError(f"{where}: a name of {len(name):,} characters ({raw_name[:20]!r}...) is not a "
+                                    f"surname; at most {MAX_NAME_LENGTH}")
         langs = set()
         for lang in raw_langs.split(","):
             lang = lang.strip()

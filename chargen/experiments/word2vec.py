@@ -36,6 +36,7 @@ from torch import Tensor
 from chargen.checkpoint import EMBEDDINGS, WORDS, atomic_write, load_tensors, tensor_bytes
 from chargen.data.corpora import load_corpus
 from chargen.errors import CheckpointError, TrainingError, UsageError, VocabularyError
+from chargen.safeio import describe, read_regular
 
 FORMAT = 1
 VOCAB = WORDS
@@ -375,11 +376,11 @@ def load(directory: str | Path) -> Word2Vec:
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such word2vec model folder")
     try:
-        meta = json.loads((directory / VOCAB).read_text())
+        meta = json.loads(read_regular(directory / VOCAB, 1 << 30).decode("utf-8"))  # never a FIFO or /dev/zero
     except FileNotFoundError:
         raise CheckpointError(f"{directory / VOCAB}: missing (is this a word2vec model folder?)") from None
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{directory / VOCAB}: unreadable ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{directory / VOCAB}: unreadable ({describe(e) if isinstance(e, OSError) else e})") from None
     if not isinstance(meta, dict) or meta.get("kind") != "word2vec":
         raise CheckpointError(f"{directory / VOCAB}: not a word2vec vocabulary")
     if not isinstance(meta.get("format"), int) or meta["format"] > FORMAT:

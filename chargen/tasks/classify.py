@@ -302,7 +302,10 @@ def classify_names(loaded: Any, names: Sequence[str], top: int = 3) -> list[dict
     for i, raw in enumerate(names):
         folded = fold(raw)
         if not has_letter(folded):
-            results.append({"name": raw, "error": "no usable letter (A-Z after folding accents)"})
+            latin = "" if raw.isascii() else (" this classifier knows names in Latin letters only (A-Z, accents "
+                                               "folded); write the name in Latin letters, e.g. transliterated")
+            results.append({"name": raw, "error": "no usable letter (A-Z after folding accents);" + latin
+                            if latin else "no usable letter (A-Z after folding accents)"})
             continue
         if len(folded) > MAX_CLASSIFY_LENGTH:
             results.append({"name": raw[:20] + "...", "error": f"too long for a surname: {len(folded):,} characters "

@@ -18,6 +18,7 @@ from chargen.generation.windows import WindowReader
 from chargen.models import CharLM, ModelConfig, TransformerLM
 from chargen.runtime import check_batch_size, rank, world_size
 from chargen.generation.logits import DecodeConfig
+from chargen.generation.masks import CharMask
 from chargen.sample import generate, generate_streams
 from chargen.stops import check_stops, stop_at
 from chargen.tasks.base import BaseTask, register
@@ -137,9 +138,9 @@ class LanguageModelTask(BaseTask):
                 self.data.train, self.cfg.batch_size, self.cfg.seq_len, seed, rank(), world_size()
             )
         except ValueError as e:
-            raise CorpusError(f"corpus {self.cfg.corpus!r} is too short for this batch: {e}; lower batch_size "
-                              f"(now {self.cfg.batch_size}) or seq_len (now {self.cfg.seq_len}), or use a longer "
-                              "text") from None
+            raise CorpusError(f"corpus {self.cfg.corpus!r} is too short for this batch: {e}; lower {{batch_size}} "
+                              f"(now {self.cfg.batch_size}) or {{seq_len}} (now {self.cfg.seq_len}), or use a longer "
+                              "text", params=("batch_size", "seq_len")) from None
         self.state: State | None = None
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
@@ -200,9 +201,11 @@ class LanguageModelTask(BaseTask):
     @staticmethod
     def sample_saved(loaded: Any, *, prime: str = "", length: int = 500, n: int = 1, seed: int | None = None,
                      lang: str | None = None, start: str | None = None, stop: Sequence[str] = (),
-                     decode: DecodeConfig | None = None) -> Iterator[str]:
+                     decode: DecodeConfig | None = None, masks: Sequence[CharMask] = (),
+                     texts: list[str] | None = None) -> Iterator[str]:
         """``n`` texts from a saved LM as they are written: each the prime, then its continuation (cut before
-        the first of the ``stop`` strings), then a blank line."""
+        the first of the ``stop`` strings), then a blank line. ``masks``: hard constraints on every sample
+        (``chargen.generation.constraints``); ``texts``: a list that receives each sample as printed."""
         if lang or start:
             raise UsageError("lang and start are for name generators; this is a text model (use prime)",
                              params=("lang", "start", "prime"))
@@ -215,7 +218,8 @@ class LanguageModelTask(BaseTask):
         # written, the others follow in order once the batch is done; each is cut at its first stop string
         rest: list[list[str]] = [[] for _ in range(n - 1)]
         streams = generate_streams(loaded.model, loaded.vocab, n=n, prime=prime, length=length, seed=seed,
-                                   chunk_size=chunk, decode=decode)
+                                   chunk_size=chunk, decode=decode, masks=masks)
+        collected = texts if texts is not None else []
 
         def first() -> Iterator[str]:
             for pieces in streams:
@@ -225,12 +229,17 @@ class LanguageModelTask(BaseTask):
                     yield pieces[0]
 
         yield prime
-        yield from stop_at(first(), stop)
+        written = [prime]
+        for piece in stop_at(first(), stop):
+            written.append(piece)
+            yield piece
+        collected.append("".join(written))
         for pieces in streams if rest else ():  # the first stopped early: the others still need their text
             for kept, piece in zip(rest, pieces[1:]):
                 kept.append(piece)
         for kept in rest:
-            yield "\n\n" + prime + "".join(stop_at(kept, stop))
+            collected.append(prime + "".join(stop_at(kept, stop)))
+            yield "\n\n" + collected[-1]
         yield "\n"
 
     def state_dict(self) -> dict[str, Any]:

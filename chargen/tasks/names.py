@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from chargen.data.labelled import MAX_NAME_LENGTH
 from chargen.data.names import FOLD_ALPHABET, NamesData
 from chargen.errors import CorpusError, UsageError
 from chargen.runtime import rank, world_size
@@ -32,7 +33,7 @@ NAMES_CORPUS = "names"
 BALANCE = ("weighted", "sampler", "adjusted", "none")
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 MAX_NAME_LENGTH = 40  # generated names stop here if no end token came (the longest training name has 20)
-MAX_CLASSIFY_LENGTH = 100  # longer input is not a surname; refusing it keeps one typo from costing a long forward pass
+MAX_CLASSIFY_LENGTH = MAX_NAME_LENGTH  # longer input is not a surname; refusing it keeps one typo from costing a long forward pass
 DEFAULT_CLASSIFIER = "surnames"
 EVAL_SAMPLES_PER_LANGUAGE = 100
 EVAL_SAMPLE_SEED = 0

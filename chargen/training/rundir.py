@@ -129,6 +129,11 @@ def check_same_data(run_dir: Path, recorded: dict[str, Any], current: dict[str, 
         if key in recorded and key in current and recorded[key] != current[key]:
             options = recorded.get("options") or {}
             name = options.get("corpus") if isinstance(options, dict) else None
+            now = (current.get("options") or {}).get("corpus") if isinstance(current.get("options"), dict) else None
+            if now is not None and now != name:  # pointed elsewhere (a moved text): say which text was refused
+                raise CheckpointError(
+                    f"corpus {now!r} is not the text {run_dir} was trained on ({name}; sha256 {str(current[key])[:12]}... "
+                    f"vs {str(recorded[key])[:12]}... recorded)")
             raise CheckpointError(
                 f"corpus {name!r} has changed since {run_dir} was trained on it (sha256 {str(current[key])[:12]}... "
                 f"now, {str(recorded[key])[:12]}... recorded); resuming would train on other text: restore the "
@@ -140,10 +145,10 @@ def check_new_run_dir(run_dir: Path) -> None:
     """A new run may only go into a new or empty folder, or one a killed chargen run left before its
     first checkpoint: never a folder of the user's own files, which the run would overwrite."""
     if (run_dir / checkpoint.CONFIG).exists():
-        raise UsageError(f"{run_dir} already holds a trained model; resume it with resume or pick another run_dir",
-                         params=("resume", "run_dir"))
+        raise UsageError(f"{run_dir} already holds a trained model; continue it with {{resume}} or pick another "
+                         "{run_dir}", params=("resume", "run_dir"))
     if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"run_dir {run_dir} exists and is not a folder; give a new or empty folder", params="run_dir")
+        raise UsageError(f"{{run_dir}} {run_dir} exists and is not a folder; give a new or empty folder", params="run_dir")
     if not run_dir.is_dir():
         return
     try:
@@ -154,8 +159,8 @@ def check_new_run_dir(run_dir: Path) -> None:
     ours = checkpoint.LOCK in names and all(n in leftovers or checkpoint.is_temp_file(n) for n in names)
     if names and not ours:
         shown = ", ".join(sorted(names)[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-        raise UsageError(f"run_dir {run_dir} is a folder with other files in it ({shown}) and not a chargen run; "
-                         "a new run needs a new or empty folder, so that nothing in it is overwritten")
+        raise UsageError(f"{{run_dir}} {run_dir} is a folder with other files in it ({shown}) and not a chargen run; "
+                         "a new run needs a new or empty folder, so that nothing in it is overwritten", params="run_dir")
 
 
 def resume_settings(run_dir: Path) -> tuple[str, dict[str, Any], ModelConfig, TrainConfig]:
