@@ -75,7 +75,7 @@ def test_global_batch_is_split_between_ranks_exactly() -> None:
 
 
 @pytest.mark.parametrize("task, options", [
-    ("lm", {"corpus": "grimm"}), ("classify", {}), ("generate", {}), ("palindrome", {"length": 5}),
+    ("lm", {"corpus": "grimm"}), ("classify", {}), ("generate", {}), ("palindrome", {"length": 5}), ("digits", {}),
 ])
 def test_every_task_refuses_a_global_batch_that_does_not_split_over_the_processes(
     task: str, options: dict, monkeypatch: pytest.MonkeyPatch

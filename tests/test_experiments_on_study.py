@@ -58,6 +58,13 @@ def run_momentum(tmp: Path) -> None:
     run_part(Part("tiny", [Arm("rnn", "paper")], [4], [0], steps=4), tmp)
 
 
+def run_momentum_digits(tmp: Path) -> None:
+    pytest.importorskip("sklearn", reason="the digits ship with scikit-learn: pip install 'chargen[study]'")
+    from chargen.experiments import momentum_digits
+
+    momentum_digits.build(tmp, seeds=[0], steps=2, lrs=(1e-3,)).run()
+
+
 def run_optimisers(tmp: Path) -> None:
     from chargen.experiments.optimisers import OptimiserSettings, run_optimisers as run
 
@@ -87,7 +94,8 @@ def run_tutorial(tmp: Path) -> None:
 
 TINY_RUNS: dict[str, Callable[[Path], None]] = {
     "baselines": run_baselines, "compare": run_compare, "compare_sweep": run_compare_sweep,
-    "gradients": run_gradients, "momentum": run_momentum, "optimisers": run_optimisers, "probe": run_probe,
+    "gradients": run_gradients, "momentum": run_momentum, "momentum_digits": run_momentum_digits,
+    "optimisers": run_optimisers, "probe": run_probe,
     "reference": run_reference, "tutorial": run_tutorial,
 }
 NEEDS_CORPORA = {"baselines", "tutorial"}  # the shared mirror's firstnames and names

@@ -329,12 +329,14 @@ def test_train_help_shows_each_tasks_defaults() -> None:
     from chargen.cli.train import HELP_DEFAULTS
     from chargen.tasks import task_names
     from chargen.tasks.classify import ClassifyConfig
+    from chargen.tasks.digits import DigitsConfig
     from chargen.tasks.generate import GenerateConfig
     from chargen.tasks.lm import LMConfig
     from chargen.tasks.resolve import task_defaults
     from chargen.tasks.palindrome import PalindromeConfig
 
-    configs = {"lm": LMConfig, "classify": ClassifyConfig, "generate": GenerateConfig, "palindrome": PalindromeConfig}
+    configs = {"lm": LMConfig, "classify": ClassifyConfig, "generate": GenerateConfig, "palindrome": PalindromeConfig,
+               "digits": DigitsConfig}
 
     def per_task(values: dict[str, object]) -> str:
         groups: dict[str, list[str]] = {}
@@ -352,7 +354,7 @@ def test_train_help_shows_each_tasks_defaults() -> None:
     expected["batch_size"] = per_task({t: configs[t].__dataclass_fields__["batch_size"].default for t in task_names()})
     assert HELP_DEFAULTS == expected
     shown = " ".join(runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).stdout.split())
-    assert "Hidden units per layer. Default: 256 (classify, generate, lm); 128 (palindrome)." in shown
+    assert "Hidden units per layer. Default: 256 (classify, generate, lm); 128 (digits, palindrome)." in shown
 
 
 def test_an_error_in_train_is_the_only_thing_on_stderr(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from chargen.errors import ChargenError
 # parameter -> flag, for every command; COMMAND_FLAGS holds the few that a command spells its own way.
 FLAGS: dict[str, str] = {
     "host": "--host", "port": "--port", "max_length": "--max-length", "max_text": "--max-text", "max_batch": "--max-batch",
+    "permuted": "--permuted",
     "balance": "--balance", "balance_power": "--balance-power", "batch_size": "--batch-size", "batching": "--batching",
     "cell": "--cell", "cells": "--cells", "char_dropout": "--char-dropout", "clip": "--clip", "corpus": "--corpus",
     "device": "--device", "dropout": "--dropout", "embed_dim": "--embed", "engine": "--engine", "epochs": "--epochs",

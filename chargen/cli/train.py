@@ -44,19 +44,19 @@ class Batching(str, Enum):
 # at start-up: that would load torch for --help). tests/test_hostile.py checks them against the tasks.
 HELP_DEFAULTS = {
     "cell": "lstm",
-    "layers": "2 (classify, generate, lm); 1 (palindrome)",
-    "hidden": "256 (classify, generate, lm); 128 (palindrome)",
-    "embed": "32 (classify, generate); 64 (lm); 10 (palindrome)",
-    "dropout": "0.3 (classify, generate); 0.1 (lm); 0.0 (palindrome)",
-    "steps": "4000 (classify, generate, lm); 10000 (palindrome)",
-    "lr": "0.002 (classify, generate); 0.003 (lm); 0.001 (palindrome)",
-    "optimizer": "adam (classify, generate, lm); rmsprop (palindrome)",
-    "clip": "5.0 (classify, generate, lm); 10.0 (palindrome)",
-    "eval_every": "500 (classify, generate, lm); 50 (palindrome)",
-    "sample_every": "off (classify); 500 (generate, lm); 50 (palindrome)",
+    "layers": "2 (classify, generate, lm); 1 (digits, palindrome)",
+    "hidden": "256 (classify, generate, lm); 128 (digits, palindrome)",
+    "embed": "32 (classify, generate); 1 (digits); 64 (lm); 10 (palindrome)",
+    "dropout": "0.3 (classify, generate); 0.0 (digits, palindrome); 0.1 (lm)",
+    "steps": "4000 (classify, generate, lm); 3000 (digits); 10000 (palindrome)",
+    "lr": "0.002 (classify, generate); 0.001 (digits, palindrome); 0.003 (lm)",
+    "optimizer": "adam (classify, generate, lm); rmsprop (digits, palindrome)",
+    "clip": "5.0 (classify, generate, lm); 10.0 (digits, palindrome)",
+    "eval_every": "500 (classify, generate, lm); 50 (digits, palindrome)",
+    "sample_every": "off (classify, digits); 500 (generate, lm); 50 (palindrome)",
     "seed": "1337",
     "seq_len": "30",
-    "batch_size": "64 (classify, generate, lm); 128 (palindrome)",
+    "batch_size": "64 (classify, digits, generate, lm); 128 (palindrome)",
 }
 
 
@@ -150,11 +150,12 @@ def default_run_dir(name: str) -> Path:
 def train(
     ctx: typer.Context,
     corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="Registered corpus name (see [b]chargen corpora[/]) or a UTF-8 text file. Default: [b]grimm[/] for lm, [b]names[/] for classify and generate.", show_default=False, rich_help_panel=DATA)] = None,
-    task: Annotated[str, typer.Option(help="What to learn: [b]lm[/] (next character), [b]classify[/] or [b]generate[/] (surnames), [b]palindrome[/].", rich_help_panel=DATA)] = "lm",
+    task: Annotated[str, typer.Option(help="What to learn: [b]lm[/] (next character), [b]classify[/] or [b]generate[/] (surnames), [b]palindrome[/], [b]digits[/] (8x8 digits pixel by pixel).", rich_help_panel=DATA)] = "lm",
     seq_len: Annotated[Optional[int], typer.Option("--seq-len", help=f"Characters per truncated-BPTT chunk (LM). Default: {HELP_DEFAULTS['seq_len']} (a transformer: its --context).", rich_help_panel=DATA)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help=f"Sequences per batch (LM: contiguous streams). Default: {HELP_DEFAULTS['batch_size']}.", rich_help_panel=DATA)] = None,
     batching: Annotated[Optional[Batching], typer.Option(help="LM batches: contiguous [b]streams[/] with carried state, or random [b]windows[/]. Default: streams.", rich_help_panel=DATA)] = None,
     length: Annotated[Optional[int], typer.Option("--length", help="Palindrome task: palindrome length T. Default: 10.", rich_help_panel=DATA)] = None,
+    permuted: Annotated[Optional[bool], typer.Option("--permuted", help="Digits task: read the pixels in one fixed shuffled order (permuted pixel-MNIST) instead of row by row. Default: off.", rich_help_panel=DATA)] = None,
     balance: Annotated[Optional[str], typer.Option(help="Classifier: class imbalance handling ([b]adjusted[/] logits, [b]weighted[/] loss, balanced [b]sampler[/], or [b]none[/]). Default: adjusted.", rich_help_panel=DATA)] = None,
     balance_power: Annotated[Optional[float], typer.Option("--balance-power", help="Classifier: how far to balance, in [0, 1]: logits + power * log prior ([b]adjusted[/]), or weight ~ count^-power. Default: 0.5.", rich_help_panel=DATA)] = None,
     char_dropout: Annotated[Optional[float], typer.Option("--char-dropout", help="Classifier: chance that a training character is blanked out (augmentation; 0 = off). Default: 0.", rich_help_panel=DATA)] = None,
@@ -248,8 +249,8 @@ def train(
                  "eval_every": eval_every, "sample_every": sample_every, "seed": seed, "device": device,
                  "deterministic": deterministic, "early_stop": early_stop, "threads": threads}
         options = {"corpus": absolute_corpus(corpus), "seq_len": seq_len, "batch_size": batch_size,
-                   "batching": batching.value if batching else None, "length": length, "balance": balance,
-                   "balance_power": balance_power, "char_dropout": char_dropout}
+                   "batching": batching.value if batching else None, "length": length, "permuted": permuted,
+                   "balance": balance, "balance_power": balance_power, "char_dropout": char_dropout}
         if init_from is not None:
             from chargen.tasks.resolve import resolve_options, resolve_train
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chargen.errors import UsageError
-from chargen.experiments import baselines
+from chargen.experiments import baselines, momentum_digits
 from chargen.experiments.study import Outcome, Progress, Study
 from chargen.tracking import write_json
 
@@ -34,6 +34,10 @@ STUDIES: dict[str, StudyDefinition] = {
     baselines.NAME: StudyDefinition(
         baselines.NAME, "every model family at 1 and 5 CPU-minutes on grimm, tiny Shakespeare and first names",
         baselines.build, baselines.summary, Path("docs/report/results/baselines")),
+    momentum_digits.NAME: StudyDefinition(
+        momentum_digits.NAME, "LSTM vs MomentumLSTM on sequential and permuted 8x8 digits: steps to the LSTM's best "
+        "validation loss, test accuracy", momentum_digits.build, momentum_digits.summary,
+        Path("docs/report/results/momentum-digits")),
 }
 
 

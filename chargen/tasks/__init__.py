@@ -1,4 +1,4 @@
-"""Training tasks (language model, surname classifier and generator, palindrome probe) by name.
+"""Training tasks (language model, surname classifier and generator, palindrome probe, sequential digits) by name.
 
 The registry ``TASKS`` is filled by the task modules imported below (each registers its task with
 ``@register``); ``chargen.tasks.resolve`` turns a task's defaults plus overrides into configs.
@@ -13,7 +13,7 @@ from chargen.errors import CheckpointError, UsageError
 from chargen.generation.logits import CONTROLS, DecodeConfig, decode_config
 from chargen.sample import check_length
 from chargen.tasks.base import EVALUATORS, TASKS, Task
-from chargen.tasks import classify, classify_eval, generate, lm, palindrome  # noqa: E402,F401  (each registers its task or evaluator)
+from chargen.tasks import classify, classify_eval, digits, generate, lm, palindrome  # noqa: E402,F401  (each registers its task or evaluator)
 
 
 def task_names() -> list[str]:
