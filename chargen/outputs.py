@@ -27,6 +27,7 @@ from pathlib import Path
 
 from chargen.errors import UsageError
 from chargen.paths import PROJECT_ROOT
+from chargen.safeio import file_kind
 
 # What a run directory holds (chargen.checkpoint's layout, and a word2vec folder's files); tests check
 # this list against checkpoint's names so that the two cannot drift apart.
@@ -63,20 +64,6 @@ def _shipped_model(path: Path) -> Path | None:
         return None
     model = root / inside.parts[0]
     return model if model.is_dir() and is_run_dir(model) else None
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -129,7 +116,7 @@ def check_file(path: str | os.PathLike[str], *, param: str = "out", force: bool 
     except OSError as e:
         raise OutputRefused(f"{{{param}}}: cannot write {shown}: {e.strerror or e}", params=param) from None
     if info is not None and not stat.S_ISREG(info.st_mode):
-        raise OutputRefused(f"{{{param}}}: {shown} is {_kind(info.st_mode)}; an output replaces only a regular "
+        raise OutputRefused(f"{{{param}}}: {shown} is {file_kind(info.st_mode)}; an output replaces only a regular "
                             "file: name a file", params=param)
     if suffixes is not None:
         allowed = tuple(s.lower() for s in suffixes)

@@ -29,7 +29,10 @@ class FileTooLarge(OSError):
     """A file past the size the caller is prepared to read."""
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, for a message: "a folder", "a FIFO (named pipe)", ..."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
     if stat.S_ISFIFO(mode):
         return "a FIFO (named pipe)"
     if stat.S_ISCHR(mode):
@@ -54,7 +57,7 @@ def open_regular(path: str | os.PathLike[str], limit: int | None = None) -> Bina
         if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
         if not stat.S_ISREG(info.st_mode):
-            raise NotRegularFile(errno.EINVAL, f"is {_kind(info.st_mode)}, not a regular file", str(path))
+            raise NotRegularFile(errno.EINVAL, f"is {file_kind(info.st_mode)}, not a regular file", str(path))
         if limit is not None and info.st_size > limit:
             raise FileTooLarge(errno.EFBIG, f"is {info.st_size:,} bytes, more than the {limit:,} allowed here",
                                str(path))
