@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chargen.errors import UsageError
-from chargen.experiments import baselines
+from chargen.experiments import baselines, sampling
 from chargen.experiments.study import Outcome, Progress, Study
 from chargen.tracking import write_json
 
@@ -34,6 +34,9 @@ STUDIES: dict[str, StudyDefinition] = {
     baselines.NAME: StudyDefinition(
         baselines.NAME, "every model family at 1 and 5 CPU-minutes on grimm, tiny Shakespeare and first names",
         baselines.build, baselines.summary, Path("docs/report/results/baselines")),
+    sampling.NAME: StudyDefinition(
+        sampling.NAME, "which decoding knob to use: grader NLL against diversity for six samplers on grimm and tiny "
+        "Shakespeare", sampling.build, sampling.summary, Path("docs/report/results/sampling")),
 }
 
 
