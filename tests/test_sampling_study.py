@@ -128,6 +128,17 @@ def test_a_tiny_study_runs_end_to_end_and_resumes(corpus_mirror: Path, tmp_path:
     assert summary["recommendation"]["label"] in summary["frontier"]
     assert time.process_time() - started < 30
 
+    # the report section: every number traced, the chosen setting marked, the figure drawn from the same rows
+    from chargen.report.numbers import Numbers, untraced_numbers
+    from chargen.report.sampling import sampling_section
+
+    numbers, shown = Numbers(), []
+    text = sampling_section(tmp_path, numbers, lambda path, name: shown.append(name) or f"![{name}]({path})")
+    assert untraced_numbers(text, numbers.emitted) == [] and shown == ["sampling-firstnames.png"]
+    assert f"**Recommendation for firstnames: {summary['recommendation']['label']}**" in text
+    assert "| **chosen** |" in text and "_Not measured yet: `chargen study sampling --only grimm-grader" in text
+    assert (tmp_path / "firstnames.png").stat().st_size > 5000
+
     # resume: a rerun runs nothing; a record torn by a kill is run again, and only it
     again = sampling.build(tmp_path, seeds=[0], corpora=["firstnames"], scale=TINY)
     assert again.run().ran == 0
@@ -138,9 +149,44 @@ def test_a_tiny_study_runs_end_to_end_and_resumes(corpus_mirror: Path, tmp_path:
     assert resumed.ran == 1 and [r["nll"] for r in again.records("firstnames")] == [r["nll"] for r in records]
 
 
+def test_the_section_names_the_command_until_measured(tmp_path: Path) -> None:
+    from chargen.report.numbers import Numbers
+    from chargen.report.sampling import sampling_section
+
+    assert "run `chargen study sampling`" in sampling_section(tmp_path, Numbers())
+
+
 def test_the_registry_knows_the_study(tmp_path: Path) -> None:
     from chargen.experiments.studies import STUDIES
 
     assert "sampling" in STUDIES and STUDIES["sampling"].default_out == Path("docs/report/results/sampling")
     with pytest.raises(UsageError, match="no part 'nope'"):
         run_study("sampling", tmp_path, only=["nope"])
+
+
+def full_row(label: str, nll: float, ci: tuple[float, float], distinct3: float, repetition: float, loops: int) -> dict:
+    sampler, value = label.split("=")
+    return {"label": label, "sampler": sampler, "value": float(value), "nll": {"n": 600, "mean": nll, "ci": list(ci)},
+            "distinct3": {"n": 3, "mean": distinct3, "ci": [distinct3 - 0.01, distinct3 + 0.01]},
+            "distinct2": {"n": 3, "mean": distinct3 - 0.1, "ci": [distinct3 - 0.11, distinct3 - 0.09]},
+            "repetition": {"n": 600, "mean": repetition, "ci": [repetition / 2, repetition * 2]},
+            "copy_share": {"n": 600, "mean": 0.01, "ci": [0.0, 0.02]},
+            "loop_rate": {"count": loops, "n": 600, "rate": loops / 600, "ci": [0.0, 0.1]}}
+
+
+def test_the_papers_paragraph_is_filled_from_the_table_and_follows_its_sign() -> None:
+    from chargen.report.numbers import Numbers, untraced_numbers
+    from chargen.report.sampling import papers
+
+    rows = [full_row("temperature=1", 1.9, (1.85, 1.95), 0.90, 0.05, 12), full_row("min_p=0.1", 1.5, (1.45, 1.55), 0.85, 0.03, 3),
+            full_row("top_p=0.9", 1.7, (1.65, 1.75), 0.86, 0.04, 6), full_row("typical=0.9", 1.8, (1.7, 1.9), 0.88, 0.02, 1)]
+    found = {"rows": rows, "recommendation": recommend(rows)}
+    numbers = Numbers()
+    text = papers(found, numbers)
+    assert untraced_numbers(text, numbers.emitted) == []
+    assert "min-p's best setting (min_p=0.1) scores 1.500" in text and "top-p's (top_p=0.9) 1.700" in text
+    assert "min-p is better, with intervals apart; this agrees with" in text
+    assert "repeats 0.020 of its word 3-grams" in text and "less repetition than plain sampling" in text
+    rows[1] = full_row("min_p=0.1", 1.72, (1.6, 1.8), 0.85, 0.03, 3)  # now worse than top-p, intervals overlapping
+    text = papers({"rows": rows, "recommendation": recommend(rows)}, Numbers())
+    assert "top-p is as good or better, but the intervals overlap; this does not confirm" in text
