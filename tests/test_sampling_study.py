@@ -160,6 +160,15 @@ def test_the_registry_knows_the_study(tmp_path: Path) -> None:
     from chargen.experiments.studies import STUDIES
 
     assert "sampling" in STUDIES and STUDIES["sampling"].default_out == Path("docs/report/results/sampling")
+    from typer.testing import CliRunner
+
+    from chargen.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["study", "sampling", "--list", "--out", str(tmp_path)])
+    assert listed.exit_code == 0 and "grimm-grader: 0/1 runs" in listed.output and "tinyshakespeare-sampler:" in listed.output
+    early = runner.invoke(app, ["study", "sampling", "--only", "grimm", "--out", str(tmp_path)])
+    assert early.exit_code == 2 and "run part grimm-grader first" in early.output and "Traceback" not in early.output
     with pytest.raises(UsageError, match="no part 'nope'"):
         run_study("sampling", tmp_path, only=["nope"])
 

@@ -41,7 +41,7 @@ class StudyLines:
 
 @app.command("study", rich_help_panel="Research")
 def study(
-    name: Annotated[str, typer.Argument(help="The study: baselines (or --list).", show_default=False)] = "",
+    name: Annotated[str, typer.Argument(help="The study: baselines or sampling (or --list).", show_default=False)] = "",
     only: Annotated[Optional[list[str]], typer.Option(help="Run only these parts (repeatable; see --list).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Results folder (default: the study's folder under docs/report/results).", show_default=False)] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Seeds 0..N-1 instead of the study's own.", show_default=False)] = None,
@@ -60,6 +60,7 @@ def study(
       chargen study --list
       chargen study baselines --only grimm-1m --only grimm-5m
       nohup chargen study baselines --only tinyshakespeare-5m > ts5.log 2>&1 &
+      chargen study sampling --only grimm-grader --only grimm
     """
     from chargen.errors import UsageError
     from chargen.experiments.studies import STUDIES, build_study, run_study
@@ -95,3 +96,7 @@ def study(
                 low, high = loss["mean_ci"]
                 table_console().print(f"  {part_name} {row.get('family', '')}: val {loss['mean']:.3f} "
                                       f"[{low:.3f}, {high:.3f}] over {loss['n']} seed(s)")
+    for corpus, found in summary.get("corpora", {}).items():  # the sampling study: the rule's pick per corpus
+        chosen = (found.get("recommendation") or {}).get("label")
+        if chosen and (not only or corpus in only):
+            table_console().print(f"  {corpus}: recommended {escape(chosen)} ({found['runs']}/{found['planned']} runs)")

@@ -22,7 +22,7 @@ Wilson intervals for the loop rate; the frontier and the recommendation follow `
 
 from __future__ import annotations
 
-import math
+import hashlib
 import os
 import re
 import shutil
@@ -39,6 +39,7 @@ from chargen.experiments.harness import RunRelay
 from chargen.experiments.stats import bootstrap_interval, wilson
 from chargen.experiments.study import Part, RunContext, Spec, Study
 from chargen.generation.copies import COPY_SPAN, CorpusIndex, novelty, text_sha256
+from chargen.paths import checkpoints_dir
 from chargen.sample import generate_streams
 from chargen.score import score_lines
 from chargen.tasks import build_task
@@ -47,7 +48,7 @@ from chargen.tasks.resolve import resolve_model, resolve_train
 NAME = "sampling"
 CORPORA = ("grimm", "tinyshakespeare")
 SEEDS = (0, 1, 2)
-SHIPPED = {"grimm": "checkpoints/grimm"}  # corpora whose sampling model ships; the others train one (a part)
+SHIPPED = {"grimm": "grimm"}  # corpora whose sampling model ships (its name under checkpoints/); the others train one
 PRIMES: dict[str, tuple[str, ...]] = {
     "grimm": ("Once upon a time", "The king said", "Then the", "\n"),
     "tinyshakespeare": ("ROMEO:\n", "First Citizen:\n", "KING HENRY VI:\n", "\n"),
@@ -110,8 +111,18 @@ class Scale:
     def config(self) -> dict[str, Any]:
         """What changes every grid run's result (the models are in it: a retrained grader is a new grid)."""
         return {"samples": self.samples, "length": self.length, "primes": {k: list(v) for k, v in self.primes.items()},
-                "shipped": dict(self.shipped), "grader": self.grader.params("", "grader"),
+                "shipped": {corpus: [name, shipped_digest(name)] for corpus, name in self.shipped.items()}, "grader": self.grader.params("", "grader"),
                 "sampler": self.sampler.params("", "sampler"), "copy_span": COPY_SPAN}
+
+
+def shipped_model(name: str) -> Path:
+    return checkpoints_dir() / name
+
+
+def shipped_digest(name: str) -> str | None:
+    """The sha256 (16 hex digits) of a shipped model's weights: a retrained model is a new grid, never mixed in."""
+    weights = shipped_model(name) / "model.pt"
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else None
 
 
 # --------------------------------------------------------------------------- metrics of text
@@ -236,7 +247,7 @@ class SamplingRuns:
     def model(self, corpus: str, role: str) -> checkpoint.Loaded:
         """The corpus's sampler (shipped, or trained by its part) or grader; a part not run yet is a UsageError."""
         if role == "sampler" and corpus in self.scale.shipped:
-            where = Path(self.scale.shipped[corpus])
+            where = shipped_model(self.scale.shipped[corpus])
         else:
             assert self.study is not None
             part = f"{corpus}-{role}"
@@ -305,7 +316,7 @@ def measure(texts: Sequence[str], primes: Sequence[str], grader: checkpoint.Load
         "looped": [looped(t) for t in ordered],
         "copy_share": [round(novelty(t, index)["long_copy_share"], 5) for t in ordered],
         "distinct2": distinct_ratio(ordered, 2), "distinct3": distinct_ratio(ordered, 3),
-        "example": ordered[0][:200] if ordered else "",
+        "example": (next(iter(dict.fromkeys(primes))) + ordered[0])[:200] if ordered else "",  # as a reader sees it
     }
 
 
@@ -404,8 +415,11 @@ def summary(study: Study) -> dict[str, Any]:
             found = study.records(f"{name}-{role}") if f"{name}-{role}" in study.parts else []
             models[role] = ({k: found[0].get(k) for k in ("run_dir", "val_loss", "parameters", "train_cpu_seconds")}
                             | {"model": found[0]["params"]["model"]}) if found else None
-        if models["sampler"] is None and name in study.runner.scale.shipped:
-            models["sampler"] = {"run_dir": study.runner.scale.shipped[name], "shipped": True}
+        shipped = study.config["shipped"].get(name)
+        if models["sampler"] is None and shipped:
+            config = checkpoint.load_config(shipped_model(shipped[0])) if shipped[1] else {}
+            models["sampler"] = {"run_dir": str(shipped_model(shipped[0])), "shipped": True,
+                                 "val_loss": (config.get("metrics") or {}).get("val_loss"), "model": config.get("model")}
         planned = len(part.specs(records))
         corpora[name] = {"rows": rows, "frontier": frontier(rows), "recommendation": recommend(rows),
                          "models": models, "runs": len(records), "planned": planned, "complete": len(records) == planned,
