@@ -1,4 +1,4 @@
-"""What the sampling study costs: one grid run on the shipped grimm model at a given size, and the full study extrapolated.
+"""What the sampling study costs: one grid run on the shipped grimm model, and the full study extrapolated.
 
     python benchmarks/sampling_study.py [--samples 200 --length 300 --grader-steps 20 --out /tmp/sampling-cost]
 

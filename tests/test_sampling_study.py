@@ -1,4 +1,4 @@
-"""The sampling study: its text metrics on hand-made texts, the frontier and the rule, and a tiny study end to end and resumed."""
+"""The sampling study: text metrics on hand-made texts, the frontier and its rule, a tiny study run and resumed."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def test_the_loop_detector_matches_brute_force_on_random_texts() -> None:
 
     rng = random.Random(3)
     for _ in range(60):
-        parts = [rng.choice(["ab", "abc", "the king ", "x", "and so on, and so forth "]) for _ in range(rng.randint(3, 30))]
+        pieces = ["ab", "abc", "the king ", "x", "and so on, and so forth "]
+        parts = [rng.choice(pieces) for _ in range(rng.randint(3, 30))]
         text = "".join(parts)[-rng.randint(20, 130):]
         assert looped(text, window=60, span=8) == brute_loop(text, window=60, span=8), text
 
@@ -103,8 +104,10 @@ def test_the_grid_is_the_reference_then_each_curve_per_seed() -> None:
 
 TINY = Scale(samples=4, length=40, settings={"temperature": (0.5,)},
              primes={"firstnames": ("a", "\n")}, shipped={},
-             grader=ModelPlan({"cell": "lstm", "embed_dim": 8, "hidden_size": 16, "num_layers": 1}, 1.0, seed=5, steps=15),
-             sampler=ModelPlan({"cell": "lstm", "embed_dim": 8, "hidden_size": 24, "num_layers": 1}, 1.0, seed=1, steps=15))
+             grader=ModelPlan({"cell": "lstm", "embed_dim": 8, "hidden_size": 16, "num_layers": 1}, 1.0, seed=5,
+                              steps=15),
+             sampler=ModelPlan({"cell": "lstm", "embed_dim": 8, "hidden_size": 24, "num_layers": 1}, 1.0, seed=1,
+                               steps=15))
 
 
 def test_a_tiny_study_runs_end_to_end_and_resumes(corpus_mirror: Path, tmp_path: Path, one_torch_thread: None) -> None:
@@ -166,7 +169,8 @@ def test_the_registry_knows_the_study(tmp_path: Path) -> None:
 
     runner = CliRunner()
     listed = runner.invoke(app, ["study", "sampling", "--list", "--out", str(tmp_path)])
-    assert listed.exit_code == 0 and "grimm-grader: 0/1 runs" in listed.output and "tinyshakespeare-sampler:" in listed.output
+    assert listed.exit_code == 0 and "grimm-grader: 0/1 runs" in listed.output
+    assert "tinyshakespeare-sampler:" in listed.output
     early = runner.invoke(app, ["study", "sampling", "--only", "grimm", "--out", str(tmp_path)])
     assert early.exit_code == 2 and "run part grimm-grader first" in early.output and "Traceback" not in early.output
     with pytest.raises(UsageError, match="no part 'nope'"):
@@ -187,8 +191,10 @@ def test_the_papers_paragraph_is_filled_from_the_table_and_follows_its_sign() ->
     from chargen.report.numbers import Numbers, untraced_numbers
     from chargen.report.sampling import papers
 
-    rows = [full_row("temperature=1", 1.9, (1.85, 1.95), 0.90, 0.05, 12), full_row("min_p=0.1", 1.5, (1.45, 1.55), 0.85, 0.03, 3),
-            full_row("top_p=0.9", 1.7, (1.65, 1.75), 0.86, 0.04, 6), full_row("typical=0.9", 1.8, (1.7, 1.9), 0.88, 0.02, 1)]
+    rows = [full_row("temperature=1", 1.9, (1.85, 1.95), 0.90, 0.05, 12),
+            full_row("min_p=0.1", 1.5, (1.45, 1.55), 0.85, 0.03, 3),
+            full_row("top_p=0.9", 1.7, (1.65, 1.75), 0.86, 0.04, 6),
+            full_row("typical=0.9", 1.8, (1.7, 1.9), 0.88, 0.02, 1)]
     found = {"rows": rows, "recommendation": recommend(rows)}
     numbers = Numbers()
     text = papers(found, numbers)

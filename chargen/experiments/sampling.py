@@ -111,7 +111,8 @@ class Scale:
     def config(self) -> dict[str, Any]:
         """What changes every grid run's result (the models are in it: a retrained grader is a new grid)."""
         return {"samples": self.samples, "length": self.length, "primes": {k: list(v) for k, v in self.primes.items()},
-                "shipped": {corpus: [name, shipped_digest(name)] for corpus, name in self.shipped.items()}, "grader": self.grader.params("", "grader"),
+                "shipped": {corpus: [name, shipped_digest(name)] for corpus, name in self.shipped.items()},
+                "grader": self.grader.params("", "grader"),
                 "sampler": self.sampler.params("", "sampler"), "copy_span": COPY_SPAN}
 
 
@@ -297,7 +298,8 @@ class SamplingRuns:
         return measure(texts, prime_of, grader, self.index(corpus))
 
 
-def measure(texts: Sequence[str], primes: Sequence[str], grader: checkpoint.Loaded, index: CorpusIndex) -> dict[str, Any]:
+def measure(texts: Sequence[str], primes: Sequence[str], grader: checkpoint.Loaded,
+            index: CorpusIndex) -> dict[str, Any]:
     """The metrics of one run's samples (each written after its prime): per-sample lists and per-run ratios."""
     nll: list[float | None] = []
     skipped = 0
@@ -360,10 +362,12 @@ def _interval(values: Sequence[float]) -> dict[str, Any]:
 def setting_row(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One setting's metrics over its seeds: bootstrap over samples (pooled) or over seeds; Wilson for loops."""
     first = records[0]["params"]
-    pooled = {name: [v for r in records for v in r[name] if v is not None] for name in ("nll", "repetition", "copy_share")}
+    pooled = {name: [v for r in records for v in r[name] if v is not None]
+              for name in ("nll", "repetition", "copy_share")}
     loops = [bool(v) for r in records for v in r["looped"]]
     low, high = wilson(sum(loops), len(loops))
-    row = {"sampler": first["sampler"], "value": first["value"], "label": setting_label(first["sampler"], first["value"]),
+    row = {"sampler": first["sampler"], "value": first["value"],
+           "label": setting_label(first["sampler"], first["value"]),
            "seeds": len(records), "samples": len(loops),
            **{name: _interval(values) for name, values in pooled.items()},
            "loop_rate": {"count": sum(loops), "n": len(loops), "rate": sum(loops) / len(loops) if loops else None,
@@ -419,10 +423,12 @@ def summary(study: Study) -> dict[str, Any]:
         if models["sampler"] is None and shipped:
             config = checkpoint.load_config(shipped_model(shipped[0])) if shipped[1] else {}
             models["sampler"] = {"run_dir": str(shipped_model(shipped[0])), "shipped": True,
-                                 "val_loss": (config.get("metrics") or {}).get("val_loss"), "model": config.get("model")}
+                                 "val_loss": (config.get("metrics") or {}).get("val_loss"),
+                                 "model": config.get("model")}
         planned = len(part.specs(records))
         corpora[name] = {"rows": rows, "frontier": frontier(rows), "recommendation": recommend(rows),
-                         "models": models, "runs": len(records), "planned": planned, "complete": len(records) == planned,
+                         "models": models, "runs": len(records), "planned": planned,
+                         "complete": len(records) == planned,
                          "cpu_seconds": sum(r.get("cpu_seconds") or 0 for r in records),
                          "samples_per_run": study.config["samples"], "length": study.config["length"]}
     return {"study": NAME, "rule": RULE, "tolerance": TOLERANCE, "diversity": DIVERSITY, "corpora": corpora,

@@ -1,4 +1,4 @@
-"""The report's "which knob to use" section: the sampling study's frontier per corpus, its table, the rule's pick and the papers.
+"""The report's "which knob to use" section: per corpus the sampling study's table, frontier, pick and the papers.
 
 It reads ``results/sampling/summary.json`` (``chargen study sampling`` or ``chargen report --only
 sampling`` write it); until a corpus has run, the section names the command that runs it.
@@ -31,7 +31,8 @@ def plot_frontier(found: Mapping[str, Any], corpus: str, diversity: str, out: Pa
         if reference is not None and reference not in mine:  # every curve leaves from the reference (sampler off)
             mine = [reference, *mine]
         xs, ys = [r[diversity]["mean"] for r in mine], [r["nll"]["mean"] for r in mine]
-        xerr = [[x - r[diversity]["ci"][0] for x, r in zip(xs, mine)], [r[diversity]["ci"][1] - x for x, r in zip(xs, mine)]]
+        xerr = [[x - r[diversity]["ci"][0] for x, r in zip(xs, mine)],
+                [r[diversity]["ci"][1] - x for x, r in zip(xs, mine)]]
         yerr = [[y - r["nll"]["ci"][0] for y, r in zip(ys, mine)], [r["nll"]["ci"][1] - y for y, r in zip(ys, mine)]]
         ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o-", ms=3, lw=1, capsize=2, label=sampler)
     edge = sorted((r for r in rows if r["label"] in set(found.get("frontier", []))), key=lambda r: r[diversity]["mean"])
@@ -58,7 +59,8 @@ def _cell(n: Numbers, stat: Mapping[str, Any], key: str = "mean", spec: str = ".
 
 
 def table(rows: list[Mapping[str, Any]], edge: set[str], chosen: str | None, n: Numbers) -> str:
-    lines = [f"| setting | grader nats/char | distinct {n.int(2)}-grams | distinct {n.int(3)}-grams | repetition | loop rate "
+    lines = [f"| setting | grader nats/char | distinct {n.int(2)}-grams | distinct {n.int(3)}-grams | repetition "
+             "| loop rate "
              "| copy share | frontier |\n|---|---:|---:|---:|---:|---:|---:|:---:|\n"]
     for r in rows:
         loops = r["loop_rate"]
@@ -86,24 +88,27 @@ def papers(found: Mapping[str, Any], n: Numbers) -> str:
         better = minp["nll"]["mean"] < topp["nll"]["mean"]
         apart = minp["nll"]["ci"][1] < topp["nll"]["ci"][0] or topp["nll"]["ci"][1] < minp["nll"]["ci"][0]
         said.append(
-            f"Nguyen et al. ({n(2024, 'd')}) report that min-p keeps more quality than top-p at the same diversity for token "
-            f"models. Here, within the diversity floor, min-p's best setting ({n.quote(minp['label'])}) scores "
+            f"Nguyen et al. ({n(2024, 'd')}) report that min-p keeps more quality than top-p at the same diversity for "
+            f"token models, most of all above temperature {n(1.0, '.1f')} (this grid holds temperature at "
+            f"{n(1.0, '.1f')}). Here, within the diversity floor, min-p's best setting ({n.quote(minp['label'])}) "
+            "scores "
             f"{n(minp['nll']['mean'])} nats/char under the grader and top-p's ({n.quote(topp['label'])}) "
             f"{n(topp['nll']['mean'])}: " + ("min-p is better" if better else "top-p is as good or better")
             + (", with intervals apart" if apart else ", but the intervals overlap") + "; this "
             + ("agrees with" if better and apart else "does not confirm") + " the paper at character level.")
     elif "min_p" in {r["sampler"] for r in rows.values()}:
-        said.append("Within the diversity floor min-p or top-p has no setting, so the min-p paper's comparison cannot "
-                    "be made here.")
+        said.append("Min-p or top-p has no setting within the diversity floor, so the min-p paper's comparison "
+                    "cannot be made here.")
     typical, reference = best.get("typical"), rows.get(rec.get("reference", ""))
     if typical and reference:
         fewer = typical["repetition"]["mean"] < reference["repetition"]["mean"]
         said.append(
-            f"Meister et al. ({n(2023, 'd')}) report that locally typical sampling avoids degenerate repetition while keeping "
-            f"quality. Here typical's best setting within the floor ({n.quote(typical['label'])}) repeats "
-            f"{n(typical['repetition']['mean'])} of its word {n.int(3)}-grams and loops in {n.pct(typical['loop_rate']['rate'])} "
-            f"of samples, against {n(reference['repetition']['mean'])} and {n.pct(reference['loop_rate']['rate'])} at "
-            f"temperature {n(1.0, '.1f')}, at {n(typical['nll']['mean'])} against {n(reference['nll']['mean'])} nats/char: "
+            f"Meister et al. ({n(2023, 'd')}) report that locally typical sampling avoids degenerate repetition while "
+            f"keeping quality. Here typical's best setting within the floor ({n.quote(typical['label'])}) repeats "
+            f"{n(typical['repetition']['mean'])} of its word {n.int(3)}-grams and loops in "
+            f"{n.pct(typical['loop_rate']['rate'])} of samples, against {n(reference['repetition']['mean'])} and "
+            f"{n.pct(reference['loop_rate']['rate'])} at temperature {n(1.0, '.1f')}, at {n(typical['nll']['mean'])} "
+            f"against {n(reference['nll']['mean'])} nats/char: "
             + ("less repetition" if fewer else "no less repetition") + " than plain sampling.")
     return " ".join(said)
 
@@ -143,8 +148,8 @@ def sampling_section(results: Path, n: Numbers, figure: Callable[[Path, str], st
                      f"{n.int(found['samples_per_run'])} samples of {n.int(found['length'])} characters. The grader "
                      f"scores {n(grader.get('val_loss'))} nats/char on the validation text.\n\n")
         lines.append(table(found["rows"], set(found.get("frontier", [])), rec.get("label"), n))
-        drawn = (plot_frontier(found, corpus, summary.get("diversity", sampling.DIVERSITY), Path(results) / f"{corpus}.png")
-                 if figure is not None else None)
+        diversity = summary.get("diversity", sampling.DIVERSITY)
+        drawn = plot_frontier(found, corpus, diversity, Path(results) / f"{corpus}.png") if figure is not None else None
         if drawn is not None:
             lines.append("\n" + figure(drawn, f"sampling-{corpus}.png") + "\n")
         if rec:
