@@ -138,8 +138,9 @@ def sampling_section(results: Path, n: Numbers, figure: Callable[[Path, str], st
     for corpus in [*sampling.CORPORA, *(c for c in corpora if c not in sampling.CORPORA)]:
         found = corpora.get(corpus)
         if not found:
-            lines.append(f"\n### {corpus}\n\n_Not measured yet: `chargen study sampling --only {corpus}-grader "
-                         f"--only {corpus}` (after its sampler)._\n")
+            first = "" if corpus in sampling.SHIPPED else f"--only {corpus}-sampler "
+            lines.append(f"\n### {corpus}\n\n_Not measured yet: `chargen study sampling {first}--only {corpus}-grader "
+                         f"--only {corpus}`._\n")
             continue
         rec = found.get("recommendation") or {}
         models = found.get("models") or {}
