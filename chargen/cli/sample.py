@@ -20,19 +20,19 @@ def sample(
     temp: Annotated[Optional[str], typer.Option("--temp", "-t", metavar="T|SCHEDULE", help="Temperature: 0 = greedy (argmax), 1 = the model's distribution; or a schedule: [b]0.8:0.4[/] (linear over the sample), [b]0.8:0.4@100[/] (over 100 characters), [b]1.0,0.7@50[/] (steps).")] = None,
     greedy: Annotated[bool, typer.Option("--greedy", help="Argmax after penalties and masks (same as --temp 0).")] = False,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample only among the k likeliest characters. Default: all of them.", show_default=False)] = None,
-    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling: the likeliest characters holding this much probability (0-1].")] = None,
-    min_p: Annotated[Optional[float], typer.Option("--min-p", help="Drop characters less likely than this fraction of the likeliest one's probability [0-1].")] = None,
-    typical: Annotated[Optional[float], typer.Option("--typical", help="Locally typical sampling: the characters nearest the entropy, holding this much probability (0-1].")] = None,
-    repetition_penalty: Annotated[Optional[float], typer.Option("--repetition-penalty", help="Divide (CTRL-style) the logits of characters in the last --repetition-window characters; > 1 discourages repeats.")] = None,
-    repetition_window: Annotated[Optional[int], typer.Option("--repetition-window", help="How many recent characters (the prime's included) the repetition penalty looks at [default: 64].")] = None,
-    no_repeat: Annotated[Optional[int], typer.Option("--no-repeat", help="Never write a character that repeats an N-character sequence already in the text (try 12-20).")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling: the likeliest characters holding this much probability (0-1]. Default: off.", show_default=False)] = None,
+    min_p: Annotated[Optional[float], typer.Option("--min-p", help="Drop characters less likely than this fraction of the likeliest one's probability \\[0-1]. Default: off.", show_default=False)] = None,
+    typical: Annotated[Optional[float], typer.Option("--typical", help="Locally typical sampling: the characters nearest the entropy, holding this much probability (0-1]. Default: off.", show_default=False)] = None,
+    repetition_penalty: Annotated[Optional[float], typer.Option("--repetition-penalty", help="Divide (CTRL-style) the logits of characters in the last --repetition-window characters; > 1 discourages repeats. Default: off.", show_default=False)] = None,
+    repetition_window: Annotated[Optional[int], typer.Option("--repetition-window", help="How many recent characters (the prime's included) the repetition penalty looks at. Default: 64.")] = None,
+    no_repeat: Annotated[Optional[int], typer.Option("--no-repeat", help="Never write a character that repeats an N-character sequence already in the text (try 12-20). Default: off.", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed: the same seed gives the same text. Default: a fresh random seed.", show_default=False)] = None,
     n: Annotated[int, typer.Option("-n", help="Number of samples, generated as one batch (a text model's sample i is the one --seed SEED+i gives alone).")] = 1,
     lang: Annotated[Optional[str], typer.Option(help="Name generators: the language to generate names in.")] = None,
     start: Annotated[Optional[str], typer.Option(help="Name generators: the first letter(s) of each name.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models, and on a busy machine).")] = 1,
-    max_copy: Annotated[Optional[int], typer.Option("--max-copy", help="Text models: no span longer than N characters of a sample occurs verbatim in the corpus the model was trained on (its index is built on first use and cached beside the model).")] = None,
+    max_copy: Annotated[Optional[int], typer.Option("--max-copy", help="Text models: no span longer than N characters of a sample occurs verbatim in the corpus the model was trained on (its index is built on first use and cached beside the model). Default: no limit.", show_default=False)] = None,
     novelty: Annotated[bool, typer.Option("--novelty", help="Text models: after the samples, say on stderr how much of each is copied from the corpus (longest copy, where it comes from, share in copies of 20+ characters).")] = False,
     pattern: Annotated[Optional[str], typer.Option("--pattern", help="Text models: every sample (the prime included) matches this regular expression in full, ending at a line break once it matches (needs the constraints extra).")] = None,
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Text models: every sample contains this word (repeatable; with or without --pattern).")] = None,
@@ -50,7 +50,7 @@ def sample(
       chargen sample --prime "The king said" --beam 8 --length 80
       chargen sample --temp 0.5 --top-p 0.9 --no-repeat 16 --prime "The king"
       chargen sample --max-copy 12 --novelty -n 3 --length 300
-      chargen sample --pattern "[A-Z][a-z]+ (was|is) [a-z ]+\\." --include gold -n 5 --length 80
+      chargen sample --pattern "\\[A-Z]\\[a-z]+ (was|is) \\[a-z ]+\\." --include gold -n 5 --length 80
     """
     from chargen import checkpoint
     from chargen.errors import UsageError

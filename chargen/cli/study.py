@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from chargen.cli.app import app
-from chargen.cli.ui import err_console, table_console
+from chargen.cli.ui import err_console, markup, say, table_console
 
 
 def _duration(seconds: float | None) -> str:
@@ -41,13 +41,13 @@ class StudyLines:
 
 @app.command("study", rich_help_panel="Research")
 def study(
-    name: Annotated[str, typer.Argument(help="The study: baselines (or --list).", show_default=False)] = "",
+    name: Annotated[str, typer.Argument(help="The study: baselines, momentum-digits or sampling (or --list).", show_default=False)] = "",
     only: Annotated[Optional[list[str]], typer.Option(help="Run only these parts (repeatable; see --list).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Results folder (default: the study's folder under docs/report/results).", show_default=False)] = None,
-    seeds: Annotated[Optional[int], typer.Option(help="Seeds 0..N-1 instead of the study's own.", show_default=False)] = None,
-    minutes: Annotated[Optional[float], typer.Option(help="Each run's budget in CPU-minutes of its own process (not wall time), instead of the study's.", show_default=False)] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Seeds 0..N-1 instead of the study's own. Default: the study's seeds.", show_default=False)] = None,
+    minutes: Annotated[Optional[float], typer.Option(help="Each run's budget in CPU-minutes of its own process (not wall time), instead of the study's. Default: the study's budgets.", show_default=False)] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads per run (1: two studies share two cores).")] = 1,
-    stop_after: Annotated[Optional[float], typer.Option(help="Start no run after this many wall-clock minutes; rerun the same command to resume.", show_default=False)] = None,
+    stop_after: Annotated[Optional[float], typer.Option(help="Start no run after this many wall-clock minutes; rerun the same command to resume. Default: no limit.", show_default=False)] = None,
     list_parts: Annotated[bool, typer.Option("--list", help="List the studies and their parts, with runs done and planned; run nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per finished run.")] = False,
 ) -> None:
@@ -59,7 +59,8 @@ def study(
     [dim]Examples:[/]
       chargen study --list
       chargen study baselines --only grimm-1m --only grimm-5m
-      nohup chargen study baselines --only tinyshakespeare-5m > ts5.log 2>&1 &
+      chargen study baselines --only tinyshakespeare-5m --stop-after 60
+      chargen study sampling --only grimm-grader --only grimm
     """
     from chargen.errors import UsageError
     from chargen.experiments.studies import STUDIES, build_study, run_study
@@ -69,7 +70,7 @@ def study(
             if name and key != name:
                 continue
             built = build_study(key, out if name else None, seeds=seeds, minutes=minutes, threads=threads)
-            table_console().print(f"[bold]{key}[/]: {escape(definition.about)} ({built.out})")
+            table_console().print(markup("[bold]{key}[/]: {about} ({out})", key=key, about=definition.about, out=built.out))
             for part_name, part in built.parts.items():
                 done = len(built.records(part_name))
                 planned = len(part.specs(built.saved(part_name)))
@@ -85,7 +86,8 @@ def study(
     outcome, summary = run_study(name, out, only=only or (), seeds=seeds, minutes=minutes, threads=threads,
                                  progress=StudyLines(quiet), deadline=deadline)
     state = "complete" if outcome.complete else f"{outcome.pending} run(s) left: rerun the same command to resume"
-    err_console.print(f"[bold]{name}[/]: ran {outcome.ran}, found {outcome.found} finished; {state}", highlight=False)
+    say("[bold]{name}[/]: ran {ran}, found {found} finished; {state}", name=name, ran=outcome.ran, found=outcome.found,
+        state=state)
     for part_name, part in summary.get("parts", {}).items():
         if only and part_name not in only:
             continue
@@ -93,5 +95,11 @@ def study(
             loss = row.get("val_loss") or {}
             if loss.get("n"):
                 low, high = loss["mean_ci"]
-                table_console().print(f"  {part_name} {row.get('family', '')}: val {loss['mean']:.3f} "
-                                      f"[{low:.3f}, {high:.3f}] over {loss['n']} seed(s)")
+                table_console().print(markup("  {part} {family}: val {mean:.3f} [{low:.3f}, {high:.3f}] over {n} seed(s)",
+                                             part=part_name, family=row.get("family", ""), mean=loss["mean"], low=low,
+                                             high=high, n=loss["n"]))
+    for corpus, found in summary.get("corpora", {}).items():  # the sampling study: the rule's pick per corpus
+        chosen = (found.get("recommendation") or {}).get("label")
+        if chosen and (not only or corpus in only):
+            table_console().print(markup("  {corpus}: recommended {chosen} ({runs}/{planned} runs)", corpus=corpus,
+                                         chosen=chosen, runs=found["runs"], planned=found["planned"]))

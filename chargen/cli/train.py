@@ -321,7 +321,7 @@ def _train_ngram(ctx: typer.Context, family: Optional[str], task: str, corpus: O
                           + "[/]", highlight=False)
     err_console.print(f"[bold green]done[/] {_a(run.order)} {run.order}-gram from {run.train_chars:,} characters "
                       f"in {run.seconds:.1f}s  val_loss {run.val_loss:.4f}  val_bpc {run.val_bpc:.4f}", highlight=False)
-    err_console.print(f"saved to [bold]{run.run_dir}[/]", highlight=False)
+    say("saved to [bold]{path}[/]", path=run.run_dir)
 
 
 def _a(number: int) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chargen.errors import UsageError
-from chargen.experiments import baselines, momentum_digits
+from chargen.experiments import baselines, momentum_digits, sampling
 from chargen.experiments.study import Outcome, Progress, Study
 from chargen.tracking import write_json
 
@@ -38,6 +38,9 @@ STUDIES: dict[str, StudyDefinition] = {
         momentum_digits.NAME, "LSTM vs MomentumLSTM on sequential and permuted 8x8 digits: steps to the LSTM's best "
         "validation loss, test accuracy", momentum_digits.build, momentum_digits.summary,
         Path("docs/report/results/momentum-digits")),
+    sampling.NAME: StudyDefinition(
+        sampling.NAME, "which decoding knob to use: grader NLL against diversity for six samplers on grimm and tiny "
+        "Shakespeare", sampling.build, sampling.summary, Path("docs/report/results/sampling")),
 }
 
 

@@ -225,5 +225,8 @@ EXPERIMENTS = (
     Experiment("baselines", "baselines/summary.json", lambda c: run_registered_study(c, "baselines"),
                "every model family at equal CPU budgets (hours: run it on its own, e.g. with chargen study)",
                optional=True),
+    Experiment("sampling", "sampling/summary.json", lambda c: run_registered_study(c, "sampling"),
+               "which decoding knob to use, on grimm and tiny Shakespeare (about an hour: run it with chargen study)",
+               optional=True),
 )
 EXPERIMENT_NAMES = tuple(e.name for e in EXPERIMENTS)

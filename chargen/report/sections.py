@@ -15,6 +15,7 @@ from chargen.plots import plot_time_gate
 from chargen.experiments.reference import load_results as load_reference
 from chargen.report import exercises as rx
 from chargen.report.baselines import baselines_report_section
+from chargen.report.sampling import sampling_report_section
 from chargen.report import momentum as rm
 from chargen.report.context import FIGURES, MOMENTUM, PAIRS, PRIME, RESULTS, SAMPLE_SEED, Context, read_results
 from chargen.report.numbers import Numbers
@@ -583,6 +584,7 @@ SECTIONS: list[Section] = [
     _phased_section,
     _exercise(rx.phased_answers_section),
     baselines_report_section,
+    sampling_report_section,
     _lm_section,
     _exercise(rx.observations_section),
     _surnames_section,
