@@ -220,8 +220,10 @@ def train(
         raise UsageError("--resume continues a run, --init-from starts a new one; give one of them")
     if resume is not None:
         from chargen.finetune import resume_options
+        from chargen.tasks.lm_ngram import check_resumable
 
         _refuse_ignored_options(ctx)
+        check_resumable(resume)
         task_name, task_options, model_cfg, train_cfg = resume_settings(resume)
         extra_options = resume_options(resume)
         given = {**({k: v for k, v in budget.items()} if steps is not None or time_limit is not None else {}),
@@ -241,7 +243,7 @@ def train(
                        "positions": positions.value if positions else None, "tie_weights": tie_weights}
         check_family_settings(family or "recurrent", {**model, **transformer})
         model.update(transformer)
-        if family == "transformer" and task_name == "lm" and seq_len is None:
+        if family == "transformer" and task_name == "lm" and seq_len is None and init_from is None:
             seq_len = context or ModelConfig.context  # its training windows are its contexts
         train = {**budget, "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
                  "eval_every": eval_every, "sample_every": sample_every, "seed": seed, "device": device,
@@ -335,8 +337,9 @@ def _parent_settings(init_from: str, task_name: str, model_options: dict[str, An
     if task_name != "lm":
         raise UsageError(f"--init-from fine-tunes language models; --task is {task_name!r}")
     parent, note = load_parent(init_from)
+    parent.check_family(model_options.get("family"))  # the parent's own family may be named: nothing changes
     flags = {k: "--mu/--s/--learn-momentum" if k == "cell_options" else flag_for(k, "train") or k
-             for k, v in model_options.items() if v is not None and k not in ADJUSTABLE}
+             for k, v in model_options.items() if v is not None and k not in (*ADJUSTABLE, "family")}
     if fixed := list(flags.values()):
         raise UsageError(f"--init-from keeps the architecture of {init_from!r}; drop {', '.join(fixed)}")
     model_cfg = parent.model_config(dropout=model_options["dropout"], engine=model_options["engine"])
