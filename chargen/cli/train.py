@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from chargen.cli.app import app
-from chargen.cli.flags import flag_for
+from chargen.cli.flags import flag_for, with_flags
 from chargen.errors import UsageError
 from chargen.cli.ui import (CELL_NAMES, download_progress, err_console, parse_duration, sample_panel, say_note,
                             timestamped_dir)
@@ -266,7 +266,7 @@ def train(
         run_dir = out or default_run_dir(task_options.get("corpus") or task_name)
         check_new_run_dir(run_dir)  # before the corpus is fetched: a refusal should not wait for a download
 
-    callbacks = TrainProgress(quiet)
+    callbacks: Any = TrainProgress(quiet)
     try:
         with download_progress(quiet) as progress:
             if parent is not None:
@@ -276,13 +276,16 @@ def train(
                 say_note(parent_note)  # once the new text is known to fit: a failure stays one line
             else:
                 built = build_task(task_name, seed=train_cfg.seed, progress=progress, **task_options, **extra_options)
-        if resume is None and is_main_process() and not quiet:
-            from chargen.tasks.lm_ngram import unregistered_baseline
+        if is_main_process():  # beside the study's numbers for its corpus (or an n-gram of its text); over-fitting
+            from chargen.standing import Standing, marks_for
 
-            if found := unregistered_baseline(built, task_options.get("corpus")):
-                choice, seconds = found
-                err_console.print(f"[dim]baseline: {_a(choice.order)} {choice.order}-gram gets {choice.nats:.2f} "
-                                  f"nats/char on this validation text (counted in {seconds:.1f}s)[/]", highlight=False)
+            marks, said = [], None
+            if not quiet:
+                marks, said = marks_for(built, task_options.get("corpus"), model_cfg.family, model_cfg.cell,
+                                        train_cfg.time_limit)
+            if said:
+                err_console.print(f"[dim]{escape(said)}[/]", highlight=False)
+            callbacks = Standing(callbacks, marks, render=lambda message, params: with_flags(message, params, "train"))
         result = fit(built, model_cfg, train_cfg, run_dir, callbacks, resume=resume is not None,
                      init_weights=parent.weights if parent else None, parent=parent.record() if parent else None)
     finally:
