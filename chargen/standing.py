@@ -15,13 +15,14 @@ import json
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chargen.data.corpora import load_registry
 from chargen.paths import PROJECT_ROOT
 from chargen.tasks.lm_ngram import unregistered_baseline
+from chargen.tracking import append_jsonl
 
 BASELINES_DIR = PROJECT_ROOT / "docs" / "report" / "results" / "baselines"
 # two-sided 95% Student t quantiles by degrees of freedom (n - 1); past 30 the normal's 1.96 is close enough
@@ -56,8 +57,16 @@ class BaselineRun:
             raise ValueError("val_loss must be finite and budget_s positive")
         return run
 
-    def to_json(self) -> str:
-        return json.dumps({k: v for k, v in self.__dict__.items() if v is not None}, sort_keys=True)
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def record_baseline(run: BaselineRun, directory: Path = BASELINES_DIR) -> Path:
+    """Append ``run`` to its corpus's results file (the study calls this as each run ends); returns the file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{run.corpus}.jsonl"
+    append_jsonl(path, run.to_dict())
+    return path
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from chargen.cli.flags import with_flags
-from chargen.standing import BaselineRun, Mark, OverfitWatch, Standing, marks_for, read_baselines, yardstick
+from chargen.standing import (BaselineRun, Mark, OverfitWatch, Standing, marks_for, read_baselines, record_baseline,
+                              yardstick)
 
 
 def feed(watch: OverfitWatch, train: list[float], val: list[float]) -> list[tuple[int, str]]:
@@ -76,6 +77,14 @@ def test_the_yardstick_is_the_best_mean_at_the_nearest_budget_with_a_t_interval(
     assert [m.label for m in yardstick(runs, 50, "recurrent", "lstm")] == ["LSTM 2x256"]  # 1 CPU-min
     assert yardstick(runs, 50, "recurrent", "lstm")[0].val_loss == pytest.approx(1.61)
     assert yardstick(runs, None)[0].where.endswith("5 CPU-min, baselines study")  # no time budget: the largest
+
+
+def test_what_the_study_records_is_what_the_yardstick_reads(tmp_path: Path) -> None:
+    runs = [BaselineRun("grimm", 60.0, "GRU 2x128", "recurrent", seed, loss, cell="gru", parameters=150_000)
+            for seed, loss in enumerate([1.5, 1.52])]
+    for run in runs:
+        path = record_baseline(run, tmp_path / "baselines")
+    assert path == tmp_path / "baselines" / "grimm.jsonl" and read_baselines("grimm", tmp_path / "baselines") == runs
 
 
 def test_no_study_file_means_no_yardstick_and_no_error(tmp_path: Path) -> None:

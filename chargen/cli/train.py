@@ -283,7 +283,7 @@ def train(
             if not quiet:
                 marks, said = marks_for(built, task_options.get("corpus"), model_cfg.family, model_cfg.cell,
                                         train_cfg.time_limit)
-            if said:
+            if said and resume is None:  # said when the run began
                 err_console.print(f"[dim]{escape(said)}[/]", highlight=False)
             callbacks = Standing(callbacks, marks, render=lambda message, params: with_flags(message, params, "train"))
         result = fit(built, model_cfg, train_cfg, run_dir, callbacks, resume=resume is not None,
