@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from chargen.checkpoint import Loaded
 from chargen.errors import ChargenError, UsageError
 from chargen.generation.kvcache import KVCacheStepper, WindowStep
-from chargen.models import CharLM, TransformerLM, describe
+from chargen.models import CharLM, TransformerLM
 
 FORMATS = ("torchscript", "onnx")
 
@@ -77,6 +77,8 @@ def _check(loaded: Loaded) -> CharLM | TransformerLM:
         raise UsageError(f"export needs a text language model (task 'lm'); {loaded.path.name} is a "
                          f"{loaded.config.get('task')!r} model")
     if not isinstance(model, (CharLM, TransformerLM)):  # a count model has no graph: its tables are the model
+        from chargen.models import describe
+
         raise ChargenError(f"export writes a network's next-character step; {loaded.path.name} is "
                          f"{describe(loaded.config)}, whose count tables score and sample read directly")
     if (model.condition if isinstance(model, TransformerLM) else model.encoder.condition) is not None:

@@ -29,8 +29,8 @@ LAYERS: dict[str, int] = {
     "chargen.reference": 7,
     "chargen.train": 6,
     "chargen.tasks.resolve": 6,  # builds TrainConfig: it sits beside the registry, at the loop's level
-    "chargen.standing": 6,  # where a run stands: the study's yardstick, the over-fitting watch (training callbacks)
     "chargen.finetune": 6,  # a run that starts from a trained model: the parent, its vocabulary, the LM task
+    "chargen.standing": 6,  # where a run stands: the study's yardstick, the over-fitting watch (training callbacks)
     "chargen.tasks": 5,
     "chargen.inspect": 5,  # tools over a trained model: they read tasks' data, never the loop
     "chargen.export": 5,

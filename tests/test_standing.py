@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from chargen.cli.flags import with_flags
+from chargen.cli.train import _with_flags
 from chargen.standing import (BaselineRun, Mark, OverfitWatch, Standing, marks_for, read_baselines, record_baseline,
                               yardstick)
 
@@ -123,7 +123,7 @@ class Recorder:
 def test_standing_passes_every_hook_through_and_adds_its_lines_after_evaluations() -> None:
     inner = Recorder()
     mark = Mark("5-gram", 1.9, None, 1, "counted on this text")
-    standing = Standing(inner, [mark], render=lambda message, params: with_flags(message, params, "train"))
+    standing = Standing(inner, [mark], render=_with_flags)
     standing.on_sample(1, 2.0, "abc")  # not a hook Standing watches: straight through
     for step, (train, val) in enumerate(zip([2.0, 1.5, 1.2, 1.0, 0.9], [2.0, 1.6, 1.7, 1.8, 1.9]), 1):
         standing.on_step(step, {"loss": train})

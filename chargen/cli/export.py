@@ -16,7 +16,7 @@ from chargen.cli.ui import err_console
 @app.command(name="export", rich_help_panel="Train and generate")
 def export_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Run directory, or a name under checkpoints/ (shipped: [b]grimm[/]).")] = "grimm",
-    fmt: Annotated[str, typer.Option("--format", "-f", help="torchscript, or onnx (needs pip install 'chargen\\[export]').")] = "torchscript",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="torchscript, or onnx (needs pip install 'chargen[export]').")] = "torchscript",
     out: Annotated[Path, typer.Option("--out", "-o", help="The file to write.")] = Path("model.pt"),
     check: Annotated[str, typer.Option("--check", help="Text the export is run over and compared with the model (empty: no check).")] = "Once upon a time, there was a king.",
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON on stdout.")] = False,

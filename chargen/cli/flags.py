@@ -35,12 +35,8 @@ def flag_for(param: str, command: str | None = None) -> str | None:
 
 def cli_message(error: ChargenError, command: str | None = None) -> str:
     """``error``'s message with each parameter it names replaced by the command's flag for it."""
-    return with_flags(str(error), error.params, command)
-
-
-def with_flags(message: str, params: tuple[str, ...], command: str | None = None) -> str:
-    """``message`` with the first mention of each of ``params`` replaced by the command's flag for it."""
-    for param in params:
+    message = str(error)
+    for param in error.params:
         flag = flag_for(param, command)
         if flag is not None:
             # the first mention as a parameter: not in prose that names a value's kind ("the 'names' corpus")

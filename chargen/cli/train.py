@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from chargen.cli.app import app
-from chargen.cli.flags import flag_for, with_flags
+from chargen.cli.flags import flag_for
 from chargen.errors import UsageError
 from chargen.cli.ui import (CELL_NAMES, download_progress, err_console, parse_duration, sample_panel, say_note,
                             timestamped_dir)
@@ -285,7 +285,7 @@ def train(
                                         train_cfg.time_limit)
             if said and resume is None:  # said when the run began
                 err_console.print(f"[dim]{escape(said)}[/]", highlight=False)
-            callbacks = Standing(callbacks, marks, render=lambda message, params: with_flags(message, params, "train"))
+            callbacks = Standing(callbacks, marks, render=_with_flags)
         result = fit(built, model_cfg, train_cfg, run_dir, callbacks, resume=resume is not None,
                      init_weights=parent.weights if parent else None, parent=parent.record() if parent else None)
     finally:
@@ -297,6 +297,14 @@ def train(
         if result.best_step is not None and (result.run_dir / "best").is_dir():
             err_console.print(f"best val_loss {result.best_val_loss:.4f} at step {result.best_step:,} in "
                               f"[bold]{result.run_dir / 'best'}[/] (sample and evaluate use it)", highlight=False)
+
+
+def _with_flags(message: str, params: tuple[str, ...]) -> str:
+    """A library message naming ``params`` with train's flags in their place (as its errors are shown)."""
+    from chargen.cli.flags import cli_message
+    from chargen.errors import ChargenError
+
+    return cli_message(ChargenError(message, params=params), "train")
 
 
 NGRAM_OPTIONS = {"family", "order", "task", "corpus", "out", "quiet"}  # what an n-gram run takes

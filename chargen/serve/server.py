@@ -21,7 +21,6 @@ import torch
 from chargen.checkpoint import Loaded
 from chargen.errors import ChargenError
 from chargen.inspect import WHATS, activation_colour, colour_scale, score_text, trace
-from chargen.models import describe
 from chargen.sample import generate
 from chargen.tasks.classify import classify_names
 
@@ -82,8 +81,7 @@ class Service:
         out = []
         for name, loaded in self.models.items():
             cfg = loaded.config["model"]
-            out.append({"name": name, "task": loaded.config.get("task"), "family": cfg.get("family", "recurrent"),
-                        "about": describe(loaded.config), "cell": cfg["cell"],
+            out.append({"name": name, "task": loaded.config.get("task"), "cell": cfg["cell"],
                         "layers": cfg["num_layers"], "hidden": cfg["hidden_size"], "vocab": len(loaded.vocab)})
         return {"models": out, "limits": asdict(self.limits), "whats": list(WHATS)}
 
