@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from chargen.checkpoint import Loaded
-from chargen.errors import UsageError
+from chargen.errors import ChargenError, UsageError
 from chargen.generation.kvcache import KVCacheStepper, WindowStep
 from chargen.models import CharLM, TransformerLM
 from chargen.outputs import check_file, write_bytes
@@ -74,9 +74,14 @@ def metadata(loaded: Loaded) -> dict[str, Any]:
 
 def _check(loaded: Loaded) -> CharLM | TransformerLM:
     model = loaded.model
-    if loaded.config.get("task") != "lm" or not isinstance(model, (CharLM, TransformerLM)):
+    if loaded.config.get("task") != "lm":
         raise UsageError(f"export needs a text language model (task 'lm'); {loaded.path.name} is a "
                          f"{loaded.config.get('task')!r} model")
+    if not isinstance(model, (CharLM, TransformerLM)):  # a count model has no graph: its tables are the model
+        from chargen.models import describe
+
+        raise ChargenError(f"export writes a network's next-character step; {loaded.path.name} is "
+                         f"{describe(loaded.config)}, whose count tables score and sample read directly")
     if (model.condition if isinstance(model, TransformerLM) else model.encoder.condition) is not None:
         raise UsageError("export does not support conditioned models yet")
     return model

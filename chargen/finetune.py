@@ -16,7 +16,7 @@ from torch import Tensor
 
 from chargen import checkpoint
 from chargen.errors import CheckpointError, UsageError, VocabularyError
-from chargen.models import ModelConfig
+from chargen.models import ModelConfig, describe
 from chargen.tasks import build_task
 from chargen.tasks.base import Task
 from chargen.vocab import Vocab
@@ -43,6 +43,14 @@ class Parent:
         return {"name": self.name, "path": str(self.path), "weights_sha256": self.sha256,
                 "step": self.config.get("step"), "val_loss": metrics.get("val_loss"),
                 "corpus": self.config.get("task_config", {}).get("options", {}).get("corpus")}
+
+    def check_family(self, family: str | None) -> None:
+        """A UsageError when ``family`` (None: not given) is not the parent's: weights do not cross families."""
+        if family is None or family == self.model_cfg.family:
+            return
+        raise UsageError(f"init_from {self.name!r} is {describe(self.config)}: a {family} model cannot start from "
+                         f"its weights (leave it out to train one from scratch, or leave out family to fine-tune "
+                         f"the {self.model_cfg.family} model)", params=("init_from", "family"))
 
     def model_config(self, **changes: Any) -> ModelConfig:
         """The parent's model config, with ``changes`` (only ADJUSTABLE settings) applied."""

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from chargen import score
 from chargen.cells import CELLS
-from chargen.errors import UsageError
-from chargen.models import CharLM
+from chargen.errors import ChargenError, UsageError
+from chargen.models import CharLM, NGramLM, TransformerLM
 from chargen.tasks.lm import LMData
 from chargen.vocab import Vocab
 
@@ -109,6 +109,10 @@ class Trace:
 @torch.no_grad()
 def trace(model: CharLM, vocab: Vocab, text: str, *, condition: int | None = None) -> Trace:
     """Run ``text`` through the model one character at a time and record every layer's states and gates."""
+    if isinstance(model, (TransformerLM, NGramLM)):  # language models, but without units to read out
+        kind = "a transformer" if isinstance(model, TransformerLM) else "a Kneser-Ney n-gram"
+        raise ChargenError(f"inspect reads the units and gates of a recurrent model; this model is {kind}, which "
+                         "has none (score and sample read its predictions)")
     if not isinstance(model, CharLM):
         raise UsageError("inspect needs a language model (a model that predicts the next character)")
     if not text:

@@ -27,7 +27,11 @@ MAX_TEMPERATURE = 1e6
 
 
 class SchemaError(ValueError):
-    """A config.json value of the wrong type or out of range; the message names the field."""
+    """A config.json value of the wrong type or out of range; the message names the field (``fields``: its keys)."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 def _is_int(value: Any) -> bool:
@@ -39,7 +43,7 @@ def _int(data: dict[str, Any], key: str, where: str, low: int, high: int) -> Non
         return
     value = data[key]
     if not _is_int(value) or not low <= value <= high:
-        raise SchemaError(f"{where}{key} must be an integer from {low:,} to {high:,}, got {_show(value)}")
+        raise SchemaError(f"{where}{key} must be an integer from {low:,} to {high:,}, got {_show(value)}", (key,))
 
 
 def _number(data: dict[str, Any], key: str, where: str, low: float, high: float, *, high_open: bool = False) -> None:
@@ -50,7 +54,7 @@ def _number(data: dict[str, Any], key: str, where: str, low: float, high: float,
     ok = ok and (value < high if high_open else value <= high)
     if not ok:
         bracket = ")" if high_open else "]"
-        raise SchemaError(f"{where}{key} must be a number in [{low}, {high}{bracket}, got {_show(value)}")
+        raise SchemaError(f"{where}{key} must be a number in [{low}, {high}{bracket}, got {_show(value)}", (key,))
 
 
 def _str(data: dict[str, Any], key: str, where: str, required: bool = False) -> None:
@@ -204,11 +208,11 @@ def check_model_size(model: dict[str, Any], where: str = "") -> None:
         if model.get("family") == "transformer":
             raise SchemaError(
                 f"{where}d_model {model.get('d_model')}, n_layer {model.get('n_layer')}, context {model.get('context')} "
-                f"make a model of about {estimate:,} parameters; the most chargen builds is {MAX_PARAMETERS:,}")
+                f"make a model of about {estimate:,} parameters; the most chargen builds is {MAX_PARAMETERS:,}", ("d_model", "n_layer", "context"))
         raise SchemaError(
             f"{where}hidden_size {model.get('hidden_size')}, num_layers {model.get('num_layers')}, embed_dim "
             f"{model.get('embed_dim')} make a model of about {estimate:,} parameters ({4 * estimate / 2**30:,.0f} GiB); "
-            f"the most chargen builds is {MAX_PARAMETERS:,}"
+            f"the most chargen builds is {MAX_PARAMETERS:,}", ("hidden_size", "num_layers", "embed_dim")
         )
 
 
@@ -235,4 +239,4 @@ def check_model_options(model: dict[str, Any]) -> None:
     try:
         check_model(model)
     except SchemaError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(str(e), params=e.fields) from None

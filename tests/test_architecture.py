@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "chargen.train": 6,
     "chargen.training": 6,  # the parts of one fit call by concern (run directory, evaluation, step loop, messages)
     "chargen.finetune": 6,  # a run that starts from a trained model: the parent, its vocabulary, the LM task
+    "chargen.standing": 6,  # where a run stands: the study's yardstick, the over-fitting watch (training callbacks)
     "chargen.tasks": 5,
     "chargen.inspect": 5,  # tools over a trained model: they read tasks' data, never the loop
     "chargen.export": 5,

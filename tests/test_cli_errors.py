@@ -638,9 +638,9 @@ HOSTILE = [
     Case("F7 sample: embed_dim 10**7", ["sample", "--model", M + "c-embed-huge"], 1, "model.embed_dim must be"),
     Case("F7 sample: 54 billion parameters", ["sample", "--model", M + "c-params-huge"], 1,
          "the most chargen builds is"),
-    Case("F7 train: --hidden 100000", [*TRAIN, "--hidden", "100000"], 2, "hidden_size must be an integer from 1"),
-    Case("F7 train: --layers 100000", [*TRAIN, "--layers", "100000"], 2, "num_layers must be an integer from 1"),
-    Case("F7 train: --embed 10**6", [*TRAIN, "--embed", str(10**6)], 2, "embed_dim must be an integer from 1"),
+    Case("F7 train: --hidden 100000", [*TRAIN, "--hidden", "100000"], 2, "--hidden must be an integer from 1"),
+    Case("F7 train: --layers 100000", [*TRAIN, "--layers", "100000"], 2, "--layers must be an integer from 1"),
+    Case("F7 train: --embed 10**6", [*TRAIN, "--embed", str(10**6)], 2, "--embed must be an integer from 1"),
     Case("F7 train: --hidden 16384 --layers 200", [*TRAIN, "--hidden", "16384", "--layers", "200"], 2,
          "the most chargen builds is"),
     Case("F7 train: palindrome --length 10**6", ["train", "--task", "palindrome", "--length", str(10**6), "--steps",
@@ -849,3 +849,70 @@ def test_the_table_covers_every_command() -> None:
 def test_the_table_holds_every_hostile_case_of_issue_15() -> None:
     ids = [c.id for c in CASES + HOSTILE + ISSUE_26]
     assert len(ids) == len(set(ids)) and len(ids) >= 150
+
+
+# ---------------------------------------------------------------------------------------------
+# The model families of issue 23 (GRU, transformer, n-gram): what a user can get wrong with each.
+
+F = "{world}/families/"
+
+
+@pytest.fixture(scope="module")
+def family_world(world: Path) -> Path:
+    """A tiny transformer, a 3-gram and a GRU on the tale, with damaged copies, under ``world/families``."""
+    from chargen.tasks.lm_ngram import train_ngram
+
+    runs, tale = world / "families", str(world / "texts" / "tale.txt")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    task = build_task("lm", seed=0, corpus=tale, seq_len=8, batch_size=4)
+    fit(task, ModelConfig(family="transformer", n_layer=1, n_head=2, d_model=8, context=8),
+        TrainConfig(steps=2, eval_every=2, device="cpu"), runs / "tf")
+    fit(task, ModelConfig(cell="gru", hidden_size=8, num_layers=1, embed_dim=4),
+        TrainConfig(steps=2, eval_every=2, device="cpu"), runs / "gru")
+    torch.set_num_threads(threads)
+    train_ngram(tale, runs / "ng", order=3)
+    for source, name in (("tf", "tf-heads"), ("tf", "tf-truncated"), ("ng", "ng-truncated"), ("gru", "gru-truncated")):
+        shutil.copytree(runs / source, runs / name, ignore=shutil.ignore_patterns(checkpoint.BEST))
+    edit_config(runs / "tf-heads", lambda c: {**c, "model": {**c["model"], "n_head": 3}})
+    for name in ("tf-truncated", "ng-truncated", "gru-truncated"):
+        weights = runs / name / checkpoint.WEIGHTS
+        weights.write_bytes(weights.read_bytes()[:300])
+    return world
+
+
+FAMILY_CASES = [
+    Case("family: export an n-gram", ["export", "--model", F + "ng", "--out", "{tmp}/m.pt"], 1,
+         "is a Kneser-Ney 3-gram, whose count tables score and sample read directly"),
+    Case("family: inspect a transformer", ["inspect", "--model", F + "tf/best", "--text", "The"], 1,
+         "this model is a transformer, which has none"),
+    Case("family: inspect an n-gram", ["inspect", "--model", F + "ng", "--text", "The"], 1,
+         "this model is a Kneser-Ney n-gram"),
+    Case("family: resume an n-gram", ["train", "--resume", F + "ng", "--steps", "3"], 1,
+         "counted in one pass rather than trained in steps, so there is nothing to resume"),
+    Case("family: a transformer from a recurrent parent", ["train", "--init-from", F + "gru/best", "--family",
+         "transformer", "--corpus", "{world}/texts/tale.txt", "--out", "{tmp}/ft"], 2,
+         "gru/best' is a gru 1x8: a transformer model cannot start from its weights"),
+    Case("family: a recurrent model from a transformer parent", ["train", "--init-from", F + "tf/best", "--family",
+         "recurrent", "--corpus", "{world}/texts/tale.txt", "--out", "{tmp}/ft"], 2,
+         "is a transformer 1x8, context 8: a recurrent model cannot start"),
+    Case("family: config.json heads that do not divide d_model", ["sample", "--model", F + "tf-heads"], 1,
+         "cannot rebuild the model (d_model 8 must be a multiple of n_head 3)"),
+    *[Case(f"family: truncated {name}", ["sample", "--model", F + f"{name}-truncated", "--length", "5"], 1,
+           "corrupt or truncated") for name in ("tf", "ng", "gru")],
+    Case("family: --context past the schema", ["train", "--family", "transformer", "--context", "2000000",
+         "--out", "{tmp}/t"], 2, "--context must be an integer from 1 to 1,000,000"),
+    Case("family: --d-model too wide", ["train", "--family", "transformer", "--d-model", "100000", "--out", "{tmp}/t"],
+         2, "--d-model must be an integer from 1 to 16,384"),
+    Case("family: a transformer too large", ["train", "--family", "transformer", "--d-model", "16384", "--n-layer",
+         "200", "--out", "{tmp}/t"], 2, "--d-model 16384, --n-layer 200, --context 128 make a model of about"),
+    Case("family: --order 50", ["train", "--family", "ngram", "--order", "50", "--out", "{tmp}/n"], 2,
+         "--order must be an integer from 1 to 10"),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in FAMILY_CASES])
+def test_family_mistakes_are_one_line_and_change_nothing(
+    case: Case, family_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    test_bad_input_is_one_line_and_changes_nothing(case, family_world, tmp_path, monkeypatch)

@@ -397,6 +397,8 @@ def test_a_text_that_is_not_registered_gets_its_baseline_before_training(tmp_pat
     article = "an" if found[0].order == 8 else "a"
     line = f"baseline: {article} {found[0].order}-gram gets {found[0].nats:.2f} nats/char on this validation text"
     assert line in result.stderr
+    # and at each evaluation the run is put beside it
+    assert f" beside {found[0].order}-gram {found[0].nats:.2f} (counted on this text): +" in result.stderr
 
 
 # -- a real corpus ------------------------------------------------------------------------------

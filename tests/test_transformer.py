@@ -22,7 +22,7 @@ from chargen.generation.kvcache import KVCacheStepper, keep_on_slide
 from chargen.generation.windows import WindowReader, windowed_log_probs, windows
 from chargen.inference import make_stepper
 from chargen.models import ModelConfig, TransformerLM, build_model, check_family_settings
-from chargen.models.transformer import apply_rotary, rotary_tables
+from chargen.models.transformer import apply_rotary, attention_bytes, check_attention_fits, rotary_tables
 from chargen.sample import generate
 from chargen.schema import parameter_estimate
 from chargen.score import score_text
@@ -353,6 +353,22 @@ def test_the_cli_trains_samples_scores_and_exports_a_transformer(corpus: Path, t
                                 "--steps", "2", "--eval-every", "2", "--out", str(tmp_path / "tuned"), "-q"])
     assert tuned.exit_code == 0, tuned.stderr  # the parent's context is the fine-tune's seq_len
     assert checkpoint.load_config(tmp_path / "tuned")["task_config"]["options"]["seq_len"] == 16
+    named = runner.invoke(app, ["train", "--init-from", str(run), "--family", "transformer", "--corpus", str(corpus),
+                                "--batch-size", "4", "--steps", "1", "--out", str(tmp_path / "named"), "-q"])
+    assert named.exit_code == 0, named.stderr  # naming the parent's own family changes nothing
+    assert checkpoint.load_config(tmp_path / "named")["task_config"]["options"]["seq_len"] == 16
+
+
+def test_a_context_whose_attention_cannot_fit_is_refused_before_training() -> None:
+    cfg = ModelConfig(family="transformer", n_layer=1, n_head=2, d_model=8, context=1000)
+    need = attention_bytes(cfg, 4)
+    assert need == 1000 * 1000 * (4 * 4 * 2 + 1)
+    check_attention_fits(cfg, 4, available=need)  # exactly enough
+    with pytest.raises(UsageError) as caught:
+        check_attention_fits(cfg, 4, available=need - 1)
+    assert caught.value.params == ("context", "batch_size") and "context 1,000 is too long" in str(caught.value)
+    with pytest.raises(ValueError, match="multiple of n_head 3"):  # a hand-edited config.json reaches the builder
+        TransformerLM(ModelConfig(family="transformer", n_layer=1, n_head=3, d_model=8, context=8, vocab_size=5))
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")

@@ -220,8 +220,10 @@ def train(
         raise UsageError("--resume continues a run, --init-from starts a new one; give one of them")
     if resume is not None:
         from chargen.finetune import resume_options
+        from chargen.tasks.lm_ngram import check_resumable
 
         _refuse_ignored_options(ctx)
+        check_resumable(resume)
         task_name, task_options, model_cfg, train_cfg = resume_settings(resume)
         if isinstance(task_options.get("corpus"), str):  # a text that moved since: --corpus points at it again
             task_options["corpus"] = relocated_corpus(task_options["corpus"], corpus, resume)
@@ -243,7 +245,7 @@ def train(
                        "positions": positions.value if positions else None, "tie_weights": tie_weights}
         check_family_settings(family or "recurrent", {**model, **transformer})
         model.update(transformer)
-        if family == "transformer" and task_name == "lm" and seq_len is None:
+        if family == "transformer" and task_name == "lm" and seq_len is None and init_from is None:
             seq_len = context or ModelConfig.context  # its training windows are its contexts
         train = {**budget, "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
                  "eval_every": eval_every, "sample_every": sample_every, "seed": seed, "device": device,
@@ -266,7 +268,7 @@ def train(
         run_dir = out or default_run_dir(task_options.get("corpus") or task_name)
         check_new_run_dir(run_dir)  # before the corpus is fetched: a refusal should not wait for a download
 
-    callbacks = TrainProgress(quiet)
+    callbacks: Any = TrainProgress(quiet)
     try:
         with download_progress(quiet) as progress:
             if parent is not None:
@@ -276,13 +278,16 @@ def train(
                 say_note(parent_note)  # once the new text is known to fit: a failure stays one line
             else:
                 built = build_task(task_name, seed=train_cfg.seed, progress=progress, **task_options, **extra_options)
-        if resume is None and is_main_process() and not quiet:
-            from chargen.tasks.lm_ngram import unregistered_baseline
+        if is_main_process():  # beside the study's numbers for its corpus (or an n-gram of its text); over-fitting
+            from chargen.standing import Standing, marks_for
 
-            if found := unregistered_baseline(built, task_options.get("corpus")):
-                choice, seconds = found
-                err_console.print(f"[dim]baseline: {_a(choice.order)} {choice.order}-gram gets {choice.nats:.2f} "
-                                  f"nats/char on this validation text (counted in {seconds:.1f}s)[/]", highlight=False)
+            marks, said = [], None
+            if not quiet:
+                marks, said = marks_for(built, task_options.get("corpus"), model_cfg.family, model_cfg.cell,
+                                        train_cfg.time_limit)
+            if said and resume is None:  # said when the run began
+                err_console.print(f"[dim]{escape(said)}[/]", highlight=False)
+            callbacks = Standing(callbacks, marks, render=_with_flags)
         result = fit(built, model_cfg, train_cfg, run_dir, callbacks, resume=resume is not None,
                      init_weights=parent.weights if parent else None, parent=parent.record() if parent else None)
     finally:
@@ -294,6 +299,14 @@ def train(
         if result.best_step is not None and (result.run_dir / "best").is_dir():
             say("best val_loss {loss:.4f} at step {step:,} in [bold]{best}[/] (sample and evaluate use it)",
                 loss=result.best_val_loss, step=result.best_step, best=result.run_dir / "best")
+
+
+def _with_flags(message: str, params: tuple[str, ...]) -> str:
+    """A library message naming ``params`` with train's flags in their place (as its errors are shown)."""
+    from chargen.cli.flags import cli_message
+    from chargen.errors import ChargenError
+
+    return cli_message(ChargenError(message, params=params), "train")
 
 
 NGRAM_OPTIONS = {"family", "order", "task", "corpus", "out", "quiet"}  # what an n-gram run takes
@@ -337,8 +350,9 @@ def _parent_settings(init_from: str, task_name: str, model_options: dict[str, An
     if task_name != "lm":
         raise UsageError(f"--init-from fine-tunes language models; --task is {task_name!r}")
     parent, note = load_parent(init_from)
+    parent.check_family(model_options.get("family"))  # the parent's own family may be named: nothing changes
     flags = {k: "--mu/--s/--learn-momentum" if k == "cell_options" else flag_for(k, "train") or k
-             for k, v in model_options.items() if v is not None and k not in ADJUSTABLE}
+             for k, v in model_options.items() if v is not None and k not in (*ADJUSTABLE, "family")}
     if fixed := list(flags.values()):
         raise UsageError(f"--init-from keeps the architecture of {init_from!r}; drop {', '.join(fixed)}")
     model_cfg = parent.model_config(dropout=model_options["dropout"], engine=model_options["engine"])

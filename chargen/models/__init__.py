@@ -36,6 +36,21 @@ def check_family_settings(family: str, given: Mapping[str, Any]) -> None:
                          f"{'it' if one else 'them'} out", params=(*ignored, "family"))
 
 
+def describe(config: Mapping[str, Any]) -> str:
+    """A run's model in a few words, from its config.json (``"a gru 2x256"``, ``"a transformer 4x128, context 128"``,
+    ``"a 5-gram"``), for messages that must say what a command was given."""
+    model = config.get("model") or {}
+    family = model.get("family", "recurrent")
+    if family == "ngram":
+        order = (config.get("ngram") or {}).get("order")
+        return f"a Kneser-Ney {order}-gram" if order else "a Kneser-Ney n-gram"
+    if family == "transformer":
+        return f"a transformer {model.get('n_layer')}x{model.get('d_model')}, context {model.get('context')}"
+    cell = str(model.get("cell"))
+    article = "an" if cell in ("lstm", "rnn") or cell[:1] in tuple("aeiou") else "a"  # spoken: an el-es-tee-em
+    return f"{article} {cell} {model.get('num_layers')}x{model.get('hidden_size')}"
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The model a config describes, of its ``family``."""
     if cfg.family == "transformer":
@@ -64,5 +79,6 @@ __all__ = [
     "build_model",
     "build_recurrent",
     "check_family_settings",
+    "describe",
     "settings_for_cell",
 ]

@@ -3,17 +3,51 @@
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from chargen.models.recurrent import ModelConfig
+from chargen.errors import UsageError
+from chargen.models.recurrent import POSITIONS, ModelConfig
 
 # Shapes in comments: B batch, T positions in this call, S positions cached so far, C d_model, H heads,
 # D = C / H head width, V vocabulary, L layers. The model's public contract is time-major like the
 # recurrent CharLM's (ids (T, N) in, logits (T, N, V) out); inside, everything is batch-first because
 # scaled_dot_product_attention wants (B, H, T, D).
+
+
+def check_shape(cfg: ModelConfig) -> None:
+    """A ValueError for a shape no transformer can take (a config.json edited by hand reaches here unchecked)."""
+    if cfg.n_head < 1 or cfg.d_model % cfg.n_head:
+        raise ValueError(f"d_model {cfg.d_model} must be a multiple of n_head {cfg.n_head}")
+    if cfg.positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {cfg.positions!r}")
+    if cfg.positions == "rotary" and (cfg.d_model // cfg.n_head) % 2:
+        raise ValueError(f"rotary positions need an even head width, got d_model / n_head = {cfg.d_model // cfg.n_head}")
+
+
+def attention_bytes(cfg: ModelConfig, batch: int) -> int:
+    """The least memory one training forward's attention takes on scaled_dot_product_attention's math path
+    (CPU, or dropout on): one layer's float32 scores ``(B, H, T, T)`` and the causal mask ``(T, T)``."""
+    return cfg.context * cfg.context * (4 * batch * cfg.n_head + 1)
+
+
+def check_attention_fits(cfg: ModelConfig, batch: int, available: int | None = None) -> None:
+    """A UsageError naming context when even :func:`attention_bytes` exceed this machine's memory (``available``
+    bytes; default: its physical memory), before the allocator fails mid-step with a traceback."""
+    if available is None:
+        try:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # not knowable here: let the allocator decide
+            return
+    need = attention_bytes(cfg, batch)
+    if need > available:
+        raise UsageError(
+            f"context {cfg.context:,} is too long for this machine: attention compares every position with every "
+            f"other, so one step at batch_size {batch} needs at least {need / 2**30:,.0f} GiB "
+            f"(this machine has {available / 2**30:,.0f} GiB); lower it", params=("context", "batch_size"))
 
 
 class KVCache:
@@ -114,6 +148,7 @@ class TransformerLM(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        check_shape(cfg)
         self.cfg = cfg
         self.context = cfg.context
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)

@@ -16,6 +16,7 @@ from chargen.data.streams import StreamBatcher, WindowBatcher, as_streams
 from chargen.errors import CorpusError, UsageError
 from chargen.generation.windows import WindowReader
 from chargen.models import CharLM, ModelConfig, TransformerLM
+from chargen.models.transformer import check_attention_fits
 from chargen.runtime import check_batch_size, rank, world_size
 from chargen.generation.logits import DecodeConfig
 from chargen.generation.masks import CharMask
@@ -148,6 +149,8 @@ class LanguageModelTask(BaseTask):
             # its training windows are its contexts: positions past seq_len would never be trained
             raise UsageError(f"seq_len ({self.cfg.seq_len}) must equal context ({base.context}): a transformer "
                              "trains on windows of its context", params=("seq_len", "context"))
+        if base.family == "transformer":
+            check_attention_fits(base, self.cfg.batch_size)
         return ModelConfig(**{**asdict(base), "kind": "lm", "vocab_size": len(self.vocab)})
 
     def config(self) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from typing import Any
 
 from chargen import checkpoint
 from chargen.data.corpora import ProgressFn, load_registry
-from chargen.errors import UsageError
-from chargen.models import ModelConfig
+from chargen.errors import ChargenError, UsageError
+from chargen.models import ModelConfig, describe
 from chargen.models.ngram_lm import BASELINE_ORDERS, OrderChoice, choose_order, count_ngrams, fit
 from chargen.tasks.base import Task
 from chargen.tasks.lm import LMConfig, LMData
@@ -71,6 +71,15 @@ def train_ngram(
     checkpoint.save(run_dir, config, model)
     return NGramRun(run_dir, choice.order, choice.nats, choice.by_order, seconds, data.train.numel(),
                     data.val.numel())
+
+
+def check_resumable(run_dir: Path) -> None:
+    """A ChargenError when ``run_dir`` holds an n-gram run: it is counted in one pass, so nothing is left to resume."""
+    config = checkpoint.load_config(run_dir)
+    if (config.get("model") or {}).get("family") == "ngram":
+        raise ChargenError(f"resume: {run_dir} is {describe(config)}, counted in one pass rather than trained in "
+                           "steps, so there is nothing to resume; to count it again, give a new run_dir",
+                           params=("resume", "run_dir"))
 
 
 def baseline(data: LMData) -> OrderChoice:
