@@ -25,7 +25,8 @@ from chargen.inspect import score_text, trace
 from chargen.serve import Limits, Service
 from chargen.tasks.classify import classify_names
 
-from serving import TINY_LIMITS, Running, call, library, need_extra, post, raw_http, save_tiny, streamed  # noqa: E402
+from serving import (TINY_LIMITS, Running, call, library, lines_of, need_extra, post, raw_http, save_tiny,
+                     streamed)  # noqa: E402
 
 LIMITS = Limits(max_length=400, max_text=300, max_names=5, max_body=4096)
 
@@ -156,6 +157,29 @@ def test_novelty_reports_the_copies_of_each_sample(base: str, models: dict[str, 
     start, end = report["copy_start"], report["copy_end"]
     assert end - start == longest and corpus[report["corpus_start"]:report["corpus_end"]] == sample[start:end]
     assert "copies" not in post(base, "/api/generate", {**body, "novelty": False, "stream": False})
+
+
+def test_a_stream_its_controls_leave_no_character_ends_alone_with_one_line(tiny: Running, tiny_run: Path) -> None:
+    loaded = checkpoint.load(tiny_run)
+    stuck = {"length": 100, "seed": 2, "no_repeat": 1}  # never repeat a character: stuck once each is written
+    plain = {"prime": "a cat", "length": 100, "seed": 2}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda b: call(tiny.url, "/api/generate", b)[1], [stuck, plain]))
+    lines = [json.loads(line) for line in answers[0].decode().splitlines()]
+    text = "".join(line.get("text", "") for line in lines)
+    assert lines[-1]["status"] == 422 and "no_repeat" in lines[-1]["error"]
+    assert len(set(text)) == len(text) >= 20  # every character once, then nothing left
+    assert lines_of(answers[1])[1] == library(loaded, plain)  # its neighbour in the batch is untouched
+    status, data, _ = call(tiny.url, "/api/generate", {**stuck, "stream": False})
+    assert status == 422 and json.loads(data)["error"].startswith("generation stopped: no_repeat: stream 0: every character")
+
+
+def test_copies_need_a_model_that_records_its_corpus(tiny: Running) -> None:
+    assert json.loads(call(tiny.url, "/api/models")[1])["models"][0]["corpus"] is False
+    for field in ("max_copy", "novelty"):
+        status, data, _ = call(tiny.url, "/api/generate", {field: 5 if field == "max_copy" else True})
+        assert status == 400 and re.search(f"does not record the corpus it was trained on; {field} needs it",
+                                           json.loads(data)["error"]), data
 
 
 def test_score_classify_and_inspect_equal_the_library(base: str, models: dict[str, Any]) -> None:
@@ -404,8 +428,49 @@ def test_the_page_in_a_headless_browser(base: str, models: dict[str, Any], brows
                                          "temperature": 0.8, "seed": 7})
     assert shown and " ".join(shown.split()) == " ".join(expected.split())  # the page's own layout of spaces
     wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#coloured span"))
+
+    def fill(field: str, value: str) -> None:
+        browser.find_element(By.ID, field).clear()
+        browser.find_element(By.ID, field).send_keys(value)
+
+    def run() -> str:
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda b: b.find_element(By.ID, "status").text.startswith(("done", "generation stopped"))
+                   or "error" in b.find_element(By.ID, "status").get_attribute("class"))
+        return browser.find_element(By.ID, "status").text
+
+    # the studio: the controls as inputs give the text the library gives with them
+    controls = {"top_p": 0.9, "min_p": 0.02, "repetition_penalty": 1.1, "repetition_window": 32, "no_repeat": 16}
+    for name, value in controls.items():
+        fill(name, str(value))
+    assert run().startswith("done")
+    body = {"prime": "The king said to his daughter", "length": 300, "temperature": 0.8, "seed": 7, **controls}
+    expected = library(models["grimm"], body)
+    assert expected != shown and _spaced(browser.find_element(By.ID, "generated").text) == _spaced(expected)
+    # a refusal is one line naming the field
+    fill("pattern", "(")
+    assert run().startswith("pattern '(' is not a valid regular expression")
+    # greedy from a prime copies the tales: the copied spans are highlighted and the numbers shown
+    for name in (*controls, "pattern"):
+        browser.find_element(By.ID, name).clear()
+    fill("schedule", "0")
+    fill("length", "200")
+    assert run().startswith("done")
+    greedy = {"prime": body["prime"], "length": 200, "temperature": 0, "seed": 7, "novelty": True, "stream": False}
+    answer = post(base, "/api/generate", greedy)
+    sample, copies = body["prime"] + answer["text"], answer["copies"]
+    assert copies["long_copies"] and _spaced(browser.find_element(By.ID, "generated").text) == _spaced(answer["text"])
+    marks = "".join(m.text for m in browser.find_elements(By.CSS_SELECTOR, "#output mark.copy"))
+    assert _spaced(marks) == _spaced("".join(sample[a:b] for a, b in copies["long_copies"]))
+    report = browser.find_element(By.ID, "novelty-report").text
+    assert f"longest copy {copies['longest_copy']} characters" in report and f"line {copies['corpus_line']}" in report
     if os.environ.get("CHARGEN_SCREENSHOT"):  # docs/serve.png is taken this way
         browser.save_screenshot(os.environ["CHARGEN_SCREENSHOT"])
+
+
+def _spaced(text: str) -> str:
+    """Text with its runs of white space as one space: the page's own layout of spaces and line breaks."""
+    return " ".join(text.split())
 
 
 def test_the_page_sends_the_token_it_was_opened_with(tiny_run: Path, browser: Any) -> None:

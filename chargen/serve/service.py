@@ -43,8 +43,11 @@ class Service:
             shape = ({"cell": cfg["cell"], "layers": cfg["num_layers"], "hidden": cfg["hidden_size"]}
                      if family == "recurrent" else
                      {"cell": family, "layers": cfg.get("n_layer"), "hidden": cfg.get("d_model")})
+            # whether the run records its corpus: max_copy and novelty need it
+            options = (loaded.config.get("task_config") or {}).get("options") or {}
+            corpus = bool(options.get("corpus") and (loaded.config.get("task_config") or {}).get("corpus_sha256"))
             out.append({"name": name, "task": loaded.config.get("task"), "family": family, **shape,
-                        "vocab": len(loaded.vocab)})
+                        "vocab": len(loaded.vocab), "corpus": corpus})
         return {"models": out, "limits": asdict(self.limits), "whats": list(WHATS)}
 
     def model(self, name: str | None, tasks: tuple[str, ...]) -> tuple[str, Loaded]:
