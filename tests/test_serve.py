@@ -455,11 +455,13 @@ def test_the_page_in_a_headless_browser(base: str, models: dict[str, Any], brows
         browser.find_element(By.ID, name).clear()
     fill("schedule", "0")
     fill("length", "200")
+    fill("prime", "Little Red-Cap")
     assert run().startswith("done")
-    greedy = {"prime": body["prime"], "length": 200, "temperature": 0, "seed": 7, "novelty": True, "stream": False}
+    greedy = {"prime": "Little Red-Cap", "length": 200, "temperature": 0, "seed": 7, "novelty": True, "stream": False}
     answer = post(base, "/api/generate", greedy)
-    sample, copies = body["prime"] + answer["text"], answer["copies"]
+    sample, copies = greedy["prime"] + answer["text"], answer["copies"]
     assert copies["long_copies"] and _spaced(browser.find_element(By.ID, "generated").text) == _spaced(answer["text"])
+    assert browser.find_elements(By.CSS_SELECTOR, "#generated mark.copy")  # copied from the tales, not just the prime
     marks = "".join(m.text for m in browser.find_elements(By.CSS_SELECTOR, "#output mark.copy"))
     assert _spaced(marks) == _spaced("".join(sample[a:b] for a, b in copies["long_copies"]))
     report = browser.find_element(By.ID, "novelty-report").text
