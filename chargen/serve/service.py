@@ -33,6 +33,8 @@ class Service:
         self.limits = limits or Limits()
         self._indexes: dict[str, CorpusIndex] = {}
         self._indexing = threading.Lock()  # one build at a time: a corpus index holds tens of MB
+        # a pattern's automaton may reach pattern.MAX_STATES states x the vocabulary (over 100 MB): a few at a time
+        self._building = threading.BoundedSemaphore(self.limits.workers)
 
     def info(self) -> dict[str, Any]:
         out = []
@@ -84,9 +86,10 @@ class Service:
         try:
             index = self._index(name, loaded, "max_copy" if decoding.max_copy is not None else "novelty") \
                 if decoding.max_copy is not None or decoding.novelty else None
-            return constraints_for_run(loaded, length=request.length, prime=request.prime,
-                                       max_copy=decoding.max_copy, pattern=decoding.pattern,
-                                       include=decoding.include, novelty=decoding.novelty, index=index)
+            with self._building:
+                return constraints_for_run(loaded, length=request.length, prime=request.prime,
+                                           max_copy=decoding.max_copy, pattern=decoding.pattern,
+                                           include=decoding.include, novelty=decoding.novelty, index=index)
         except ChargenError as e:
             raise ApiError(400, named(e)) from None
 
