@@ -130,6 +130,8 @@ def test_controls_and_constraints_in_a_batch_equal_chargen_sample(base: str, mod
     cli = CliRunner().invoke(app, ["sample", "--prime", "The", "--length", "80", "--seed", "5", "--pattern",
                                    pattern["pattern"], "--include", "gold"])
     assert cli.exit_code == 0 and cli.stdout == "The" + expected[3] + "\n"
+    settings, text = streamed(base, STUDIO[1])  # the settings reported are a request for the same text
+    assert streamed(base, settings)[1] == text == expected[1] and settings["no_repeat"] == 12
     for seed in range(4):  # every sample matches in full
         text = post(base, "/api/generate", {**pattern, "seed": seed, "stream": False})["text"]
         assert re.fullmatch(pattern["pattern"], "The" + text) and "gold" in text
