@@ -1,6 +1,7 @@
 """`chargen serve` under load: N concurrent generate requests against the same N one at a time, and inspect's memory.
 
     python benchmarks/serve_load.py [--model grimm --requests 200 --chars 200 --max-batch 64 --inspect 50]
+    python benchmarks/serve_load.py --inspect 0 --controls '{"repetition_penalty": 1.2, "no_repeat": 16}'
 
 The server runs as its own process (``chargen serve --threads 1 --quiet`` on a free loopback port),
 so that the client's work does not share its interpreter; the client is httpx's async client.
@@ -13,7 +14,9 @@ Rows:
 For each: answers by status (200, 503 with Retry-After; a reset or any other error is counted and
 fails the target), latency p50/p99 per request, wall time, and the aggregate characters per
 second; then the ratio (issue 26's target: all at once >= 3x one at a time, every request answered).
-``--inspect N`` then sends N concurrent inspect requests at the server's longest text and reports
+``--controls JSON`` adds decoding controls or constraints to every generate request: a stream whose
+draw keeps history (a schedule, a penalty, no-repeat, max-copy, a pattern) is drawn from its own row,
+so its batching gain is smaller than plain sampling's. ``--inspect N`` then sends N concurrent inspect requests at the server's longest text and reports
 the server's peak resident memory before and after (target <= 1 GB).
 """
 
@@ -125,6 +128,8 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=200, help="characters generated per request")
     parser.add_argument("--max-batch", type=int, default=64, help="the server's --max-batch")
     parser.add_argument("--inspect", type=int, default=50, help="concurrent inspect requests (0: skip)")
+    parser.add_argument("--controls", type=json.loads, default={},
+                        help='decoding controls and constraints for every generate request, as JSON')
     parser.add_argument("--inspect-chars", type=int, default=20_000,
                         help="characters per inspect request (at most the server's limit)")
     args = parser.parse_args()
@@ -133,10 +138,11 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     server = start_server(args, port)
     try:
-        bodies = [{"prime": "The king", "length": args.chars, "temperature": 0.8, "seed": i, "stream": False}
-                  for i in range(args.requests)]
-        print(f"model {args.model}, {args.requests} generate requests of {args.chars} characters, "
-              f"server --max-batch {args.max_batch}, one torch thread")
+        bodies = [{"prime": "The king", "length": args.chars, "temperature": 0.8, "seed": i, "stream": False,
+                   **args.controls} for i in range(args.requests)]
+        print(f"model {args.model}, {args.requests} generate requests of {args.chars} characters"
+              f"{f' with {json.dumps(args.controls)}' if args.controls else ''}, server --max-batch {args.max_batch}, "
+              "one torch thread")
         asyncio.run(run(url, bodies[:2], together=False))  # warm-up: the first batch builds its stepper
         one_by_one = report("one at a time", *asyncio.run(run(url, bodies, together=False)))
         results, wall = asyncio.run(run(url, bodies, together=True))

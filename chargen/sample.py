@@ -154,7 +154,7 @@ def generate_streams(
     elif START_CONTEXT in vocab:
         ids = torch.tensor([vocab.id(START_CONTEXT)], device=device).view(1, 1).expand(1, n)
     else:
-        first = _first_characters(len(vocab.specials), len(vocab), generators, pipeline)
+        first = first_characters(len(vocab.specials), len(vocab), generators, pipeline)
         ids = first.view(1, n)
         pipeline.advance(first)
         yield [vocab.decode([i]) for i in first.tolist()]
@@ -244,11 +244,11 @@ class _ReferenceDraw:
         return out
 
 
-def _first_characters(low: int, vocab_size: int, generators: Sequence[torch.Generator],
-                      pipeline: LogitsPipeline) -> Tensor:
+def first_characters(low: int, vocab_size: int, generators: Sequence[torch.Generator],
+                     pipeline: LogitsPipeline | None) -> Tensor:
     """An unprimed stream's first character on a vocabulary without a newline: uniform over the characters
     (not the special tokens), or over those the masks allow."""
-    allowed = pipeline.allowed() if pipeline.masks else None
+    allowed = pipeline.allowed() if pipeline is not None and pipeline.masks else None
     first = []
     for i, generator in enumerate(generators):
         device = generator.device

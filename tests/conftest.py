@@ -12,7 +12,7 @@ import torch
 from chargen.paths import PROJECT_ROOT
 
 SHARED_MIRROR = PROJECT_ROOT.parent / "shared" / "corpora"
-KEPT_FROM_OUTSIDE = {"CHARGEN_MIRROR", "CHARGEN_HOME"}  # the corpora's mirror and cache (.ci/run sets both)
+KEPT_FROM_OUTSIDE = {"CHARGEN_MIRROR", "CHARGEN_HOME", "CHARGEN_SCREENSHOT"}  # the corpora's mirror and cache (.ci/run sets both); where test_serve saves docs/serve.png
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from chargen import checkpoint
+from chargen.generation.constraints import constraints_for_run
+from chargen.generation.logits import CONTROLS, DecodeConfig
 from chargen.models import ModelConfig, build_model
 from chargen.sample import generate
 from chargen.serve import Limits, Service, make_server
@@ -84,7 +86,7 @@ def post(base: str, path: str, body: Any) -> Any:
 
 def lines_of(data: bytes) -> tuple[dict[str, Any], str]:
     lines = [json.loads(line) for line in data.decode().splitlines()]
-    assert lines[-1] == {"done": True}, lines[-1]
+    assert lines[-1].get("done") is True, lines[-1]
     return lines[0]["start"], "".join(line["text"] for line in lines[1:-1])
 
 
@@ -111,8 +113,14 @@ def raw_http(port: int, request: bytes) -> bytes:
 
 
 def library(loaded: Any, body: dict[str, Any]) -> str:
-    """What ``chargen.sample.generate`` writes for a generate request's settings (cut at its stop strings)."""
+    """What ``chargen.sample.generate`` writes for a generate request's settings: its decoding controls and
+    constraints (built as ``chargen sample`` builds them), cut at its stop strings and the constraints'."""
     stops = body.get("stop", [])
-    pieces = generate(loaded.model, loaded.vocab, prime=body.get("prime", ""), length=body.get("length", 200),
-                      temperature=body.get("temperature", 1.0), top_k=body.get("top_k"), seed=body["seed"])
-    return "".join(stop_at(pieces, [stops] if isinstance(stops, str) else stops))
+    prime, length = body.get("prime", ""), body.get("length", 200)
+    words = body.get("include", [])
+    constraints = constraints_for_run(loaded, length=length, prime=prime, max_copy=body.get("max_copy"),
+                                      pattern=body.get("pattern"), include=[words] if isinstance(words, str) else words)
+    pieces = generate(loaded.model, loaded.vocab, prime=prime, length=length, seed=body["seed"],
+                      decode=DecodeConfig.from_dict({k: v for k, v in body.items() if k in CONTROLS}),
+                      masks=constraints.masks)
+    return "".join(stop_at(pieces, [*([stops] if isinstance(stops, str) else stops), *constraints.stops]))

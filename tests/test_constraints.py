@@ -86,6 +86,7 @@ def test_a_run_without_its_corpus_cannot_promise_max_copy(run: tuple[Path, str])
         assert "needs the text" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_name_generators_are_told_the_constraints_are_for_text() -> None:
-    result = runner.invoke(app, ["sample", "--model", "surnames-gen", "--pattern", "[A-Z][a-z]+"])
-    assert result.exit_code == 2 and "--pattern is for text models" in result.stderr and result.stdout == ""
+def test_name_generators_are_told_the_copy_constraints_are_for_text() -> None:
+    # --pattern and --include hold names too (tests/test_names.py); a name generator has no corpus index
+    result = runner.invoke(app, ["sample", "--model", "surnames-gen", "--max-copy", "5", "--pattern", "[A-Z][a-z]+"])
+    assert result.exit_code == 2 and "--max-copy is for text models" in result.stderr and result.stdout == ""

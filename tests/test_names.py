@@ -284,6 +284,29 @@ def test_sampled_names_stop_at_the_end_token(toy_generator: Path) -> None:
         assert list(sample_names(loaded, lang="Czech", n=2, seed=1, temperature=0.0)) == ["a" * MAX_NAME_LENGTH] * 2
 
 
+def test_names_under_a_pattern_and_words_all_match(toy_generator: Path) -> None:
+    pytest.importorskip("interegular")
+    loaded = checkpoint.load(toy_generator)
+    pattern = r"Mc[a-z]*(son|ez)"
+    names = list(sample_names(loaded, lang="Scottish", n=100, seed=4, pattern=pattern, include=["a"]))
+    assert len(names) == 100 and len(set(names)) > 50  # an untrained model: its own choices, held to the pattern
+    assert all(re.fullmatch(pattern, name) and "a" in name and len(name) <= MAX_NAME_LENGTH for name in names), names
+    assert names == list(sample_names(loaded, lang="Scottish", n=100, seed=4, pattern=pattern, include=["a"]))
+    assert all(re.fullmatch(pattern, name) for name in sample_names(loaded, start="Mcd", n=20, seed=1, pattern=pattern,
+                                                                   temperature=0.0))
+    result = runner.invoke(app, ["sample", "--model", str(toy_generator), "-n", "30", "--seed", "2", "--pattern",
+                                 pattern, "--include", "o", "--temp", "1.5"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 30 and all(re.fullmatch(pattern, n) and "o" in n for n in lines), lines
+    for args, message in ((["--pattern", "[0-9]+"], "no text made of the model's characters"),
+                          (["--pattern", "Mc[a-z"], "not a valid regular expression"),
+                          (["--start", "Ab", "--pattern", pattern], "no text that starts with the --start 'A'"),
+                          (["--max-copy", "3"], "--max-copy is for text models")):
+        bad = runner.invoke(app, ["sample", "--model", str(toy_generator), *args])
+        assert bad.exit_code in (1, 2) and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
 def test_sample_cli_for_a_generator(toy_generator: Path) -> None:
     result = runner.invoke(app, ["sample", "--model", str(toy_generator), "--lang", "Scottish", "-n", "4",
                                  "--start", "Mc", "--seed", "2", "--temp", "0.8"])

@@ -20,11 +20,13 @@ from typer.testing import CliRunner
 
 from chargen import checkpoint
 from chargen.cli import app
+from chargen.generation.copies import index_for_run, novelty
 from chargen.inspect import score_text, trace
 from chargen.serve import Limits, Service
 from chargen.tasks.classify import classify_names
 
-from serving import TINY_LIMITS, Running, call, library, need_extra, post, raw_http, save_tiny, streamed  # noqa: E402
+from serving import (TINY_LIMITS, Running, call, library, lines_of, need_extra, post, raw_http, save_tiny,
+                     streamed)  # noqa: E402
 
 LIMITS = Limits(max_length=400, max_text=300, max_names=5, max_body=4096)
 
@@ -104,6 +106,84 @@ def test_concurrent_requests_equal_sequential_ones(base: str) -> None:
     assert scores == [post(base, "/api/score", {"text": t})["total_log_prob"] for t in sequential]
 
 
+STUDIO = [  # the decoding controls and the constraints, each request as chargen sample would run it
+    {"prime": "The king", "length": 80, "seed": 3, "temperature": 0.8, "top_p": 0.9, "min_p": 0.05},
+    {"prime": "The king", "length": 80, "seed": 3, "temperature": "1.0:0.3", "repetition_penalty": 1.2,
+     "repetition_window": 20, "no_repeat": 12},
+    {"prime": "The king", "length": 80, "seed": 4, "typical": 0.9, "max_copy": 8},
+    {"prime": "The", "length": 80, "seed": 5, "pattern": "[A-Za-z ]+ (was|is) [a-z ]+\\.", "include": ["gold"]},
+    {"prime": "Once", "length": 80, "seed": 6, "temperature": 0.7, "stop": "\n"},  # a plain one beside them
+]
+
+
+def test_controls_and_constraints_in_a_batch_equal_chargen_sample(base: str, models: dict[str, Any]) -> None:
+    expected = [library(models["grimm"], body) for body in STUDIO]
+    with ThreadPoolExecutor(max_workers=len(STUDIO)) as pool:  # joining and leaving one batch together
+        served = list(pool.map(lambda b: streamed(base, b)[1], STUDIO * 2))
+    assert served == expected * 2
+    assert len(set(expected)) == len(expected)
+    pattern = STUDIO[3]
+    assert re.fullmatch(pattern["pattern"], pattern["prime"] + expected[3]) and "gold" in expected[3]
+    cli = CliRunner().invoke(app, ["sample", "--prime", "The king", "--length", "80", "--seed", "3", "--temp", "1.0:0.3",
+                                   "--repetition-penalty", "1.2", "--repetition-window", "20", "--no-repeat", "12"])
+    assert cli.exit_code == 0 and cli.stdout == "The king" + expected[1] + "\n"
+    cli = CliRunner().invoke(app, ["sample", "--prime", "The", "--length", "80", "--seed", "5", "--pattern",
+                                   pattern["pattern"], "--include", "gold"])
+    assert cli.exit_code == 0 and cli.stdout == "The" + expected[3] + "\n"
+    settings, text = streamed(base, STUDIO[1])  # the settings reported are a request for the same text
+    assert streamed(base, settings)[1] == text == expected[1] and settings["no_repeat"] == 12
+    for seed in range(4):  # every sample matches in full
+        text = post(base, "/api/generate", {**pattern, "seed": seed, "stream": False})["text"]
+        assert re.fullmatch(pattern["pattern"], "The" + text) and "gold" in text
+
+
+def test_novelty_reports_the_copies_of_each_sample(base: str, models: dict[str, Any]) -> None:
+    body = {"prime": "The king", "length": 120, "seed": 1, "temperature": 0, "novelty": True}
+    lines = [json.loads(line) for line in call(base, "/api/generate", body)[1].decode().splitlines()]
+    text = "".join(line.get("text", "") for line in lines)
+    report = lines[-1]["copies"]
+    whole = post(base, "/api/generate", {**body, "stream": False})
+    assert whole["text"] == text and whole["copies"] == report
+    index = index_for_run(models["grimm"].path, models["grimm"].config)
+    assert report == json.loads(json.dumps(novelty("The king" + text, index)))
+    corpus, sample = index.text, "The king" + text
+    assert report["long_copies"]  # greedy from a prime copies the tales
+    covered, start, longest = set(), 0, 0  # brute force: the longest copy ending at each position, by `in`
+    for end in range(1, len(sample) + 1):
+        while sample[start:end] not in corpus:
+            start += 1
+        longest = max(longest, end - start)
+        covered |= set(range(start, end)) if end - start >= 20 else set()
+    assert {i for a, b in report["long_copies"] for i in range(a, b)} == covered
+    assert report["longest_copy"] == longest
+    start, end = report["copy_start"], report["copy_end"]
+    assert end - start == longest and corpus[report["corpus_start"]:report["corpus_end"]] == sample[start:end]
+    assert "copies" not in post(base, "/api/generate", {**body, "novelty": False, "stream": False})
+
+
+def test_a_stream_its_controls_leave_no_character_ends_alone_with_one_line(tiny: Running, tiny_run: Path) -> None:
+    loaded = checkpoint.load(tiny_run)
+    stuck = {"length": 100, "seed": 2, "no_repeat": 1}  # never repeat a character: stuck once each is written
+    plain = {"prime": "a cat", "length": 100, "seed": 2}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda b: call(tiny.url, "/api/generate", b)[1], [stuck, plain]))
+    lines = [json.loads(line) for line in answers[0].decode().splitlines()]
+    text = "".join(line.get("text", "") for line in lines)
+    assert lines[-1]["status"] == 422 and "no_repeat" in lines[-1]["error"]
+    assert len(set(text)) == len(text) >= 20  # every character once, then nothing left
+    assert lines_of(answers[1])[1] == library(loaded, plain)  # its neighbour in the batch is untouched
+    status, data, _ = call(tiny.url, "/api/generate", {**stuck, "stream": False})
+    assert status == 422 and json.loads(data)["error"].startswith("generation stopped: no_repeat: stream 0: every character")
+
+
+def test_copies_need_a_model_that_records_its_corpus(tiny: Running) -> None:
+    assert json.loads(call(tiny.url, "/api/models")[1])["models"][0]["corpus"] is False
+    for field in ("max_copy", "novelty"):
+        status, data, _ = call(tiny.url, "/api/generate", {field: 5 if field == "max_copy" else True})
+        assert status == 400 and re.search(f"does not record the corpus it was trained on; {field} needs it",
+                                           json.loads(data)["error"]), data
+
+
 def test_score_classify_and_inspect_equal_the_library(base: str, models: dict[str, Any]) -> None:
     grimm, surnames = models["grimm"], models["surnames"]
     text = "The queen said, ‘Mirror, mirror.’"
@@ -138,7 +218,23 @@ def test_score_classify_and_inspect_equal_the_library(base: str, models: dict[st
     ("/api/generate", {"stop": "#"}, 400, "stop string '#'.*outside the model's vocabulary"),
     ("/api/generate", {"stop": [""]}, 400, "stop: expected a string or a list"),
     ("/api/generate", {"stop": ["a"] * 9}, 413, "at most 8"),
-    ("/api/generate", {"top_p": 0.9}, 400, "unknown field 'top_p'; generate takes .*temperature, top_k"),
+    ("/api/generate", {"top_pp": 0.9}, 400, "unknown field 'top_pp'; generate takes .*temperature, top_k"),
+    ("/api/generate", {"top_p": 1.5}, 400, "top_p must be in"),
+    ("/api/generate", {"min_p": "a"}, 400, "min_p must be a number"),
+    ("/api/generate", {"temperature": "0.8:x"}, 400, "temperature schedule"),
+    ("/api/generate", {"greedy": True, "top_p": 0.9}, 400, "greedy and top_p contradict"),
+    ("/api/generate", {"temperature": 0, "min_p": 0.1}, 400, "temperature 0 and min_p contradict"),
+    ("/api/generate", {"no_repeat": -1}, 400, "no_repeat must be"),
+    ("/api/generate", {"max_copy": 0}, 400, "max_copy: must be at least 1"),
+    ("/api/generate", {"max_copy": "5"}, 400, "max_copy: expected an integer"),
+    ("/api/generate", {"pattern": "(a"}, 400, "pattern '\\(a' is not a valid regular expression"),
+    ("/api/generate", {"pattern": "(a)\\1"}, 400, "pattern .* uses what a finite automaton"),
+    ("/api/generate", {"pattern": "[#@]+"}, 400, "no text made of the model's characters .*matches pattern"),
+    ("/api/generate", {"pattern": "[a-z]{50}", "length": 10}, 400, "no text of at most 10 characters.*raise length"),
+    ("/api/generate", {"prime": "The", "pattern": "[a-z]+"}, 400, "no text that starts with the prime 'T'"),
+    ("/api/generate", {"include": ["#"]}, 400, "include word '#'"),
+    ("/api/generate", {"include": [""]}, 400, "include: expected a word"),
+    ("/api/generate", {"novelty": 1}, 400, "novelty: expected true or false"),
     ("/api/generate", {"model": "nope"}, 404, "no model 'nope'"),
     ("/api/generate", {"model": "surnames"}, 400, "'classify' model"),
     ("/api/classify", {"names": "Ng"}, 400, "names: expected a list"),
@@ -334,8 +430,51 @@ def test_the_page_in_a_headless_browser(base: str, models: dict[str, Any], brows
                                          "temperature": 0.8, "seed": 7})
     assert shown and " ".join(shown.split()) == " ".join(expected.split())  # the page's own layout of spaces
     wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#coloured span"))
+
+    def fill(field: str, value: str) -> None:
+        browser.find_element(By.ID, field).clear()
+        browser.find_element(By.ID, field).send_keys(value)
+
+    def run() -> str:
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda b: b.find_element(By.ID, "status").text.startswith(("done", "generation stopped"))
+                   or "error" in b.find_element(By.ID, "status").get_attribute("class"))
+        return browser.find_element(By.ID, "status").text
+
+    # the studio: the controls as inputs give the text the library gives with them
+    controls = {"top_p": 0.9, "min_p": 0.02, "repetition_penalty": 1.1, "repetition_window": 32, "no_repeat": 16}
+    for name, value in controls.items():
+        fill(name, str(value))
+    assert run().startswith("done")
+    body = {"prime": "The king said to his daughter", "length": 300, "temperature": 0.8, "seed": 7, **controls}
+    expected = library(models["grimm"], body)
+    assert expected != shown and _spaced(browser.find_element(By.ID, "generated").text) == _spaced(expected)
+    # a refusal is one line naming the field
+    fill("pattern", "(")
+    assert run().startswith("pattern '(' is not a valid regular expression")
+    # greedy from a prime copies the tales: the copied spans are highlighted and the numbers shown
+    for name in (*controls, "pattern"):
+        browser.find_element(By.ID, name).clear()
+    fill("schedule", "0")
+    fill("length", "200")
+    fill("prime", "Little Red-Cap")
+    assert run().startswith("done")
+    greedy = {"prime": "Little Red-Cap", "length": 200, "temperature": 0, "seed": 7, "novelty": True, "stream": False}
+    answer = post(base, "/api/generate", greedy)
+    sample, copies = greedy["prime"] + answer["text"], answer["copies"]
+    assert copies["long_copies"] and _spaced(browser.find_element(By.ID, "generated").text) == _spaced(answer["text"])
+    assert browser.find_elements(By.CSS_SELECTOR, "#generated mark.copy")  # copied from the tales, not just the prime
+    marks = "".join(m.text for m in browser.find_elements(By.CSS_SELECTOR, "#output mark.copy"))
+    assert _spaced(marks) == _spaced("".join(sample[a:b] for a, b in copies["long_copies"]))
+    report = browser.find_element(By.ID, "novelty-report").text
+    assert f"longest copy {copies['longest_copy']} characters" in report and f"line {copies['corpus_line']}" in report
     if os.environ.get("CHARGEN_SCREENSHOT"):  # docs/serve.png is taken this way
         browser.save_screenshot(os.environ["CHARGEN_SCREENSHOT"])
+
+
+def _spaced(text: str) -> str:
+    """Text with its runs of white space as one space: the page's own layout of spaces and line breaks."""
+    return " ".join(text.split())
 
 
 def test_the_page_sends_the_token_it_was_opened_with(tiny_run: Path, browser: Any) -> None:

@@ -236,10 +236,10 @@ def test_a_failed_step_answers_500_and_generation_goes_on(tiny: Running, monkeyp
 
     real = batcher.sampler
 
-    def failing(decoding: Any, *args: Any) -> Any:
-        if decoding.temperature == 0.125:
+    def failing(decoding: Any, *args: Any, **kwargs: Any) -> Any:
+        if decoding.config().temperature == 0.125:
             raise RuntimeError("boom")
-        return real(decoding, *args)
+        return real(decoding, *args, **kwargs)
 
     monkeypatch.setattr(batcher, "sampler", failing)
     body = {"temperature": 0.125, "seed": 1, "length": 20}

@@ -34,8 +34,8 @@ def sample(
     threads: Annotated[int, typer.Option(help="Torch CPU threads (one is fastest for these small models, and on a busy machine).")] = 1,
     max_copy: Annotated[Optional[int], typer.Option("--max-copy", help="Text models: no span longer than N characters of a sample occurs verbatim in the corpus the model was trained on (its index is built on first use and cached beside the model). Default: no limit.", show_default=False)] = None,
     novelty: Annotated[bool, typer.Option("--novelty", help="Text models: after the samples, say on stderr how much of each is copied from the corpus (longest copy, where it comes from, share in copies of 20+ characters).")] = False,
-    pattern: Annotated[Optional[str], typer.Option("--pattern", help="Text models: every sample (the prime included) matches this regular expression in full, ending at a line break once it matches (needs the constraints extra).")] = None,
-    include: Annotated[Optional[list[str]], typer.Option("--include", help="Text models: every sample contains this word (repeatable; with or without --pattern).")] = None,
+    pattern: Annotated[Optional[str], typer.Option("--pattern", help="Every sample (the prime or --start included) matches this regular expression in full: a text ends at a line break once it matches, a name at its end (needs the constraints extra).")] = None,
+    include: Annotated[Optional[list[str]], typer.Option("--include", help="Every sample (text or name) contains this word (repeatable; with or without --pattern).")] = None,
     stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End a sample at the first occurrence of this string (not printed; repeatable; escapes such as [b]\\n\\n[/] understood).")] = None,
     beam: Annotated[Optional[int], typer.Option("--beam", help="Beam search with K beams: the likeliest continuation of --prime they find (deterministic; its log-probability goes to stderr). Default: off (sampling).", show_default=False)] = None,
     last: Annotated[bool, typer.Option("--last", help="Use the run's last checkpoint, not its best.")] = False,
@@ -88,11 +88,15 @@ def sample(
             raise UsageError("--lang and --start are for name generators; this is a text model (use --prime)")
         _beam(loaded, prime, length, beam, decode, stops, note)
         return
-    constraints = constraints_for_run(loaded, length=length, prime=prime, max_copy=max_copy, pattern=pattern,
-                                      include=include or [], novelty=novelty)
+    names = loaded.config["task"] == "generate"  # a name generator ends a name at <eos> once it matches
+    constraints = constraints_for_run(loaded, length=length, prime=prime, max_copy=max_copy,
+                                      pattern=None if names else pattern, include=[] if names else include or [],
+                                      novelty=novelty)
     texts: list[str] = []
     constrained = constraints.masks or constraints.index is not None
     extra: dict[str, Any] = {"masks": constraints.masks, "texts": texts} if constrained else {}
+    if names and (pattern is not None or include):
+        extra = {"pattern": pattern, "include": include or []}
     pieces = iter(sample_saved(loaded, prime=prime, length=length, n=n, decode=decode, seed=seed, lang=lang,
                                start=start, stop=[*stops, *constraints.stops], **extra))
     first = next(pieces, "")  # the task's checks run before its first piece

@@ -33,13 +33,15 @@ class Constraints:
 
 
 def constraints_for_run(loaded: Any, *, length: int, prime: str = "", max_copy: int | None = None,
-                        pattern: str | None = None, include: Sequence[str] = (), novelty: bool = False) -> Constraints:
+                        pattern: str | None = None, include: Sequence[str] = (), novelty: bool = False,
+                        index: CorpusIndex | None = None) -> Constraints:
     """Check and build every constraint before anything is generated (a bad pattern is refused here).
 
     ``max_copy``: no span longer than this of a sample occurs in the corpus the run was given
     (``copies.CopyMask``); ``pattern`` and ``include``: every sample (prime included) matches the regex in
     full and contains each word (``pattern.PatternMask``), ending at a line break the model chooses once
     it matches, so the sample is cut there; ``novelty``: load the corpus index to report on the samples.
+    ``index``: the run's corpus index already loaded (a server keeps one per model), else it is loaded here.
     """
     out = Constraints()
     wanted = [name for name, on in (("max_copy", max_copy is not None), ("novelty", novelty),
@@ -59,7 +61,8 @@ def constraints_for_run(loaded: Any, *, length: int, prime: str = "", max_copy: 
         out.masks.append(PatternMask(pattern, loaded.vocab, length, include=include, end=end, prime=prime))
         out.stops += [end] if end is not None else []
     if max_copy is not None or novelty:
-        out.index = index_for_run(loaded.path, loaded.config, param="max_copy" if max_copy is not None else "novelty")
+        param = "max_copy" if max_copy is not None else "novelty"
+        out.index = index or index_for_run(loaded.path, loaded.config, param=param)
     if max_copy is not None:
         out.masks.append(CopyMask(out.index, loaded.vocab, max_copy))
     return out

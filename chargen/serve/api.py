@@ -12,9 +12,11 @@ import json
 import math
 import secrets
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
-from chargen.errors import UsageError
+from chargen.errors import ChargenError, UsageError
+from chargen.generation.logits import CONTROLS, DecodeConfig
 from chargen.sample import MAX_SEED
 
 
@@ -91,29 +93,78 @@ def only_known(body: dict[str, Any], known: tuple[str, ...], endpoint: str) -> N
 class Decoding:
     """How a generate request turns logits into characters: the one place its decoding fields are read.
 
-    Frozen and hashable: the batch groups streams by it, so streams that decode alike are drawn
-    together. New controls (top-p, min-p, penalties: ``chargen.generation.logits``) join here as
-    fields of the request, ``FIELDS`` and :meth:`as_dict`, and the batch's sampler is built from
-    ``as_dict()`` in one place (``chargen.serve.batcher.sampler``).
+    ``controls``: every field of ``chargen.generation.logits.DecodeConfig`` (read by
+    ``DecodeConfig.from_dict``, so the server takes exactly the controls ``chargen sample`` takes), as
+    sorted ``(name, value)`` pairs after validation; ``max_copy``, ``pattern`` and ``include``: the
+    constraints of ``chargen.generation.constraints``; ``novelty``: report how much of each sample is
+    copied from the model's corpus. Frozen and hashable: the batch groups streams that decode alike.
     """
 
-    temperature: float = 1.0
-    top_k: int | None = None
+    controls: tuple[tuple[str, Any], ...] = ()
+    max_copy: int | None = None
+    pattern: str | None = None
+    include: tuple[str, ...] = ()
+    novelty: bool = False
 
-    FIELDS = ("temperature", "top_k")
+    CONSTRAINTS = ("max_copy", "pattern", "include", "novelty")
+    FIELDS = (*CONTROLS, *CONSTRAINTS)
+    MAX_PATTERN = 500  # characters of a regex
+    MAX_WORDS = 8  # include words, each at most 100 characters
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> Decoding:
-        temperature = float(field(body, "temperature", (int, float), 1.0))
-        if not (math.isfinite(temperature) and 0 <= temperature <= 100):
+        temperature = body.get("temperature")
+        if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and not (
+                math.isfinite(temperature) and 0 <= temperature <= 100):
             raise ApiError(400, f"temperature: must be 0 (greedy) up to 100, got {temperature}")
-        top_k = field(body, "top_k", int, None)
-        if top_k is not None and top_k < 1:
-            raise ApiError(400, f"top_k: must be at least 1, got {top_k}")
-        return cls(temperature, top_k)
+        try:
+            config = DecodeConfig.from_dict({k: body[k] for k in CONTROLS if k in body})
+        except UsageError as e:
+            raise ApiError(400, named(e)) from None
+        max_copy = field(body, "max_copy", int, None)
+        if max_copy is not None and max_copy < 1:
+            raise ApiError(400, f"max_copy: must be at least 1, got {max_copy}")
+        pattern = field(body, "pattern", str, None)
+        if pattern is not None and not 0 < len(pattern) <= cls.MAX_PATTERN:
+            raise ApiError(400, f"pattern: expected 1 to {cls.MAX_PATTERN} characters, got {len(pattern):,}")
+        include = field(body, "include", (str, list), [])
+        words = (include,) if isinstance(include, str) else tuple(include)
+        if not all(isinstance(w, str) and 0 < len(w) <= 100 for w in words) or len(words) > cls.MAX_WORDS:
+            raise ApiError(400, f"include: expected a word or a list of at most {cls.MAX_WORDS} words of 1 to 100 "
+                                "characters")
+        return cls(tuple(sorted(config.to_dict().items())), max_copy, pattern, words,
+                   field(body, "novelty", bool, False))
+
+    def config(self) -> DecodeConfig:
+        return DecodeConfig.from_dict(dict(self.controls))
+
+    @property
+    def constrained(self) -> bool:
+        """Whether the request has hard constraints (masks) on its samples."""
+        return self.max_copy is not None or self.pattern is not None or bool(self.include)
+
+    @cached_property
+    def stateful(self) -> bool:
+        """Whether a stream's draw depends on its own history (then it keeps its own pipeline in the batch).
+
+        Temperature, top-k, top-p, min-p and typical read only the logits of the step: streams that share
+        them share one sampler, rebuilt whenever the batch changes. A schedule (the step's index), the
+        repetition penalty and no-repeat (the text so far) and the constraints (their automata) do not.
+        """
+        config = self.config()
+        return (self.constrained or not config.schedule.is_constant() or config.repetition_penalty != 1.0
+                or config.no_repeat is not None)
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.FIELDS}
+        return {**dict(self.controls), "max_copy": self.max_copy, "pattern": self.pattern,
+                "include": list(self.include), "novelty": self.novelty}
+
+
+def named(error: ChargenError) -> str:
+    """A library refusal as the API says it: the message, led by the field it names."""
+    message = str(error)
+    first = error.params[0] if error.params else None
+    return message if first is None or message.startswith(first) else f"{first}: {message}"
 
 
 @dataclass(frozen=True)

@@ -263,16 +263,30 @@ def _line(data: Any) -> bytes:
     return (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def _novelty(stream: Stream, text: str) -> dict[str, Any]:
+    """``{"copies": ...}`` for a request that asked for ``novelty``: ``copies.novelty`` of the sample as printed
+    (prime and text, so the offsets of its spans count from the prime's first character), else nothing."""
+    if not stream.request.decoding.novelty:
+        return {}
+    report = stream.constraints.novelty(stream.request.prime + text)
+    return {"copies": {**report, "long_copies": [list(span) for span in report["long_copies"]]}}
+
+
 async def _ndjson(stream: Stream, settings: dict[str, Any]) -> AsyncIterator[bytes]:
-    """The generate stream: a ``start`` line with the settings, ``text`` lines, then ``done`` (or ``error``)."""
+    """The generate stream: a ``start`` line with the settings, ``text`` lines, then ``done`` (or ``error``).
+
+    The ``done`` line carries the sample's ``copies`` when the request asked for ``novelty``.
+    """
     yield _line({"start": settings})
+    pieces = []
     try:
         async for piece in stream.read():
+            pieces.append(piece)
             yield _line({"text": piece})
     except ApiError as e:
         yield _line({"error": str(e), "status": e.status})
         return
-    yield _line({"done": True})
+    yield _line({"done": True, **_novelty(stream, "".join(pieces))})
 
 
 async def _collect(stream: Stream, receive: Receive) -> str | None:
@@ -345,7 +359,12 @@ def create_app(service: Service, access: Access, log: Log | None = None) -> ASGI
             service.encode(loaded, stop, f"the stop string {stop!r}")
         gate = gates["generate"]
         gate.enter()
-        stream = Stream(parsed, prime_ids, asyncio.get_running_loop())
+        try:  # a pattern's automaton, or the first load of a corpus index, takes a while: off the event loop
+            constraints = await run_in_threadpool(service.constraints, name, loaded, parsed)
+        except BaseException:
+            gate.leave()
+            raise
+        stream = Stream(parsed, prime_ids, asyncio.get_running_loop(), constraints)
         batchers[name].submit(stream)
         settings = parsed.settings(name)
         if parsed.stream:
@@ -362,7 +381,7 @@ def create_app(service: Service, access: Access, log: Log | None = None) -> ASGI
             gate.leave()
         if text is None:
             raise ClientDisconnect()
-        return JSON({**settings, "text": text})
+        return JSON({**settings, "text": text, **_novelty(stream, text)})
 
     def computed(name: str, parse: Callable[..., Any], work: Callable[[Any], dict[str, Any]]) -> Route:
         @endpoint

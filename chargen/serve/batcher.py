@@ -10,6 +10,13 @@ a little more than one instead of N times one. The batch's state is a tuple of
 Each stream draws from its own generator, seeded with the request's seed, so its text is the
 text ``chargen sample --seed`` writes alone, whoever else shares the batch (up to float rounding
 between batch sizes, as for ``chargen sample -n``).
+
+Decoding: streams whose controls read only the step's logits (temperature, top-k/p, min-p, typical)
+share one sampler per distinct setting, rebuilt when the batch changes. A stream whose draw depends on
+its own history (a temperature schedule, the repetition penalty, no-repeat, max-copy, a pattern) keeps
+its own logits pipeline from the moment it joins to the moment it leaves, and is drawn from its own
+row: its history never has to be regrouped with the rows, and it writes what ``chargen sample`` writes
+with the same controls. The batch still shares the model's step; only the draw is per stream.
 """
 
 from __future__ import annotations
@@ -27,10 +34,14 @@ from torch import Tensor, nn
 
 from chargen.cells import State
 from chargen.checkpoint import Loaded
+from chargen.errors import ChargenError
+from chargen.generation.constraints import Constraints
+from chargen.generation.logits import DeadEnd, LogitsPipeline
+from chargen.generation.masks import CharMask
 from chargen.inference import LeanSampler, ReferenceStepper, Stepper, make_stepper
 from chargen.models import CharLM
-from chargen.sample import START_CONTEXT, generate
-from chargen.serve.api import ApiError, Decoding, GenerateRequest
+from chargen.sample import START_CONTEXT, first_characters, generate
+from chargen.serve.api import ApiError, Decoding, GenerateRequest, named
 from chargen.stops import stop_at
 
 STEPPERS = 8  # batch sizes whose steppers are kept: building one copies the weights
@@ -43,9 +54,14 @@ class Stream:
     goes away; the reader takes pieces of text (then None, or an ApiError) from ``pieces``.
     """
 
-    def __init__(self, request: GenerateRequest, prime_ids: list[int], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, request: GenerateRequest, prime_ids: list[int], loop: asyncio.AbstractEventLoop,
+                 constraints: Constraints | None = None) -> None:
         self.request = request
         self.prime_ids = prime_ids
+        self.constraints = constraints or Constraints()
+        # the request's stop strings and the constraints' (a pattern's end token), as chargen sample cuts
+        self.stops = (*request.stop, *self.constraints.stops)
+        self.draw: LeanSampler | None = None  # its own sampler, when its decoding keeps history
         self.loop = loop
         self.pieces: asyncio.Queue[str | ApiError | None] = asyncio.Queue()
         self.cancelled = False
@@ -55,16 +71,16 @@ class Stream:
         self.produced = 0  # tokens drawn
         self.end: int | None = None  # where the text ends once it is done (a stop string's start)
         # a stop string may straddle steps: keep back what could be its beginning
-        self.hold = max(map(len, request.stop), default=1) - 1
+        self.hold = max(map(len, self.stops), default=1) - 1
 
     def take(self, token: str) -> bool:
         """Add one drawn token; True when the stream is done."""
         before = len(self.text)
         self.text += token
         self.produced += 1
-        if self.request.stop:
+        if self.stops:
             # as chargen.stops.stop_at: the text ends where the first stop string begins (not sent)
-            found = [i for i in (self.text.find(s, max(0, before - self.hold)) for s in self.request.stop) if i >= 0]
+            found = [i for i in (self.text.find(s, max(0, before - self.hold)) for s in self.stops) if i >= 0]
             if found:
                 self.end = min(found)
                 return True
@@ -96,11 +112,17 @@ class Stream:
             self.cancelled = True
 
 
-def sampler(decoding: Decoding, generators: list[torch.Generator], vocab_size: int,
-            device: torch.device) -> Callable[..., Tensor]:
-    """The draw for streams that decode alike: the one place the batch reads a request's decoding settings."""
-    settings = decoding.as_dict()
-    return LeanSampler(len(generators), vocab_size, settings["temperature"], settings["top_k"], generators, device)
+def sampler(decoding: Decoding, generators: list[torch.Generator], vocab_size: int, device: torch.device, *,
+            length: int = 1, context: list[int] | None = None, masks: list[CharMask] | None = None,
+            prime: str = "") -> LeanSampler:
+    """The draw for streams that decode alike: the one place the batch reads a request's decoding settings.
+
+    ``length``, ``context`` (the prime's ids), ``masks`` and ``prime``: one stream's, for a stream that keeps
+    its own pipeline (``Decoding.stateful``), as ``chargen.sample.generate_streams`` builds it.
+    """
+    pipeline = LogitsPipeline(decoding.config(), len(generators), vocab_size, length=length, context=context or (),
+                              masks=masks or (), prime=prime, device=device)
+    return LeanSampler(len(generators), vocab_size, generators=generators, device=device, pipeline=pipeline)
 
 
 class Batcher:
@@ -196,6 +218,11 @@ def _put(items: list[tuple[Stream, Any]]) -> None:
         stream.pieces.put_nowait(item)
 
 
+def dead_end(error: ChargenError) -> ApiError:
+    """A stream its constraints left no character to write: its answer ends with this error."""
+    return ApiError(422, f"generation stopped: {named(error)}")
+
+
 def batchable(model: nn.Module) -> bool:
     """Whether the batch can carry this model: a recurrent LM, whose state is ``(layers, N, size)`` tensors."""
     return isinstance(model, CharLM)
@@ -225,21 +252,23 @@ class Solo:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(self, stream: Stream) -> None:
-        request, settings = stream.request, stream.request.decoding.as_dict()
+        request = stream.request
         if stream.cancelled:  # its client left while it waited for a thread
             return
         try:
             with torch.inference_mode():
                 pieces = stop_at(generate(self.loaded.model, self.loaded.vocab, prime=request.prime,
-                                          length=request.length, temperature=settings["temperature"],
-                                          top_k=settings["top_k"], seed=request.seed, chunk_size=self.chunk),
-                                 request.stop)
+                                          length=request.length, seed=request.seed, chunk_size=self.chunk,
+                                          decode=request.decoding.config(), masks=stream.constraints.masks),
+                                 list(stream.stops))
                 for piece in pieces:
                     if stream.cancelled:
                         pieces.close()  # stops generating
                         break
                     deliver([(stream, piece)])
             deliver([(stream, None)])
+        except DeadEnd as e:
+            deliver([(stream, dead_end(e))])
         except Exception as e:  # noqa: BLE001 - one line in the log, an error for the reader
             self.log(f"generation failed: {type(e).__name__}: {e}")
             deliver([(stream, ApiError(500, f"generation failed: {type(e).__name__}"))])
@@ -262,8 +291,12 @@ class _Batch:
         out: list[tuple[Stream, Any]] = []
         done = [False] * len(streams)
         if streams:
-            ids = self._draw()
+            ids, failed = self._draw()
             for i, (stream, token) in enumerate(zip(streams, ids.tolist())):
+                if i in failed:
+                    done[i] = True
+                    out.append((stream, failed[i]))
+                    continue
                 done[i] = stream.take(owner.tokens[token])
                 piece = stream.ready(done[i], owner.chunk)
                 if piece is not None:
@@ -279,14 +312,20 @@ class _Batch:
         deliver(out)
         return self.streams
 
-    def _draw(self) -> Tensor:
+    def _draw(self) -> tuple[Tensor, dict[int, ApiError]]:
+        """One id per stream, and the streams whose constraints left them nothing (by row: the error they end with)."""
         logits = self.logits
+        failed: dict[int, ApiError] = {}
         for rows, draw in self.draws:
             if rows is None:
                 draw(logits, out=self.ids)
-            else:
+                continue
+            try:
                 self.ids.index_copy_(0, rows, draw(logits.index_select(0, rows)))  # type: ignore[union-attr]
-        return self.ids
+            except DeadEnd as e:  # only a stream's own pipeline has masks: one row
+                failed[int(rows[0])] = dead_end(e)
+                self.ids[rows] = 0
+        return self.ids, failed
 
     def _start(self, stream: Stream, out: list[tuple[Stream, Any]]) -> list[int] | None:
         """A joining stream's own generator and the ids it is primed with (None: it is already done)."""
@@ -296,13 +335,20 @@ class _Batch:
             return None
         stream.generator = torch.Generator(device=owner.device)
         stream.generator.manual_seed(request.seed)
+        decoding = request.decoding
+        if decoding.stateful:  # its own pipeline, from its prime on, as chargen sample builds it
+            stream.draw = sampler(decoding, [stream.generator], len(owner.vocab), owner.device,
+                                  length=request.length, context=stream.prime_ids,
+                                  masks=stream.constraints.masks, prime=request.prime)
         # as chargen.sample.generate_streams: the prime, else a line break, else a first character drawn uniformly
         if stream.prime_ids:
             return stream.prime_ids
         if START_CONTEXT in owner.vocab:
             return [owner.vocab.id(START_CONTEXT)]
-        first = torch.randint(len(owner.vocab.specials), len(owner.vocab), (1,), generator=stream.generator,
-                              device=owner.device).tolist()
+        pipeline = stream.draw.pipeline if stream.draw is not None else None
+        first = first_characters(len(owner.vocab.specials), len(owner.vocab), [stream.generator], pipeline).tolist()
+        if pipeline is not None:
+            pipeline.advance(torch.tensor(first, device=owner.device))
         if stream.take(owner.tokens[first[0]]):
             out += [(stream, stream.ready(True, owner.chunk)), (stream, None)]
             return None
@@ -353,9 +399,14 @@ class _Batch:
         self.stepper = self.owner.stepper(n, tuple(torch.cat(parts, dim=1) for parts in zip(*states)))
         self.ids = torch.empty(n, dtype=torch.long, device=self.owner.device)
         groups: dict[Decoding, list[int]] = {}
+        own: list[tuple[Tensor | None, Callable[..., Tensor]]] = []
+        device = self.owner.device
         for i, stream in enumerate(self.streams):
-            groups.setdefault(stream.request.decoding, []).append(i)
+            if stream.draw is not None:
+                own.append((torch.tensor([i], device=device), stream.draw))
+            else:
+                groups.setdefault(stream.request.decoding, []).append(i)
         vocab_size = self.logits.shape[1]
-        self.draws = [(None if len(rows) == n else torch.tensor(rows, device=self.owner.device),
-                       sampler(decoding, [self.streams[i].generator for i in rows], vocab_size, self.owner.device))
-                      for decoding, rows in groups.items()]
+        self.draws = [(None if len(rows) == n else torch.tensor(rows, device=device),
+                       sampler(decoding, [self.streams[i].generator for i in rows], vocab_size, device))
+                      for decoding, rows in groups.items()] + own

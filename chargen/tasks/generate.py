@@ -132,11 +132,15 @@ def sample_names(
     seed: int | None = None,
     batch: int = 256,
     decode: Controls = None,
+    pattern: str | None = None,
+    include: Sequence[str] = (),
     **controls: Any,
 ) -> Iterator[str]:
     """``n`` names from a trained generator in ``lang`` (case-insensitive; None: a random language
     for each name), each beginning with ``start`` (folded as in training), with the decoding controls
-    ``decode`` (or the same names as keywords)."""
+    ``decode`` (or the same names as keywords). ``pattern``: every name (``start`` included) matches this
+    regular expression in full; ``include``: every name contains each of these (``pattern.PatternMask``,
+    with ``<eos>`` as the end token: a name may end only where it matches)."""
     if loaded.config.get("task") != "generate":
         raise CheckpointError(f"{loaded.path}: this is a {loaded.config.get('task')!r} model, not a name generator")
     config = decode_config(decode, **controls)
@@ -146,6 +150,18 @@ def sample_names(
         prefix = fold(start)
         if not has_letter(prefix):
             raise UsageError(f"start {start!r} has no usable letter (A-Z after folding accents)", params="start")
+    masks: list[CharMask] = []
+    if pattern is not None or include:
+        from chargen.generation.pattern import PatternMask  # the constraints extra, only when asked for
+
+        try:
+            masks.append(PatternMask(pattern, loaded.vocab, MAX_NAME_LENGTH - len(prefix), include=include, end=EOS,
+                                     prime=prefix))
+        except UsageError as e:  # a name's prime is its start
+            if "prime" not in e.params:
+                raise
+            raise UsageError(str(e).replace("the prime", "the start"),
+                             params=tuple("start" if p == "prime" else p for p in e.params)) from None
     device = next(loaded.model.parameters()).device
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, (1,))))
@@ -156,16 +172,20 @@ def sample_names(
             conds = torch.randint(len(languages), (size,), generator=generator, device=device)
         else:
             conds = torch.full((size,), fixed, dtype=torch.long)
-        yield from generate_names(loaded.model, loaded.vocab, conds, start=prefix, generator=generator, decode=config)
+        yield from generate_names(loaded.model, loaded.vocab, conds, start=prefix, generator=generator, decode=config,
+                                  masks=masks)
 
 
 def sample_saved(loaded: Any, *, prime: str = "", length: int = 0, n: int = 1, seed: int | None = None,
                  lang: str | None = None, start: str | None = None, stop: Sequence[str] = (),
-                 decode: DecodeConfig | None = None) -> Iterator[str]:
-    """``n`` names from a saved generator, a line each (``prime``, ``length`` and ``stop`` are the text models')."""
+                 decode: DecodeConfig | None = None, pattern: str | None = None,
+                 include: Sequence[str] = ()) -> Iterator[str]:
+    """``n`` names from a saved generator, a line each (``prime``, ``length`` and ``stop`` are the text models');
+    ``pattern`` and ``include`` as for :func:`sample_names`."""
     if stop:
         raise UsageError("stop strings are for text models; a name ends at its <eos>", params="stop")
-    for name in sample_names(loaded, lang=lang, start=start, n=n, seed=seed, decode=decode):
+    for name in sample_names(loaded, lang=lang, start=start, n=n, seed=seed, decode=decode, pattern=pattern,
+                             include=include):
         yield name + "\n"
 
 

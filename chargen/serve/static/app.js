@@ -27,9 +27,23 @@ async function loadModels() {
     const option = document.createElement("option");
     option.value = m.name;
     option.textContent = `${m.name} (${m.cell}, ${m.layers}×${m.hidden})`;
+    option.dataset.corpus = m.corpus ? "yes" : "";
     $("model").appendChild(option);
   }
+  corpusControls();
   $("length").max = info.limits.max_length;
+}
+
+// max-copy and the copies report need the corpus the model was trained on: off for a model without one
+function corpusControls() {
+  const option = $("model").selectedOptions[0];
+  const known = Boolean(option && option.dataset.corpus);
+  for (const id of ["max_copy", "novelty"]) {
+    const label = $(id).parentElement;
+    label.dataset.title ??= label.title;
+    $(id).disabled = !known;
+    label.title = known ? label.dataset.title : `${label.dataset.title} (this model does not record its corpus)`;
+  }
 }
 
 async function showTop5() {
@@ -46,14 +60,58 @@ async function showTop5() {
   } catch (e) { status(e.message, true); }
 }
 
-async function generate() {
+// The studio's inputs: each sent only when filled in, by its API name (the input's id), so an empty one is off.
+const NUMBERS = ["top_p", "min_p", "typical", "repetition_penalty", "repetition_window", "no_repeat", "max_copy"];
+
+function request() {
   const body = { model: $("model").value, prime: $("prime").value, length: Number($("length").value),
-                 temperature: Number($("temperature").value) };
+                 temperature: $("schedule").value.trim() || Number($("temperature").value) };
+  const schedule = Number(body.temperature);  // a plain number typed as a schedule is sent as a number
+  if (typeof body.temperature === "string" && body.temperature !== "" && !Number.isNaN(schedule)) body.temperature = schedule;
   if ($("topk").value) body.top_k = Number($("topk").value);
+  for (const name of NUMBERS) if ($(name).value !== "" && !$(name).disabled) body[name] = Number($(name).value);
+  if ($("pattern").value) body.pattern = $("pattern").value;
+  const words = $("include").value.split(",").map((w) => w.trim()).filter((w) => w);
+  if (words.length) body.include = words;
+  if ($("novelty").checked && !$("novelty").disabled) body.novelty = true;
   if ($("seed").value) body.seed = Number($("seed").value);
   if ($("stop").value) body.stop = $("stop").value.replaceAll("\\n", "\n");
+  return body;
+}
+
+// ``text`` from ``from`` to ``to`` (offsets in prime + generated text) into ``target``, the copied spans marked.
+function marked(target, text, from, to, spans) {
+  target.replaceChildren();
+  let at = from;
+  for (const [start, end] of spans) {
+    const a = Math.max(start, from), b = Math.min(end, to);
+    if (a >= b) continue;
+    if (a > at) target.append(text.slice(at - from, a - from));
+    const mark = document.createElement("mark");
+    mark.className = "copy";
+    mark.textContent = text.slice(a - from, b - from);
+    mark.title = `copied from the corpus (a span of ${end - start} characters)`;
+    target.append(mark);
+    at = b;
+  }
+  if (at < to) target.append(text.slice(at - from));
+}
+
+function reportCopies(copies, primeSpan, generated) {
+  const prime = primeSpan.textContent, text = generated.textContent;
+  marked(primeSpan, prime, 0, prime.length, copies.long_copies);
+  marked(generated, text, prime.length, prime.length + text.length, copies.long_copies);
+  const share = (100 * copies.long_copy_share).toFixed(1);
+  const where = copies.longest_copy ? ` (corpus line ${copies.corpus_line}: “${copies.span.slice(0, 60)}${copies.span.length > 60 ? "…" : ""}”)` : "";
+  $("novelty-report").textContent = `longest copy ${copies.longest_copy} characters${where}; ` +
+    `${share}% of the sample in copies of ${copies.min_span}+ characters (highlighted)`;
+}
+
+async function generate() {
+  const body = request();
   const out = $("output");
   out.replaceChildren();
+  $("novelty-report").textContent = "";
   const primeSpan = document.createElement("span");
   primeSpan.className = "prime";
   primeSpan.textContent = body.prime;
@@ -79,6 +137,7 @@ async function generate() {
         if (line.start) seed = line.start.seed;
         if (line.text) generated.textContent += line.text;
         if (line.error) throw new Error(line.error);
+        if (line.copies) reportCopies(line.copies, primeSpan, generated);
       }
     }
     status(`done: ${generated.textContent.length} characters, seed ${seed}`);
@@ -114,5 +173,5 @@ $("prime").addEventListener("input", () => { clearTimeout(pending); pending = se
 $("temperature").addEventListener("input", () => { $("temperature-value").textContent = Number($("temperature").value).toFixed(2); });
 $("generate").addEventListener("click", generate);
 $("colour").addEventListener("click", colour);
-$("model").addEventListener("change", showTop5);
+$("model").addEventListener("change", () => { corpusControls(); showTop5(); });
 loadModels().then(() => { showTop5(); colour(); }).catch((e) => status(`cannot list models: ${e.message}`, true));
