@@ -27,14 +27,15 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # the pipeline builds this; importing it at run time would be circular
-    from chargen.generation.logits import LogitsPipeline
+# The pipeline (chargen.generation.logits.LogitsPipeline) builds a OneStream and hands itself in;
+# naming its type here would make the two modules import each other.
+LogitsPipeline = Any
 
 NEG_INF = np.float32(-np.inf)
 
