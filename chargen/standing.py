@@ -95,20 +95,45 @@ def mean_interval(values: list[float]) -> tuple[float, float | None]:
 
 
 def read_baselines(corpus: str, directory: Path = BASELINES_DIR) -> list[BaselineRun]:
-    """Every well-formed run of ``corpus`` in ``directory/<corpus>.jsonl``; a missing file or a bad line is skipped."""
-    try:
-        lines = (directory / f"{corpus}.jsonl").read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError, ValueError):  # ValueError: a corpus name no file can have
-        return []
+    """Every well-formed run of ``corpus``: the baselines Study's records (``<corpus>-<N>m/runs.jsonl``, one
+    folder per part) and ``<corpus>.jsonl`` lines; a missing file or a bad line is skipped."""
     runs = []
-    for line in lines:
+    files = sorted(directory.glob(f"{glob_escape(corpus)}-*m/runs.jsonl")) + [directory / f"{corpus}.jsonl"]
+    for path in files:
         try:
-            run = BaselineRun.from_dict(json.loads(line))
-        except (ValueError, KeyError, TypeError, AttributeError):  # a line cut by a crash mid-write, or another format
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError, ValueError):  # ValueError: a corpus name no file can have
             continue
-        if run.corpus == corpus:
-            runs.append(run)
+        for line in lines:
+            try:
+                record = json.loads(line)
+                run = BaselineRun.from_dict(record if "label" in record else from_study_record(record))
+            except (ValueError, KeyError, TypeError, AttributeError):  # a line cut by a crash mid-write, or another format
+                continue
+            if run.corpus == corpus:
+                runs.append(run)
     return runs
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob's special characters taken literally."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def from_study_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A baselines Study record (``chargen.experiments.baselines``: its ``params`` and ``val_loss``) as a BaselineRun's fields."""
+    p, model = record["params"], record["params"]["model"]
+    kind = p["family"]
+    if kind == "ngram":
+        family, cell, label = "ngram", None, f"{record['order']}-gram"
+    elif kind == "transformer":
+        family, cell = "transformer", None
+        label = f"transformer {model['n_layer']}x{model['d_model']}"
+    else:
+        family, cell = "recurrent", kind
+        label = f"{kind.upper() if kind in ('rnn', 'gru', 'lstm') else kind} {model['num_layers']}x{model['hidden_size']}"
+    return {"corpus": p["corpus"], "budget_s": 60.0 * float(p["minutes"]), "label": label, "family": family,
+            "seed": record["seed"], "val_loss": record["val_loss"], "cell": cell, "parameters": record.get("parameters")}
 
 
 def _budget_words(seconds: float) -> str:

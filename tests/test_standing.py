@@ -134,3 +134,22 @@ def test_standing_passes_every_hook_through_and_adds_its_lines_after_evaluations
     warnings = [n for n in notes if n.startswith("over-fitting")]
     assert len(warnings) == 1 and "more --dropout" in warnings[0] and "--early-stop" in warnings[0]
     assert len(notes) == 5 + 1  # one standing line per evaluation, the warning once
+
+
+def test_the_yardstick_reads_the_baselines_studys_own_records(tmp_path: Path) -> None:
+    part = tmp_path / "grimm-1m"
+    part.mkdir()
+    lines = [{"study": "baselines", "part": "grimm-1m", "seed": seed, "val_loss": loss, "parameters": 97_000,
+              "params": {"corpus": "grimm", "minutes": 1, "family": "lstm",
+                         "model": {"cell": "lstm", "hidden_size": 128, "num_layers": 1}}}
+             for seed, loss in enumerate([1.45, 1.47])]
+    lines.append({"study": "baselines", "part": "grimm-1m", "seed": 0, "val_loss": 1.31, "order": 8,
+                  "params": {"corpus": "grimm", "minutes": 1, "family": "ngram", "model": {}}})
+    (part / "runs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"cut', encoding="utf-8")
+    runs = read_baselines("grimm", tmp_path)
+    assert [(r.label, r.family, r.cell, r.budget_s) for r in runs] == [
+        ("LSTM 1x128", "recurrent", "lstm", 60.0), ("LSTM 1x128", "recurrent", "lstm", 60.0),
+        ("8-gram", "ngram", None, 60.0)]
+    best = yardstick(runs, 60, "recurrent", "lstm")
+    assert best[0].label == "8-gram" and best[0].val_loss == pytest.approx(1.31)
+    assert best[1].label == "LSTM 1x128" and best[1].val_loss == pytest.approx(1.46)
