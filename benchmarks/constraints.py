@@ -6,7 +6,7 @@ the max-copy mask and a pattern, side by side, then a brute-force check of max-c
 
 One process, one thread (unless ``--threads``); rows interleaved within each repetition so machine noise
 hits them alike; per-character times use each row's best repetition. Every row is one stream of
-``chargen.sample.generate_streams`` (the logits pipeline ``chargen sample`` runs); only the constraint differs:
+``chargen.generation.sample.generate_streams`` (the logits pipeline ``chargen sample`` runs); only the constraint differs:
 
 - ``plain``: no constraint (the yardstick);
 - ``copy tracking``: plus a ``CopyTracker`` fed each character (what ``novelty`` costs; target <= 25 %);
@@ -36,7 +36,7 @@ from chargen import checkpoint
 from chargen.data.corpora import load_corpus
 from chargen.generation.copies import CopyMask, CopyTracker, CorpusIndex, index_for_run, novelty
 from chargen.generation.pattern import PatternMask
-from chargen.sample import generate_streams
+from chargen.generation.sample import generate_streams
 from chargen.vocab import Vocab
 
 # sentences about a king, a queen or a miller, as many as the length holds (30 states on grimm's characters)
@@ -60,7 +60,7 @@ def build_stats(name: str, text: str) -> dict[str, Any]:
 
 def sample(model: torch.nn.Module, vocab: Vocab, n: int, length: int, seed: int, masks: Sequence[Any] = (),
            tracker: bool = False, index: CorpusIndex | None = None) -> tuple[list[str], float]:
-    """``n`` streams of ``length`` characters at temperature 1 through ``chargen.sample.generate_streams`` (the
+    """``n`` streams of ``length`` characters at temperature 1 through ``chargen.generation.sample.generate_streams`` (the
     logits pipeline ``chargen sample`` runs) under ``masks``, with a ``CopyTracker`` fed each piece when
     ``tracker``; the texts and the seconds taken."""
     trackers = [CopyTracker(index) for _ in range(n)] if tracker and index is not None else []

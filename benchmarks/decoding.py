@@ -2,7 +2,7 @@
 
     python benchmarks/decoding.py [--model grimm --chars 2000 --repeats 5 --threads 1]
 
-One process, one thread (unless ``--threads``), one lean stream (``chargen.sample.generate``, what
+One process, one thread (unless ``--threads``), one lean stream (``chargen.generation.sample.generate``, what
 ``chargen sample`` runs). Every repetition runs every row once, in the same order (A B C A B C),
 so that drifts in machine load hit the rows alike; each row reports the median of its
 repetitions, and its ratio is the median of its per-repetition ratios to the plain row of the same
@@ -25,8 +25,8 @@ import torch
 
 from chargen import checkpoint
 from chargen.generation.logits import DecodeConfig, LogitsPipeline
-from chargen.inference import LeanSampler, LeanStepper
-from chargen.sample import generate
+from chargen.generation.inference import LeanSampler, LeanStepper
+from chargen.generation.sample import generate
 
 PLAIN: dict[str, Any] = {"temperature": 0.8}
 ALONE: dict[str, dict[str, Any]] = {

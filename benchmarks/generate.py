@@ -5,7 +5,7 @@
 One process, one thread (unless ``--threads``), repetitions interleaved across the rows so that
 machine noise hits them alike; ratios use each row's best repetition. Rows:
 
-- ``lean, 1 stream``: ``chargen.sample.generate`` (what ``chargen sample`` runs);
+- ``lean, 1 stream``: ``chargen.generation.sample.generate`` (what ``chargen sample`` runs);
 - ``reference, 1 stream``: the same with ``lean=False`` (the model's own forward per character);
 - ``bare nn.LSTM loop``: ``nn.Embedding -> nn.LSTM -> nn.Linear -> softmax -> multinomial`` per
   character, the same shape and weights (the issue's yardstick);
@@ -32,8 +32,8 @@ from torch import nn
 
 from chargen import checkpoint
 from chargen.cells import get_cell
-from chargen.inference import LeanStepper
-from chargen.sample import generate, generate_streams
+from chargen.generation.inference import LeanStepper
+from chargen.generation.sample import generate, generate_streams
 
 
 def bare_lstm_loop(model: nn.Module, chars: int) -> Callable[[], float]:

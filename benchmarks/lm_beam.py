@@ -3,7 +3,7 @@
     python benchmarks/lm_beam.py                       # the shipped grimm model, beams 1, 3, 8
     python benchmarks/lm_beam.py --model RUN --length 80 --beams 1 2 4 16
 
-Greedy's text is scored with chargen.score (the same measure `chargen score` prints); beam search
+Greedy's text is scored with chargen.generation.score (the same measure `chargen score` prints); beam search
 reports its own, which a test proves equal to the score of its text. One thread, so the timing
 column is comparable between rows of one run (not across machines).
 """
@@ -16,9 +16,9 @@ import time
 import torch
 
 from chargen import checkpoint
-from chargen.beam import beam_search
-from chargen.sample import generate
-from chargen.score import score_text
+from chargen.generation.beam import beam_search
+from chargen.generation.sample import generate
+from chargen.generation.score import score_text
 
 PRIMES = ["The king", "Once upon a time", "She said", "In the forest", "Hansel", "The wolf", "At night", "The miller"]
 

@@ -8,7 +8,7 @@ width 128, 4 heads, context 128, learned positions) over a 96-character vocabula
 weights do not change the arithmetic. Rows, repetitions interleaved so that machine noise hits
 them alike, each row's best repetition reported, in CPU time of this process (threads fixed):
 
-- ``cached, SHORT`` and ``cached, LONG``: ``chargen.sample.generate`` (what ``chargen sample`` runs),
+- ``cached, SHORT`` and ``cached, LONG``: ``chargen.generation.sample.generate`` (what ``chargen sample`` runs),
   one position per character on the cache, half the window re-primed whenever it is full;
 - ``uncached, SHORT``: the same text with the full window's forward at every character
   (``lean=False``), for scale.
@@ -26,7 +26,7 @@ import torch
 
 from chargen import checkpoint
 from chargen.models import ModelConfig, TransformerLM, build_model
-from chargen.sample import generate
+from chargen.generation.sample import generate
 from chargen.vocab import Vocab
 
 TARGET = 1.20

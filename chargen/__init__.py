@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 # Resolved on first use so that `import chargen` (and `chargen --help`) does not import torch.
 _LAZY = {
     "load": ("chargen.checkpoint", "load"),
-    "generate": ("chargen.sample", "generate"),
-    "generate_streams": ("chargen.sample", "generate_streams"),
+    "generate": ("chargen.generation.sample", "generate"),
+    "generate_streams": ("chargen.generation.sample", "generate_streams"),
     "DecodeConfig": ("chargen.generation.logits", "DecodeConfig"),
     "Recurrent": ("chargen.core", "Recurrent"),
     "ModelConfig": ("chargen.models", "ModelConfig"),

@@ -14,7 +14,7 @@ neither autograd nor fresh tensors, and at one character per call its time is di
 
 Subclasses write one update; :class:`MomentumStep` adds the velocity to any of them, and
 :class:`ReferenceStep` runs the cell's own ``step`` for cells without a fast one (the phased
-LSTM). ``chargen.inference.LeanStepper`` stacks them; tests hold each equal to its cell.
+LSTM). ``chargen.generation.inference.LeanStepper`` stacks them; tests hold each equal to its cell.
 """
 
 from __future__ import annotations

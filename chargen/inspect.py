@@ -6,7 +6,7 @@ and records, for every layer and every character, ``h`` and what the cell reads 
 the logits the model's head gives at each step. ``find_units`` ranks units by how well they
 track a simple feature of the text (inside quotes, inside parentheses, position in the line), so
 users can look for Karpathy's "quote cell" themselves. ``score_text`` is the server's scorer:
-``chargen.score`` (the state carried from chunk to chunk) with the server's field names.
+``chargen.generation.score`` (the state carried from chunk to chunk) with the server's field names.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from chargen import score
+from chargen.generation import score
 from chargen.cells import CELLS
 from chargen.errors import ChargenError, UsageError
 from chargen.models import CharLM, NGramLM, TransformerLM
@@ -258,7 +258,7 @@ def validation_passage(loaded, chars: int = 2000, start: int = 0) -> str:
 
 def score_text(model: CharLM, vocab: Vocab, text: str, *, chunk_size: int = 256) -> dict[str, float | int]:
     """Total log-probability (nats) of ``text[1:]`` given what precedes each character, state carried in chunks:
-    ``chargen.score``'s scorer, in the server's field names.
+    ``chargen.generation.score``'s scorer, in the server's field names.
 
     The first character has no context to be predicted from, so ``chars`` scored is ``len(text) - 1``.
     """

@@ -17,9 +17,9 @@ from chargen import checkpoint
 from chargen.generation.constraints import constraints_for_run
 from chargen.generation.logits import CONTROLS, DecodeConfig
 from chargen.models import ModelConfig, build_model
-from chargen.sample import generate
+from chargen.generation.sample import generate
 from chargen.serve import Limits, Service, make_server
-from chargen.stops import stop_at
+from chargen.generation.stops import stop_at
 from chargen.vocab import Vocab
 
 EXTRA = all(importlib.util.find_spec(m) is not None for m in ("starlette", "uvicorn", "httpx"))
@@ -113,7 +113,7 @@ def raw_http(port: int, request: bytes) -> bytes:
 
 
 def library(loaded: Any, body: dict[str, Any]) -> str:
-    """What ``chargen.sample.generate`` writes for a generate request's settings: its decoding controls and
+    """What ``chargen.generation.sample.generate`` writes for a generate request's settings: its decoding controls and
     constraints (built as ``chargen sample`` builds them), cut at its stop strings and the constraints'."""
     stops = body.get("stop", [])
     prime, length = body.get("prime", ""), body.get("length", 200)

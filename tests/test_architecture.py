@@ -37,13 +37,8 @@ LAYERS: dict[str, int] = {
     "chargen.inspect": 5,  # tools over a trained model: they read tasks' data, never the loop
     "chargen.export": 5,
     "chargen.checkpoint": 4,
-    "chargen.sample": 4,
-    "chargen.inference": 4,  # the lean generation path, beneath sample
-    "chargen.score": 4,  # log-probability of a text, state carried in chunks
-    "chargen.beam": 4,  # beam search over the generation step
-    "chargen.stops": 4,  # stop strings over any stream of generated text
     "chargen.models": 3,
-    "chargen.generation": 4,  # the logits pipeline, constraints, decoders
+    "chargen.generation": 4,  # sampling, the lean stepper, the logits pipeline, constraints, beam, stop strings, scoring
     "chargen.core": 2,
     "chargen.inits": 2,  # weight initialisations of the cells (the paper's init, the forget-gate bias)
     "chargen.cells": 1,

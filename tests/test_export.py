@@ -15,7 +15,7 @@ from chargen.cells import CELLS
 from chargen.cli import app
 from chargen.errors import UsageError
 from chargen.export import export, load_runner, max_difference
-from chargen.sample import generate
+from chargen.generation.sample import generate
 
 from chargen.checkpoint import Loaded
 from chargen.models import CharLM, ModelConfig

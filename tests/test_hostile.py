@@ -20,7 +20,7 @@ from chargen.cli import app
 from chargen.errors import CheckpointError, TrainingError, UsageError, VocabularyError
 from chargen.models import ModelConfig, build_model
 from chargen.safeio import FileTooLarge, NotRegularFile, open_regular, read_regular
-from chargen.sample import MAX_SEED, generate, nth_seed, sample_next
+from chargen.generation.sample import MAX_SEED, generate, nth_seed, sample_next
 from chargen.tasks import build_task
 from chargen.train import Callbacks, TrainConfig, check_new_run_dir, fit
 from chargen.vocab import Vocab
@@ -421,7 +421,7 @@ def test_a_run_finds_its_moved_training_text_by_corpus_and_sha256(tmp_path: Path
 
 @pytest.mark.parametrize("prime", [None, "", "Once"])
 def test_lines_scored_side_by_side_equal_each_line_scored_alone(prime: str | None, one_torch_thread) -> None:
-    from chargen.score import score_lines, score_text
+    from chargen.generation.score import score_lines, score_text
 
     vocab = Vocab("\nOnce upatimlro")
     model = build_model(ModelConfig(**{**TINY.to_dict(), "vocab_size": len(vocab)})).eval()

@@ -10,10 +10,10 @@ from chargen import checkpoint
 from chargen.cells import CELLS
 from chargen.cli import app
 from chargen.errors import UsageError
-from chargen.inference import LeanSampler, LeanStepper, ReferenceStepper, make_stepper
+from chargen.generation.inference import LeanSampler, LeanStepper, ReferenceStepper, make_stepper
 from chargen.models import CharLM, ModelConfig
 from chargen.paths import PROJECT_ROOT
-from chargen.sample import MAX_SEED, generate, generate_streams, sample_next
+from chargen.generation.sample import MAX_SEED, generate, generate_streams, sample_next
 from chargen.tasks.generate import generate_names
 from chargen.vocab import Vocab
 

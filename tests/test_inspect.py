@@ -225,7 +225,7 @@ def test_cli_inspect_json_html_heatmap_and_errors(tmp_path: Path, one_torch_thre
 
 def test_surprise_is_the_scorers_log_probability_per_character(one_torch_thread: None) -> None:
     from chargen.inspect import surprise
-    from chargen.score import score_text
+    from chargen.generation.score import score_text
 
     loaded = checkpoint.load("grimm")
     text = "The king said, ‘Go.’"

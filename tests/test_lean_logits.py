@@ -10,7 +10,7 @@ import torch
 
 from chargen.generation.lean_logits import OneStream
 from chargen.generation.logits import DecodeConfig, LogitsPipeline
-from chargen.inference import LeanSampler, LeanStepper
+from chargen.generation.inference import LeanSampler, LeanStepper
 from tests.test_logits import ALL_ON, ALONE, VOCAB, EvenOnly, tiny
 
 V = len(VOCAB)

@@ -11,9 +11,9 @@ import torch
 from chargen import checkpoint
 from chargen.data.streams import StreamBatcher, WindowBatcher, as_streams
 from chargen.errors import VocabularyError
-from chargen.inference import LeanStepper
+from chargen.generation.inference import LeanStepper
 from chargen.models import CharLM, ModelConfig
-from chargen.sample import generate, sample_next
+from chargen.generation.sample import generate, sample_next
 from chargen.paths import PROJECT_ROOT
 from chargen.tasks import build_task, evaluate_saved
 from chargen.tasks.lm import evaluate_lm

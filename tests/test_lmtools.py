@@ -18,16 +18,16 @@ import torch
 from typer.testing import CliRunner
 
 from chargen import checkpoint
-from chargen.beam import beam_search
+from chargen.generation.beam import beam_search
 from chargen.cli import app
 from chargen.data.streams import as_streams
 from chargen.errors import UsageError, VocabularyError
 from chargen.finetune import build_lm_task, load_parent
 from chargen.models import CharLM, ModelConfig
 from chargen.paths import PROJECT_ROOT
-from chargen.sample import generate
-from chargen.score import score_lines, score_text
-from chargen.stops import stop_at, unescape
+from chargen.generation.sample import generate
+from chargen.generation.score import score_lines, score_text
+from chargen.generation.stops import stop_at, unescape
 from chargen.tasks import build_task
 from chargen.tasks.lm import LMData, evaluate_lm
 from chargen.train import TrainConfig, fit
@@ -411,7 +411,7 @@ def test_cli_score_sample_stop_and_beam(parent: Path, tmp_path: Path) -> None:
 
 def test_library_sample_saved_takes_stop_strings_and_the_servers_scorer_is_score(parent: Path) -> None:
     """Stop strings reach the library's sample_saved (the CLI only unescapes them); inspect's (the server's)
-    scorer is chargen.score's under other field names."""
+    scorer is chargen.generation.score's under other field names."""
     from chargen.inspect import score_text as server_score
     from chargen.tasks import sample_saved
 

@@ -11,14 +11,14 @@ from torch import Tensor
 from typer.testing import CliRunner
 
 from chargen import checkpoint
-from chargen.beam import beam_search
+from chargen.generation.beam import beam_search
 from chargen.cli import app
 from chargen.errors import UsageError
 from chargen.generation.logits import DeadEnd, DecodeConfig, LogitsPipeline, decode_config
 from chargen.generation.schedule import parse_schedule
 from chargen.models import CharLM, ModelConfig
 from chargen.paths import PROJECT_ROOT
-from chargen.sample import generate, generate_streams, sample_next
+from chargen.generation.sample import generate, generate_streams, sample_next
 from chargen.tasks.generate import generate_names
 from chargen.vocab import Vocab
 

@@ -278,7 +278,7 @@ def test_sweep_gives_an_option_outside_the_grid_to_every_variant_and_resumes(tmp
 def test_the_new_model_fields_pass_the_schema_and_reach_the_lean_stepper() -> None:
     import torch
 
-    from chargen.inference import LeanStepper, ReferenceStepper
+    from chargen.generation.inference import LeanStepper, ReferenceStepper
     from chargen.models import CharLM, ModelConfig
     from chargen.schema import check_model
 

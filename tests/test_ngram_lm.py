@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from chargen import checkpoint
-from chargen.beam import beam_search
+from chargen.generation.beam import beam_search
 from chargen.cli import app
 from chargen.errors import CheckpointError, UsageError
 from chargen.models import ModelConfig, build_model
@@ -30,8 +30,8 @@ from chargen.models.ngram_lm import (
     modified_discounts,
     ney_discount,
 )
-from chargen.sample import generate
-from chargen.score import score_text
+from chargen.generation.sample import generate
+from chargen.generation.score import score_text
 from chargen.tasks import evaluate_saved
 from chargen.tasks.lm import LMData, evaluate_lm
 from chargen.tasks.lm_ngram import train_ngram, unregistered_baseline

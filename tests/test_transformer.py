@@ -20,12 +20,12 @@ from chargen.errors import UsageError
 from chargen.export import export, load_runner, max_difference
 from chargen.generation.kvcache import KVCacheStepper, keep_on_slide
 from chargen.generation.windows import WindowReader, windowed_log_probs, windows
-from chargen.inference import make_stepper
+from chargen.generation.inference import make_stepper
 from chargen.models import ModelConfig, TransformerLM, build_model, check_family_settings
 from chargen.models.transformer import apply_rotary, attention_bytes, check_attention_fits, rotary_tables
-from chargen.sample import generate
+from chargen.generation.sample import generate
 from chargen.schema import parameter_estimate
-from chargen.score import score_text
+from chargen.generation.score import score_text
 from chargen.tasks import build_task
 from chargen.tasks.lm import evaluate_lm
 from chargen.train import TrainConfig, fit

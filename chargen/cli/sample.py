@@ -57,8 +57,8 @@ def sample(
     from chargen.generation.constraints import constraints_for_run
     from chargen.generation.logits import DecodeConfig
     from chargen.runtime import resolve_device, use_threads
-    from chargen.sample import check_seed
-    from chargen.stops import unescape
+    from chargen.generation.sample import check_seed
+    from chargen.generation.stops import unescape
     from chargen.tasks import sample_saved
 
     decode = DecodeConfig.from_dict({
@@ -118,8 +118,8 @@ def _novelty_line(i: int, report: dict[str, Any]) -> str:
 
 def _beam(loaded: Any, prime: str, length: int, beams: int, decode: Any, stops: list[str], note: str | None) -> None:
     """--beam: the best beam's text on stdout (cut at a stop string), its log-probability on stderr."""
-    from chargen.beam import beam_search
-    from chargen.stops import stop_at
+    from chargen.generation.beam import beam_search
+    from chargen.generation.stops import stop_at
 
     for text in stops:
         loaded.vocab.encode(text, what=f"the stop string {text!r}")  # one the model cannot write never stops it

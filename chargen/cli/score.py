@@ -61,7 +61,7 @@ def score(
     """
     from chargen import checkpoint
     from chargen.runtime import resolve_device
-    from chargen.score import score_lines, score_text
+    from chargen.generation.score import score_lines, score_text
 
     path, note = checkpoint.choose(model, last)
     loaded = checkpoint.load(path, task="lm", device=resolve_device(device))

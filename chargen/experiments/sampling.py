@@ -40,8 +40,8 @@ from chargen.experiments.stats import bootstrap_interval, wilson
 from chargen.experiments.study import Part, RunContext, Spec, Study
 from chargen.generation.copies import COPY_SPAN, CorpusIndex, novelty, text_sha256
 from chargen.paths import checkpoints_dir
-from chargen.sample import generate_streams
-from chargen.score import score_lines
+from chargen.generation.sample import generate_streams
+from chargen.generation.score import score_lines
 from chargen.tasks import build_task
 from chargen.tasks.resolve import resolve_model, resolve_train
 

@@ -3,7 +3,7 @@
 :class:`DecodeConfig` holds the controls (validated: an impossible or contradictory setting is a
 UsageError naming its parameter); :class:`LogitsPipeline` applies them to a batch of next-character
 logits ``(N, V)`` for N streams, keeping what each stream has written. Every generation path
-(``chargen.sample``'s lean and reference draws, ``-n`` batches, the name generator) builds one
+(``chargen.generation.sample``'s lean and reference draws, ``-n`` batches, the name generator) builds one
 pipeline and calls :meth:`LogitsPipeline.process` once per character, then draws one id per stream
 from ``softmax(scores)``, as ``torch.multinomial`` does.
 

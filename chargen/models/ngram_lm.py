@@ -388,7 +388,7 @@ class NGramLM(nn.Module):
 
     def nats_per_char(self, ids: Sequence[int] | np.ndarray | Tensor) -> float:
         """Mean ``-log P`` of a text read as one stream: every character after the first, from all before it
-        (as ``chargen.score.score_text`` without a prime)."""
+        (as ``chargen.generation.score.score_text`` without a prime)."""
         text = _ids(ids, self.vocab_size)
         return float(-self.log_probs(text).mean()) if text.size > 1 else math.nan
 

@@ -20,7 +20,7 @@ from chargen.plots import plot_accuracy_vs_length, plot_compare
 from chargen.experiments.reference import run_reference as run_reference_experiment
 from chargen.reference import NumpyRNN, RNNSettings
 from chargen.report.context import PRIME, SAMPLE_SEED, TEMPERATURES, Context
-from chargen.sample import generate
+from chargen.generation.sample import generate
 from chargen.tasks import evaluate_saved
 from chargen.tracking import read_jsonl, write_json
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from chargen.errors import ChargenError, UsageError
 from chargen.generation.logits import CONTROLS, DecodeConfig
-from chargen.sample import MAX_SEED
+from chargen.generation.sample import MAX_SEED
 
 
 class ApiError(Exception):

@@ -38,11 +38,11 @@ from chargen.errors import ChargenError
 from chargen.generation.constraints import Constraints
 from chargen.generation.logits import DeadEnd, LogitsPipeline
 from chargen.generation.masks import CharMask
-from chargen.inference import LeanSampler, ReferenceStepper, Stepper, make_stepper
+from chargen.generation.inference import LeanSampler, ReferenceStepper, Stepper, make_stepper
 from chargen.models import CharLM
-from chargen.sample import START_CONTEXT, first_characters, generate
+from chargen.generation.sample import START_CONTEXT, first_characters, generate
 from chargen.serve.api import ApiError, Decoding, GenerateRequest, named
-from chargen.stops import stop_at
+from chargen.generation.stops import stop_at
 
 STEPPERS = 8  # batch sizes whose steppers are kept: building one copies the weights
 
@@ -79,7 +79,7 @@ class Stream:
         self.text += token
         self.produced += 1
         if self.stops:
-            # as chargen.stops.stop_at: the text ends where the first stop string begins (not sent)
+            # as chargen.generation.stops.stop_at: the text ends where the first stop string begins (not sent)
             found = [i for i in (self.text.find(s, max(0, before - self.hold)) for s in self.stops) if i >= 0]
             if found:
                 self.end = min(found)
@@ -118,7 +118,7 @@ def sampler(decoding: Decoding, generators: list[torch.Generator], vocab_size: i
     """The draw for streams that decode alike: the one place the batch reads a request's decoding settings.
 
     ``length``, ``context`` (the prime's ids), ``masks`` and ``prime``: one stream's, for a stream that keeps
-    its own pipeline (``Decoding.stateful``), as ``chargen.sample.generate_streams`` builds it.
+    its own pipeline (``Decoding.stateful``), as ``chargen.generation.sample.generate_streams`` builds it.
     """
     pipeline = LogitsPipeline(decoding.config(), len(generators), vocab_size, length=length, context=context or (),
                               masks=masks or (), prime=prime, device=device)
@@ -236,7 +236,7 @@ def _chunk(loaded: Loaded) -> int:
 class Solo:
     """Generation request by request in a few threads, for families the batch cannot carry (see :func:`batchable`).
 
-    Each request runs ``chargen.sample.generate`` as ``chargen sample`` does, cut at its stop strings.
+    Each request runs ``chargen.generation.sample.generate`` as ``chargen sample`` does, cut at its stop strings.
     """
 
     def __init__(self, loaded: Loaded, workers: int, log: Callable[[str], None] | None = None) -> None:
@@ -340,7 +340,7 @@ class _Batch:
             stream.draw = sampler(decoding, [stream.generator], len(owner.vocab), owner.device,
                                   length=request.length, context=stream.prime_ids,
                                   masks=stream.constraints.masks, prime=request.prime)
-        # as chargen.sample.generate_streams: the prime, else a line break, else a first character drawn uniformly
+        # as chargen.generation.sample.generate_streams: the prime, else a line break, else a first character drawn uniformly
         if stream.prime_ids:
             return stream.prime_ids
         if START_CONTEXT in owner.vocab:

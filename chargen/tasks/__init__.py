@@ -11,7 +11,7 @@ from typing import Any
 
 from chargen.errors import CheckpointError, UsageError
 from chargen.generation.logits import CONTROLS, DecodeConfig, decode_config
-from chargen.sample import check_length
+from chargen.generation.sample import check_length
 from chargen.tasks.base import EVALUATORS, TASKS, Task
 from chargen.tasks import classify, classify_eval, digits, generate, lm, palindrome  # noqa: E402,F401  (each registers its task or evaluator)
 

@@ -16,10 +16,10 @@ from chargen.data.names import fold, has_letter, load_names
 from chargen.errors import CheckpointError, UsageError, VocabularyError
 from chargen.generation.logits import DecodeConfig, LogitsPipeline, decode_config
 from chargen.generation.masks import CharMask
-from chargen.inference import make_stepper
+from chargen.generation.inference import make_stepper
 from chargen.models import CharLM, ModelConfig
 from chargen.runtime import check_batch_size
-from chargen.sample import Controls, make_draw, sample_steps
+from chargen.generation.sample import Controls, make_draw, sample_steps
 from chargen.tasks.base import register
 from chargen.tasks.classify import classifier_log_probs
 from chargen.tasks.names import (
@@ -89,7 +89,7 @@ def generate_names(
     """One name per condition id in ``conditions (N,)``, all drawn together, each ending at ``<eos>``.
 
     The prime ``<bos> start`` runs once; then one step per character with the state carried, on the
-    lean path in eval mode (``chargen.inference``; the model's own forward with ``lean=False``).
+    lean path in eval mode (``chargen.generation.inference``; the model's own forward with ``lean=False``).
     ``<pad>`` and ``<bos>`` are never drawn. All names draw from the one ``generator``, as one
     ``torch.multinomial`` over the batch would. The decoding controls (``decode``, or the same names
     as keywords) run in ``chargen.generation.logits``' pipeline, ``start`` being each name's text so

@@ -20,8 +20,8 @@ from chargen.models.transformer import check_attention_fits
 from chargen.runtime import check_batch_size, rank, world_size
 from chargen.generation.logits import DecodeConfig
 from chargen.generation.masks import CharMask
-from chargen.sample import generate, generate_streams
-from chargen.stops import check_stops, stop_at
+from chargen.generation.sample import generate, generate_streams
+from chargen.generation.stops import check_stops, stop_at
 from chargen.tasks.base import BaseTask, register
 from chargen.vocab import Vocab
 

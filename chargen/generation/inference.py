@@ -12,7 +12,7 @@ few kernels as possible:
   in-place element-wise kernels, in the gate layout the cell chooses;
 - the head is one ``addmm``; every tensor a step touches is allocated once, at construction.
 
-:class:`LeanSampler` draws exactly what ``chargen.sample``'s reference draw draws from the same
+:class:`LeanSampler` draws exactly what ``chargen.generation.sample``'s reference draw draws from the same
 scores (``chargen.generation.logits``, the one pipeline of decoding controls both call):
 ``torch.multinomial`` with one sample is ``argmax(p / q)`` with ``q ~ Exp(1)`` drawn from the
 generator, so drawing ``q`` ourselves (into a preallocated buffer, no validity checks) consumes the
@@ -168,7 +168,7 @@ class LeanSampler:
     """Next ids from logits ``(N, V)``: the logits pipeline's scores, drawn as ``torch.multinomial`` would.
 
     ``pipeline``: the decoding controls (``chargen.generation.logits.LogitsPipeline``), the same one
-    function the reference draw in ``chargen.sample`` calls; without it, one is built from
+    function the reference draw in ``chargen.generation.sample`` calls; without it, one is built from
     ``temperature`` and ``top_k``. ``generators``: one per stream (stream i draws only from its own,
     so a stream's text does not depend on which other streams share its batch), or one for the
     whole batch (the draws of one ``torch.multinomial`` call on ``(N, V)``).

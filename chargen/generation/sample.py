@@ -1,7 +1,7 @@
 """Stateful generation: prime once, then one step per character with the state carried (O(1) per character).
 
 ``sample_steps`` is the one generation loop, for N streams at once (a stream may stop at a token), on a
-stepper and a sampler from ``chargen.inference`` (the lean path; the model's own forward with ``lean=False``);
+stepper and a sampler from ``chargen.generation.inference`` (the lean path; the model's own forward with ``lean=False``);
 ``generate`` / ``generate_streams`` (text from a language model, one stream or N as one batch) and the name
 generator (``chargen.tasks.generate``) all run on it. Both samplers draw from the scores of one
 ``chargen.generation.logits.LogitsPipeline``: the decoding controls of a ``DecodeConfig`` (``decode=``, or the
@@ -19,7 +19,7 @@ from torch import Tensor
 from chargen.errors import UsageError
 from chargen.generation.logits import DecodeConfig, LogitsPipeline, decode_config
 from chargen.generation.masks import CharMask
-from chargen.inference import LeanSampler, make_stepper
+from chargen.generation.inference import LeanSampler, make_stepper
 from chargen.models import CharLM
 from chargen.vocab import Vocab
 
@@ -92,7 +92,7 @@ def generate(
     fed to the network but not yielded), so greedy decoding is deterministic and the text starts
     as a paragraph would; a vocabulary without a newline gets a first character drawn uniformly.
     ``stop`` (a special token such as ``<eos>``) ends generation early. ``lean`` steps with
-    ``chargen.inference`` (the same text as the model's own forward, ``lean=False``). ``decode`` (a
+    ``chargen.generation.inference`` (the same text as the model's own forward, ``lean=False``). ``decode`` (a
     ``DecodeConfig`` or a dict of its names) or the same names as keywords set the decoding controls;
     ``masks`` are hard constraints (``chargen.generation.masks.CharMask``).
     """
@@ -195,7 +195,7 @@ def sample_steps(
 ) -> tuple[Tensor, int]:
     """The one generation loop: one id per stream into each of ``rows``, one model step per character.
 
-    ``step`` is a stepper's (``chargen.inference``: ids ``(N,)`` -> logits ``(N, V)``), ``draw`` a sampler
+    ``step`` is a stepper's (``chargen.generation.inference``: ids ``(N,)`` -> logits ``(N, V)``), ``draw`` a sampler
     (``logits, out=row`` -> ids) and ``last (N, V)`` the logits to draw from first (after the prime, or
     as returned by the previous call: calling again continues the same text). ``rows`` are views of one
     ``(T, N)`` id tensor made once by the caller, so nothing is allocated per character. With ``done (N,)`` (updated in place), a stream is done once it draws ``stop_id``

@@ -17,7 +17,7 @@ from chargen.cells import State
 from chargen.errors import UsageError
 from chargen.generation.logits import DecodeConfig
 from chargen.models import CharLM, TransformerLM
-from chargen.sample import MAX_LENGTH
+from chargen.generation.sample import MAX_LENGTH
 from chargen.vocab import Vocab
 
 
