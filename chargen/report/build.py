@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chargen.errors import UsageError
+from chargen.report.check import stamp
 from chargen.report.context import FULL, QUICK, REPORT_MD, RESULTS, Context, ReportCallbacks
 from chargen.report.numbers import Numbers
 from chargen.report.runners import EXPERIMENT_NAMES, EXPERIMENTS
@@ -56,13 +57,20 @@ def build_report(
         ctx.say(f"{experiment.name}: running ({experiment.about}, {ctx.budget.name} budget)")
         t0 = time.perf_counter()
         experiment.run(ctx)
+        if experiment.path.endswith(".json"):
+            stamp(ctx.results / experiment.path, experiment.version)
         ctx.say(f"{experiment.name}: done in {time.perf_counter() - t0:.0f}s")
     if missing:
         ctx.say(f"{REPORT_MD} not written yet: no results for {', '.join(missing)} (outside only)")
         return None, ctx.numbers
-    header, *body = [section(ctx).strip() for section in SECTIONS]
-    text = "\n\n".join([header, contents(body), *body]) + "\n"
+    text = render(ctx)
     path = out / REPORT_MD
     path.write_text(text, encoding="utf-8")
     ctx.say(f"wrote {path} ({len(ctx.figures)} figures) in {time.perf_counter() - started:.0f}s")
     return path, ctx.numbers
+
+
+def render(ctx: Context) -> str:
+    """The report's Markdown from the saved results under ``ctx.out`` (runs nothing)."""
+    header, *body = [section(ctx).strip() for section in SECTIONS]
+    return "\n\n".join([header, contents(body), *body]) + "\n"

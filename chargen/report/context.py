@@ -81,6 +81,9 @@ class Context:
     numbers: Numbers = field(default_factory=Numbers)
     callbacks: ReportCallbacks = field(default_factory=ReportCallbacks)
     figures: list[str] = field(default_factory=list)
+    # read only (``chargen report --check``): no figure is copied or drawn, a missing one is a problem
+    dry: bool = False
+    problems: list[str] = field(default_factory=list)
 
     @property
     def results(self) -> Path:
@@ -96,8 +99,12 @@ class Context:
     def figure(self, source: Path, name: str) -> str:
         """Copy a figure into ``figures/`` and return its Markdown image line."""
         target = self.out / FIGURES / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if Path(source).resolve() != target.resolve():
+        if self.dry:
+            if not target.is_file():
+                self.problems.append(f"{FIGURES}/{name}: missing (the report shows it)")
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        if not self.dry and Path(source).resolve() != target.resolve():
             shutil.copyfile(source, target)
         self.figures.append(f"{FIGURES}/{name}")
         return f"![{Path(name).stem}]({FIGURES}/{name})"

@@ -186,6 +186,8 @@ class Experiment:
     about: str
     # on demand: runs only when named in only/rerun (a long study), and its absence never holds the report back
     optional: bool = False
+    # recorded in its results (chargen.report.check): bump it when the code changes what this experiment writes
+    version: int = 1
 
 
 def run_registered_study(ctx: Context, name: str) -> None:
