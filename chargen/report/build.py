@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from chargen.errors import UsageError
-from chargen.report.check import stamp
 from chargen.report.context import FULL, QUICK, REPORT_MD, RESULTS, Context, ReportCallbacks
 from chargen.report.numbers import Numbers
 from chargen.report.runners import EXPERIMENT_NAMES, EXPERIMENTS
-from chargen.report.sections import SECTIONS, contents
+from chargen.report import exercises as rx
+from chargen.report.runners import VERSION_FIELD
+from chargen.report.sections import SECTIONS
+from chargen.tracking import write_json
 
 def build_report(
     out: Path,
@@ -74,3 +78,16 @@ def render(ctx: Context) -> str:
     """The report's Markdown from the saved results under ``ctx.out`` (runs nothing)."""
     header, *body = [section(ctx).strip() for section in SECTIONS]
     return "\n\n".join([header, contents(body), *body]) + "\n"
+
+
+def contents(sections: list[str]) -> str:
+    """A linked list of the ``## `` headings of ``sections`` (GitHub's anchors), for the top of the report."""
+    titles = [m.group(1).strip() for text in sections for m in re.finditer(r"^## (.+)$", text, re.M)]
+    return "**Contents**\n\n" + "\n".join(f"- [{t}](#{rx._anchor(t)})" for t in titles)
+
+
+def stamp(path: Path, version: int) -> None:
+    """Record ``version`` in the JSON document at ``path`` after its experiment wrote it (see ``chargen.report.check``)."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(doc, dict) and doc.get(VERSION_FIELD) != version:
+        write_json(path, {**doc, VERSION_FIELD: version})

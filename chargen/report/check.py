@@ -19,10 +19,9 @@ from chargen.experiments import optimisers, tutorial
 from chargen.report.context import FULL, MOMENTUM, QUICK, REPORT_MD, RESULTS, Context
 from chargen.report.numbers import untraced_numbers
 from chargen.report.questions import MAKERS
-from chargen.report.runners import EXERCISES, EXPERIMENTS
+from chargen.report.build import render
+from chargen.report.runners import EXERCISES, EXPERIMENTS, FIRST_VERSION, VERSION_FIELD
 
-VERSION_FIELD = "result_version"
-FIRST_VERSION = 1  # a results file without VERSION_FIELD was written before versions were recorded
 
 
 @dataclass(frozen=True)
@@ -63,15 +62,6 @@ def recorded_versions(path: Path) -> set[int]:
     return {int(doc.get(VERSION_FIELD, FIRST_VERSION)) if isinstance(doc, dict) else FIRST_VERSION}
 
 
-def stamp(path: Path, version: int) -> None:
-    """Record ``version`` in the JSON document at ``path`` (after its experiment wrote it)."""
-    from chargen.tracking import write_json
-
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(doc, dict) and doc.get(VERSION_FIELD) != version:
-        write_json(path, {**doc, VERSION_FIELD: version})
-
-
 def source_problems(out: Path) -> list[str]:
     """A line for each result that is missing, unreadable or written by another version of its code."""
     problems = []
@@ -95,8 +85,6 @@ def source_problems(out: Path) -> list[str]:
 
 def check_report(out: Path, *, quick: bool = False) -> list[str]:
     """Every problem with the report in ``out``, one line each (none: the report is what its results build)."""
-    from chargen.report.build import render
-
     out = Path(out)
     problems = source_problems(out)
     if any(not s.optional and not (out / RESULTS / s.path).is_file() for s in sources(out)):
@@ -127,4 +115,4 @@ def _first_difference(a: str, b: str) -> int:
 
 
 __all__ = ["FIRST_VERSION", "VERSION_FIELD", "Source", "check_report", "recorded_versions", "source_problems",
-           "sources", "stamp"]
+           "sources"]

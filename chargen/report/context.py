@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +110,15 @@ class Context:
             shutil.copyfile(source, target)
         self.figures.append(f"{FIGURES}/{name}")
         return f"![{Path(name).stem}]({FIGURES}/{name})"
+
+
+_TEMPORARY = re.compile(r"(?:/tmp|/var/tmp|" + re.escape(tempfile.gettempdir()) + r")/[^\s'\"`]+")
+
+
+def public_command(command: str) -> str:
+    """A recorded command as a reader may retype it: each temporary folder it names becomes ``DIR_A``, ``DIR_B``..."""
+    names: dict[str, str] = {}
+    return _TEMPORARY.sub(lambda m: names.setdefault(m.group(0), f"DIR_{chr(ord('A') + len(names))}"), command)
 
 
 def read_results(path: Path) -> dict[str, Any]:

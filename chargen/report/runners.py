@@ -178,6 +178,10 @@ def _run_exercise(ctx: Context, part: str) -> None:
     write_json(ctx.results / EXERCISES / f"{part}.json", makers[part]())
 
 
+VERSION_FIELD = "result_version"  # where a results file records the version of the code that wrote it
+FIRST_VERSION = 1  # a results file without VERSION_FIELD was written before versions were recorded
+
+
 @dataclass(frozen=True)
 class Experiment:
     name: str
