@@ -122,8 +122,12 @@ kept with probability $\sqrt{t/f} + t/f$) and a window drawn from $1..5$ for eac
             f"process with {n.int(g['threads'])} thread(s) each.{load_text} WordSim353 is Spearman's ρ on the "
             f"{n.int(covered)} of {n.int(runs[0]['wordsim_pairs'])} pairs both vocabularies cover; analogies are gensim's "
             f"`evaluate_word_analogies` on questions-words.txt for both.\n\n" + "\n".join(rows)
-            + f"\n\nMean over seeds: chargen ρ = {n(c_rho, '.3f')}, gensim ρ = {n(g_rho, '.3f')} (chargen {verdict_rho} "
-            f"the {n(band, 'g')} band around gensim); chargen took {n(c_sec, '.0f')} s against gensim's {n(g_sec, '.0f')} s "
+            + f"\n\nMean ± standard deviation over seeds: chargen ρ = "
+            f"{show(Spread.of([r['chargen']['wordsim353'] for r in runs]), n)}, gensim ρ = "
+            f"{show(Spread.of([r['gensim']['wordsim353'] for r in runs]), n)} (chargen {verdict_rho} "
+            f"the {n(band, 'g')} band around gensim, by the means); chargen took "
+            f"{show(Spread.of([r['chargen']['seconds'] for r in runs]), n, spec='.0f')} s against gensim's "
+            f"{show(Spread.of([r['gensim']['seconds'] for r in runs]), n, spec='.0f')} s "
             f"({n(c_sec / g_sec, '.1f')}× — gensim's inner loop is compiled C, chargen's is batched torch from Python), "
             f"and its last-epoch loss, the mean over the $1 + K$ binary terms as d2l reports it, was {n(c_bce, '.3f')} "
             f"(target ≤ {n(bce_target, '.2f')}). On a corpus of well under a million words few WordSim pairs are covered and both "
@@ -332,7 +336,8 @@ def observations_section(results: Path, n: Formatter | None = None) -> str:
             f"and the share of real words in the logged samples goes {shares}"
             + ("" if steady else ": up overall, but not steadily")
             + "." + (f" Each logged sample is a handful of words ({n.int(min(words))} to {n.int(max(words))}), so one word "
-                     f"more or less moves the share by a large step: the loss is the steadier measure." if words else ""))
+                     f"more or less moves the share by a large step: the loss is the steadier measure." if words else "")
+            + " One training run.")
     if te:
         rows = ["| temperature | real words | distinct words |", "|---:|---:|---:|"]
         for r in te:
@@ -346,7 +351,8 @@ def observations_section(results: Path, n: Formatter | None = None) -> str:
             f"the temperature flattens the distribution: more variety (distinct words up to "
             f"{n.pct(hot['distinct_share'], 0)} at {n(hot['temperature'], 'g')}) at the price of correctness — at "
             f"{n(hot['temperature'], 'g')} only {n.pct(hot['real_word_share'], 0)} of the words are real and the punctuation "
-            f"and line breaks scatter." + _between(te, n))
+            f"and line breaks scatter." + _between(te, n)
+            + " One sample per temperature from one model (one run): the shares are that sample's, without an interval.")
     return "\n\n".join(parts)
 
 

@@ -58,7 +58,8 @@ one-hot inputs, persisted split, batches, optimiser (Adam, gradient clipping) an
             cells = []
             for h in sizes:
                 found = runs.get((task, m, h))
-                cells.append("—" if not found else show(Spread.of([r[key] for r in found]), n, pct))
+                cells.append("—" if not found else show(Spread.of([r[key] for r in found]), n, pct,
+                                                        mark_one=len(seeds) > 1))
             params = " / ".join(n.int(runs[(task, m, h)][0]["parameters"]) for h in sizes if (task, m, h) in runs)
             rows.append(f"| {m} | " + " | ".join(cells) + f" | {params} |")
         parts.append(f"**{'Classifier' if task == 'classify' else 'Generator'}** ({label}; "
@@ -96,12 +97,13 @@ class Spread:
         return abs(self.mean - other.mean) >= noise
 
 
-def show(x: Spread, n: Formatter, pct: bool = False, spec: str = ".3f") -> str:
-    """``mean ± std (n = k)`` over seeds, or the value and "one run"."""
+def show(x: Spread, n: Formatter, pct: bool = False, spec: str = ".3f", *, mark_one: bool = True) -> str:
+    """``mean ± std (n = k)`` over seeds, or the value and "one run" (``mark_one=False``: a table whose heading
+    already says every cell is one run)."""
     mean = n.pct(x.mean) if pct else n(x.mean, spec)
     if x.n > 1:
         return f"{mean} ± {n(100 * x.std, '.1f') if pct else n(x.std, spec)} (n = {n.int(x.n)})"
-    return f"{mean} (one run)"
+    return f"{mean} (one run)" if mark_one else mean
 
 
 def _seeds_text(seeds: list[int], n: Formatter) -> str:
@@ -197,10 +199,10 @@ faster per step; the grid below tests both on one task."""
         rates = sorted(grid[name])
         lr = min(rates, key=lambda x: grid[name][x].mean)
         best[name] = (lr, grid[name][lr])
-        tried = ", ".join(f"{n(x, 'g')}: {show(grid[name][x], n)}" for x in rates)
+        tried = ", ".join(f"{n(x, 'g')}: {show(grid[name][x], n, mark_one=len(seeds) > 1)}" for x in rates)
         edge = (" (largest rate tried)" if lr == rates[-1] else " (smallest rate tried)" if lr == rates[0] else "") \
             if len(rates) > 1 else ""
-        rows.append(f"| {name} | {tried} | {show(best[name][1], n)}{edge} |")
+        rows.append(f"| {name} | {tried} | {show(best[name][1], n, mark_one=len(seeds) > 1)}{edge} |")
     text = (f"**Measured** on one task: a one-layer LSTM (hidden {n.int(s['hidden_size'])}) character model of the first "
             f"{n.int(s['chars'])} characters of *{s['corpus']}* (last tenth held out), {n.int(s['steps'])} steps of "
             f"{n.int(s['batch_size'])} windows of {n.int(s['seq_len'])}, the same batches for every optimiser at a seed, "
@@ -219,8 +221,9 @@ def _optimiser_verdicts(grid: dict[str, dict[float, Spread]], best: dict[str, tu
                         n: Formatter) -> str:
     """The sentences that compare optimisers, each decided by ``Spread.differs`` and computed from the table."""
     def versus(a: Spread, b: Spread) -> str:
-        return "lower" if a.differs(b, OPTIMISER_NOISE) and a.mean < b.mean else \
-            "higher" if a.differs(b, OPTIMISER_NOISE) else "no clearly different"
+        if not a.differs(b, OPTIMISER_NOISE):
+            return "no clear difference"
+        return ("lower" if a.mean < b.mean else "higher") + (" (one run each)" if min(a.n, b.n) == 1 else "")
 
     order = sorted(best, key=lambda k: best[k][1].mean)
     low, high = order[0], order[-1]
@@ -229,12 +232,11 @@ def _optimiser_verdicts(grid: dict[str, dict[float, Spread]], best: dict[str, tu
              + ("" if best[low][1].differs(best[high][1], OPTIMISER_NOISE) else ", a difference within the noise") + "."]
     if "sgd" in best and "sgd-momentum" in best:
         a, b = best["sgd"][1], best["sgd-momentum"][1]
-        lines.append(f"Momentum against plain SGD, each at its best rate: {show(b, n)} against {show(a, n)}, "
-                     f"{'a clearly ' + versus(b, a) if versus(b, a) != 'no clearly different' else 'no clear difference'}.")
+        lines.append(f"Momentum against plain SGD, each at its best rate: {show(b, n)} against {show(a, n)}: "
+                     f"{versus(b, a)}.")
     if "sgd" in best and "adam" in best:
         a, b = best["sgd"][1], best["adam"][1]
-        lines.append(f"Adam against SGD, each at its best rate: {show(b, n)} against {show(a, n)}, "
-                     f"{'a clearly ' + versus(b, a) if versus(b, a) != 'no clearly different' else 'no clear difference'}.")
+        lines.append(f"Adam against SGD, each at its best rate: {show(b, n)} against {show(a, n)}: {versus(b, a)}.")
     works = {name: sum(1 for x in grid[name].values() if x.mean <= best[name][1].mean + TOLERANCE) for name in best}
     share = {name: works[name] / len(grid[name]) for name in best}
     counts = "; ".join(f"{name} {n.int(works[name])} of {n.int(len(grid[name]))} "
@@ -248,7 +250,8 @@ def _optimiser_verdicts(grid: dict[str, dict[float, Spread]], best: dict[str, tu
                  "neither more nor less sensitive to the learning rate than plain and momentum SGD")
         lines.append(f"Sensitivity to the learning rate, as the rates of each grid that end within "
                      f"{n(TOLERANCE, 'g')} nats of that optimiser's best: {counts}. On this grid the adaptive optimisers "
-                     f"are {claim} (a share of {n.pct(a, 0)} of their rates against {n.pct(p, 0)}).")
+                     f"are {claim} (a share of {n.pct(a, 0)} of their rates against {n.pct(p, 0)}"
+                     + (", one run per rate)." if seeds == 1 else f", from the means over {n.int(seeds)} seeds)."))
     at_top = [name for name, (lr, _) in best.items() if len(grid[name]) > 1 and lr == max(grid[name])]
     if at_top:
         names = " and ".join(at_top) if len(at_top) <= 2 else ", ".join(at_top[:-1]) + " and " + at_top[-1]
