@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from chargen.cli import app
 from chargen.paths import PROJECT_ROOT
 from chargen.report import REPORT_MD, RESULTS, build_report, check_report
-from chargen.report.check import VERSION_FIELD, sources
+from chargen.report.build import record_version
+from chargen.report.check import sources
+from chargen.report.runners import VERSION_FIELD
 from chargen.report.numbers import Numbers
 from chargen.report.questions import question_map
 from chargen.report.seeded import Spread, optimisers_section, tutorial_section
@@ -50,11 +52,14 @@ def test_a_changed_number_in_the_report_is_a_problem(report_copy: Path) -> None:
 
 
 def test_a_result_from_another_code_version_is_stale(report_copy: Path) -> None:
-    path = report_copy / RESULTS / "bptt.json"
-    doc = json.loads(path.read_text())
-    path.write_text(json.dumps({**doc, VERSION_FIELD: 7}))
+    record_version(report_copy / RESULTS, "bptt.json", 7)  # as the report's own experiments record it
+    path = report_copy / RESULTS / "exercises" / "tutorial.json"  # as a result that records its own version
+    path.write_text(json.dumps({**json.loads(path.read_text()), VERSION_FIELD: 5}))
     problems = check_report(report_copy)
     assert any(p.startswith(f"{RESULTS}/bptt.json: written by version 7") and "--rerun bptt" in p for p in problems)
+    assert any(p.startswith(f"{RESULTS}/exercises/tutorial.json: written by version 5") for p in problems)
+    record_version(report_copy / RESULTS, "bptt.json", 1)
+    assert not any("bptt" in p for p in check_report(report_copy))
 
 
 def test_a_missing_result_names_its_command_and_nothing_is_written(report_copy: Path) -> None:

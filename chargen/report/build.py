@@ -13,7 +13,7 @@ from chargen.report.context import FULL, QUICK, REPORT_MD, RESULTS, Context, Rep
 from chargen.report.numbers import Numbers
 from chargen.report.runners import EXPERIMENT_NAMES, EXPERIMENTS
 from chargen.report import exercises as rx
-from chargen.report.runners import VERSION_FIELD
+from chargen.report.runners import VERSIONS_JSON
 from chargen.report.sections import SECTIONS
 from chargen.tracking import write_json
 
@@ -61,8 +61,7 @@ def build_report(
         ctx.say(f"{experiment.name}: running ({experiment.about}, {ctx.budget.name} budget)")
         t0 = time.perf_counter()
         experiment.run(ctx)
-        if experiment.path.endswith(".json"):
-            stamp(ctx.results / experiment.path, experiment.version)
+        record_version(ctx.results, experiment.path, experiment.version)
         ctx.say(f"{experiment.name}: done in {time.perf_counter() - t0:.0f}s")
     if missing:
         ctx.say(f"{REPORT_MD} not written yet: no results for {', '.join(missing)} (outside only)")
@@ -86,8 +85,10 @@ def contents(sections: list[str]) -> str:
     return "**Contents**\n\n" + "\n".join(f"- [{t}](#{rx._anchor(t)})" for t in titles)
 
 
-def stamp(path: Path, version: int) -> None:
-    """Record ``version`` in the JSON document at ``path`` after its experiment wrote it (see ``chargen.report.check``)."""
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(doc, dict) and doc.get(VERSION_FIELD) != version:
-        write_json(path, {**doc, VERSION_FIELD: version})
+def record_version(results: Path, path: str, version: int) -> None:
+    """Record that the code at ``version`` wrote ``results/path`` (in ``results/versions.json``: the files keep their
+    own formats, which their readers load strictly); see ``chargen.report.check``."""
+    target = results / VERSIONS_JSON
+    versions = json.loads(target.read_text(encoding="utf-8")) if target.is_file() else {}
+    if versions.get(path) != version:
+        write_json(target, dict(sorted({**versions, path: version}.items())))

@@ -3,8 +3,9 @@
 What "matches the code version" means here: each result the report reads has a ``RESULT_VERSION``
 (an integer beside the code that writes it, bumped when that code changes what it measures or how
 it records it), and each results file records the version that wrote it in ``result_version``
-(top level of a JSON document; every record of a JSONL study). A file without the field predates
-the record and counts as version 1, the first version of every result. A file whose version differs
+(top level of a JSON document; every record of a JSONL study), or, for the files the report's own
+experiments write in their readers' strict formats, ``results/versions.json`` does (path -> version).
+A file recorded in neither predates the record and counts as version 1, the first of every result. A file whose version differs
 from its code's is stale: the check names the command that writes it again. Nothing is run or written.
 """
 
@@ -20,7 +21,7 @@ from chargen.report.context import FULL, MOMENTUM, QUICK, REPORT_MD, RESULTS, Co
 from chargen.report.numbers import untraced_numbers
 from chargen.report.questions import MAKERS
 from chargen.report.build import render
-from chargen.report.runners import EXERCISES, EXPERIMENTS, FIRST_VERSION, VERSION_FIELD
+from chargen.report.runners import EXERCISES, EXPERIMENTS, FIRST_VERSION, VERSION_FIELD, VERSIONS_JSON
 
 
 
@@ -53,18 +54,25 @@ def sources(out: Path) -> list[Source]:
     return found
 
 
-def recorded_versions(path: Path) -> set[int]:
-    """The versions a results file records (``FIRST_VERSION`` where it records none)."""
+def recorded_versions(path: Path, ledger: dict[str, int] | None = None, name: str = "") -> set[int]:
+    """The versions a results file records: its own field, else its entry ``name`` in the report's ``ledger``
+    (``results/versions.json``), else ``FIRST_VERSION``."""
+    fallback = int((ledger or {}).get(name, FIRST_VERSION))
     if path.suffix == ".jsonl":
         records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return {int(r.get(VERSION_FIELD, FIRST_VERSION)) for r in records} or {FIRST_VERSION}
+        return {int(r.get(VERSION_FIELD, fallback)) for r in records} or {fallback}
     doc: Any = json.loads(path.read_text(encoding="utf-8"))
-    return {int(doc.get(VERSION_FIELD, FIRST_VERSION)) if isinstance(doc, dict) else FIRST_VERSION}
+    return {int(doc.get(VERSION_FIELD, fallback)) if isinstance(doc, dict) else fallback}
 
 
 def source_problems(out: Path) -> list[str]:
     """A line for each result that is missing, unreadable or written by another version of its code."""
     problems = []
+    ledger_path = out / RESULTS / VERSIONS_JSON
+    try:
+        ledger = json.loads(ledger_path.read_text(encoding="utf-8")) if ledger_path.is_file() else {}
+    except (OSError, ValueError) as e:
+        return [f"{RESULTS}/{VERSIONS_JSON}: unreadable ({e}); delete it and rerun the report's experiments"]
     for source in sources(out):
         path = out / RESULTS / source.path
         if not path.is_file():
@@ -72,7 +80,7 @@ def source_problems(out: Path) -> list[str]:
                 problems.append(f"{RESULTS}/{source.path}: missing; write it with `{source.maker}`")
             continue
         try:
-            versions = recorded_versions(path)
+            versions = recorded_versions(path, ledger, source.path)
         except (OSError, ValueError, TypeError, AttributeError) as e:
             problems.append(f"{RESULTS}/{source.path}: unreadable ({e}); write it again with `{source.maker}`")
             continue
@@ -114,5 +122,5 @@ def _first_difference(a: str, b: str) -> int:
     return min(len(a.splitlines()), len(b.splitlines())) + 1
 
 
-__all__ = ["FIRST_VERSION", "VERSION_FIELD", "Source", "check_report", "recorded_versions", "source_problems",
+__all__ = ["Source", "check_report", "recorded_versions", "source_problems",
            "sources"]

@@ -179,6 +179,7 @@ def _run_exercise(ctx: Context, part: str) -> None:
 
 
 VERSION_FIELD = "result_version"  # where a results file records the version of the code that wrote it
+VERSIONS_JSON = "versions.json"  # under results/: the version of each file the report's own experiments wrote
 FIRST_VERSION = 1  # a results file without VERSION_FIELD was written before versions were recorded
 
 
