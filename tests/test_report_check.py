@@ -123,3 +123,9 @@ def test_the_tutorial_tables_show_the_spread_over_seeds(tmp_path: Path) -> None:
     text = tutorial_section(tmp_path, Numbers())
     assert "mean ± standard deviation over seeds 0, 1, 2" in text and "(n = 3)" in text
     assert "*Would an LSTM help?* At hidden 8: yes" in text
+
+
+def test_a_folder_without_a_report_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["report", "--check", "--out", str(tmp_path / "nothing")])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1 and "no report here" in result.stderr
+    assert not (tmp_path / "nothing").exists()

@@ -94,6 +94,8 @@ def source_problems(out: Path) -> list[str]:
 def check_report(out: Path, *, quick: bool = False) -> list[str]:
     """Every problem with the report in ``out``, one line each (none: the report is what its results build)."""
     out = Path(out)
+    if not (out / RESULTS).is_dir():
+        return [f"{out}: no report here (no {RESULTS}/ folder); build one with `chargen report --out {out}`"]
     problems = source_problems(out)
     if any(not s.optional and not (out / RESULTS / s.path).is_file() for s in sources(out)):
         return problems  # the text cannot be built without them; the lines above say what to run
