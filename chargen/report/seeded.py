@@ -149,7 +149,7 @@ def _tutorial_answers(task: str, key: str, runs: dict[tuple[str, str, int], list
                     f"tutorial network's {fmt(t)}")
             if r:
                 vs_rnn = compare(l_, r)
-                text += f"; against the Elman RNN ({fmt(r)}): {vs_rnn}"
+                text += f"; against the Elman RNN's {fmt(r)}: {vs_rnn}"
                 if vs_tutorial == "better" and vs_rnn == "better":
                     text += (", so the gain is partly the nonlinearity the tutorial's linear update lacks (the RNN has "
                              "it) and partly the gates")
