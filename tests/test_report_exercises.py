@@ -46,8 +46,21 @@ def test_question_map_points_at_sections_that_exist():
 
 
 def test_every_number_an_exercise_section_prints_goes_through_the_formatter():
-    assert untraced_numbers(rx.question_map_section(), set()) == []
+    n = Numbers()
+    assert untraced_numbers(rx.question_map_section(n), n.emitted) == []
+    assert untraced_numbers(rx.question_map_section(n), set()) == [q["number"] for q in rx.question_map()]  # labels
     for section in rx.SECTIONS:  # one section at a time, so no other section's numbers can cover for it
         n = Numbers()
         text = section(RESULTS, n)
         assert untraced_numbers(text, n.emitted) == [], section.__name__
+
+
+def test_the_exercises_command_writes_into_its_own_folder_unless_told(tmp_path, monkeypatch):
+    from chargen.experiments import exercises as ex
+
+    assert not ex.DEFAULT_OUT.is_absolute() and ex.DEFAULT_OUT.parts[0] == "runs"  # never docs/report/results
+    monkeypatch.chdir(tmp_path)
+    ex.main(["--only", "lstm_params"])
+    assert sorted(p.name for p in (tmp_path / "runs" / "exercises").iterdir()) == ["lstm_params.json"]
+    ex.main(["--only", "hand_lstm", "--out", str(tmp_path / "mine")])
+    assert (tmp_path / "mine" / "hand_lstm.json").is_file()

@@ -50,6 +50,7 @@ def report(
     rerun: Annotated[Optional[list[str]], typer.Option(help="Measure this experiment again even if its results exist (repeatable): gradients, compare-classify, compare-lm, probe, reference, bptt, lm-samples, surnames, surnames-gen, hand-lstm, lstm-params, observations.", show_default=False)] = None,
     only: Annotated[Optional[list[str]], typer.Option(help="Run only these experiments (repeatable), e.g. one part per process; the report is written once every result exists. The baselines study (hours) runs only when named here, resuming where it stopped.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines or bars.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Run and write nothing: exit 1 with a line per problem unless OUT/report.md is what the saved results build, every number in it traced to them, every result present and written by its code's current version.")] = False,
 ) -> None:
     """Write a Markdown report whose every number comes from saved results, running what is missing.
 
@@ -63,13 +64,22 @@ def report(
 
     [dim]Examples:[/]
       chargen report --out docs/report
+      chargen report --out docs/report --check     [dim]# CI: the committed report is what its results build[/]
       chargen report --out /tmp/report --quick
       chargen report --rerun lm-samples --rerun surnames
       chargen report --only probe --only reference   [dim]# in a second terminal: one part per core[/]
       chargen report --only baselines                [dim]# the baselines study, resumable (or: chargen study baselines)[/]
     """
-    from chargen.report import build_report
+    from chargen.report import build_report, check_report
 
+    if check:
+        problems = check_report(out, quick=quick)
+        for problem in problems:
+            err_console.print(escape(problem), highlight=False, soft_wrap=True)
+        if problems:
+            raise typer.Exit(1)
+        say("[bold green]checked[/] {path}: every number traced, every result current", path=out / "report.md")
+        return
     check_out_dir(out)  # never a run directory, never inside a shipped model
 
     with ReportProgress(quiet) as progress:

@@ -1,7 +1,7 @@
 """The course-exercise results the report reads: hand LSTM, parameter counts, engines, sample observations.
 
-``python -m chargen.experiments.exercises [--out DIR] [--only NAME ...]`` writes, under
-``docs/report/results/exercises/`` by default:
+``python -m chargen.experiments.exercises [--out DIR] [--only NAME ...]`` writes, under ``runs/exercises/`` by
+default (the report's own are rewritten only when asked, with ``--out docs/report/results/exercises``):
 
 - ``hand_lstm.json``: the hand-weighted LSTM exercise's table (a) and answers (b), (c);
 - ``lstm_params.json``: ``4n(d + n + 1)`` against chargen's cell for a few shapes and batch sizes;
@@ -34,7 +34,8 @@ from chargen.core import ENGINES, Recurrent
 from chargen.data.corpora import load_corpus
 from chargen.reference.hand_lstm import exercise_answers, exercise_table, lstm_parameter_count
 
-DEFAULT_OUT = Path("docs/report/results/exercises")
+SAMPLES = Path("docs/report/results/lm-samples.json")  # the report's saved LM samples (read, never written)
+DEFAULT_OUT = Path("runs/exercises")  # a copied command never rewrites the report's committed results (--out for those)
 _WORD_RE = re.compile(r"[a-z]+")
 
 
@@ -146,13 +147,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the course-exercise results the report reads.")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--only", nargs="*", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--samples", type=Path, default=SAMPLES, help="the LM samples the observations read")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     makers = {
         "hand_lstm": hand_lstm_results,
         "lstm_params": lstm_param_results,
         "engines": engine_results,
-        "observations": lambda: observation_results(args.out.parent / "lm-samples.json"),
+        "observations": lambda: observation_results(args.samples),
     }
     for name in args.only:
         write_json(args.out / f"{name}.json", makers[name]())

@@ -25,6 +25,7 @@ from chargen.data.corpora import load_corpus
 from chargen.experiments.study import Part, RunContext, Spec, Study, run_documented
 
 RESULTS_JSON = "optimisers.json"
+RESULT_VERSION = 1  # recorded in optimisers.json (chargen report --check): bump it when what a run measures changes
 MOMENTUM = 0.9  # sgd-momentum's momentum
 GRID: dict[str, tuple[float, ...]] = {
     "sgd": (0.3, 1.0, 3.0, 10.0, 30.0),
@@ -138,7 +139,7 @@ def run_optimisers(
     settings_doc = {**asdict(s), "grid": {k: list(v) for k, v in s.grid.items()}, "seeds": seed_list}
 
     def document(records: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"settings": settings_doc, "runs": [{k: r[k] for k in RUN_FIELDS} for r in records]}
+        return {"result_version": RESULT_VERSION, "settings": settings_doc, "runs": [{k: r[k] for k in RUN_FIELDS} for r in records]}
 
     with ExitStack() as stack:
         folder = Path(out) if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))

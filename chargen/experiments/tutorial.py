@@ -39,6 +39,7 @@ from chargen.experiments.study import STUDY_FIELDS, Part, RunContext, Spec, Stud
 MODELS = ("tutorial", "rnn", "lstm")
 TASKS = ("classify", "generate")
 RESULTS_JSON = "tutorial.json"
+RESULT_VERSION = 1  # recorded in tutorial.json (chargen report --check): bump it when what a run measures changes
 
 
 class TutorialClassifier(nn.Module):
@@ -254,7 +255,7 @@ def run_tutorial_study(
     settings_doc = {**json.loads(json.dumps(asdict(s))), "seeds": seed_list}  # tuples as JSON lists
 
     def document(records: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"settings": settings_doc, "runs": [{k: v for k, v in r.items() if k not in STUDY_FIELDS}
+        return {"result_version": RESULT_VERSION, "settings": settings_doc, "runs": [{k: v for k, v in r.items() if k not in STUDY_FIELDS}
                                                    for r in records]}
 
     with ExitStack() as stack:

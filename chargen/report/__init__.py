@@ -21,12 +21,14 @@ Modules: ``context`` (folder layout, budgets, callbacks, the shared ``Context``)
 tracing), ``runners`` (the experiments at the mode's budget), ``sections`` (the Markdown, each
 section next to the numbers it cites; ``SECTIONS`` is the order, one line per section), ``exercises`` (the
 course-exercise sections and the question map), ``momentum`` (the momentum study's sections, from
-``results/momentum/``), ``build`` (``build_report``).
+``results/momentum/``), ``build`` (``build_report``), ``check`` (``chargen report --check``: the report is what its saved results build,
+every number traced, every result at its code's version).
 """
 
 from __future__ import annotations
 
 from chargen.report.build import build_report
+from chargen.report.check import check_report
 from chargen.report.context import CELLS, FIGURES, FULL, QUICK, REPORT_MD, RESULTS, Budget, Context, ReportCallbacks
 from chargen.report.numbers import Numbers, untraced_numbers
 from chargen.report.runners import EXPERIMENT_NAMES, EXPERIMENTS, Experiment
@@ -34,5 +36,6 @@ from chargen.report.sections import SECTIONS
 
 __all__ = [
     "CELLS", "EXPERIMENTS", "EXPERIMENT_NAMES", "FIGURES", "FULL", "QUICK", "REPORT_MD", "RESULTS", "SECTIONS",
-    "Budget", "Context", "Experiment", "Numbers", "ReportCallbacks", "build_report", "untraced_numbers",
+    "Budget", "Context", "Experiment", "Numbers", "ReportCallbacks", "build_report", "check_report",
+    "untraced_numbers",
 ]

@@ -29,16 +29,22 @@ ANCHORS: dict[str, list[tuple[str, float, str]]] = {
 }
 
 
-def plot_corpus(summary: dict[str, Any], corpus: str, out: Path) -> Path | None:
-    """Validation nats/char per family at each budget for ``corpus``: the mean over seeds with its 95% bootstrap
-    interval as an error bar, the published anchors as dashed lines. None: nothing to draw."""
-    points = []  # (family index, budget, mean, low, high)
+def corpus_points(summary: dict[str, Any], corpus: str) -> list[tuple[int, float, float, float, float]]:
+    """(family index, budget, mean, low, high) of every measured cell of ``corpus``: what its figure draws."""
+    points = []
     for m in baselines.MINUTES:
         found = summary.get("parts", {}).get(baselines.part_name(corpus, m)) or {}
         for row in found.get("rows", []):
             loss = row.get("val_loss") or {}
             if loss.get("n") and row.get("family") in baselines.FAMILIES:
                 points.append((baselines.FAMILIES.index(row["family"]), m, loss["mean"], *loss["mean_ci"]))
+    return points
+
+
+def plot_corpus(summary: dict[str, Any], corpus: str, out: Path) -> Path | None:
+    """Validation nats/char per family at each budget for ``corpus``: the mean over seeds with its 95% bootstrap
+    interval as an error bar, the published anchors as dashed lines. None: nothing to draw."""
+    points = corpus_points(summary, corpus)
     if not points:
         return None
     plt = _pyplot()
@@ -63,7 +69,8 @@ def plot_corpus(summary: dict[str, Any], corpus: str, out: Path) -> Path | None:
     return out
 
 
-def baselines_section(results: Path, n: Numbers, figure: Callable[[Path, str], str] | None = None) -> str:
+def baselines_section(results: Path, n: Numbers, figure: Callable[[Path, str], str] | None = None, *,
+                      draw: bool = True) -> str:
     """``## What loss is good: baselines at equal compute`` from the saved summary (or the commands to measure it)."""
     head = ("## What loss is good: baselines at equal compute\n\n"
             "Every family is trained (or counted) on the same corpus for the same CPU time of its own process, one "
@@ -103,7 +110,9 @@ def baselines_section(results: Path, n: Numbers, figure: Callable[[Path, str], s
                 lines.append(f"| {family} | " + " | ".join(cells) + f" | {params} | {speed} |\n")
         incomplete = [name for m, found in budgets if found and not found.get("complete")
                       for name in [baselines.part_name(corpus, m)]]
-        drawn = plot_corpus(summary, corpus, Path(results) / f"{corpus}.png") if figure is not None else None
+        drawn: Path | None = None
+        if figure is not None and corpus_points(summary, corpus):  # draw=False: read only, the figure is on disk
+            drawn = plot_corpus(summary, corpus, Path(results) / f"{corpus}.png") if draw else Path(results) / f"{corpus}.png"
         if drawn is not None:
             lines.append("\n" + figure(drawn, f"baselines-{corpus}.png") + "\n")
         if incomplete:
@@ -119,7 +128,7 @@ def baselines_section(results: Path, n: Numbers, figure: Callable[[Path, str], s
 
 def baselines_report_section(ctx: Context) -> str:
     """The section in the report, from ``results/baselines``."""
-    return baselines_section(ctx.results / "baselines", ctx.numbers, ctx.figure).rstrip("\n")
+    return baselines_section(ctx.results / "baselines", ctx.numbers, ctx.figure, draw=not ctx.dry).rstrip("\n")
 
 
 __all__ = ["ANCHORS", "baselines_report_section", "baselines_section"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +83,9 @@ class Context:
     numbers: Numbers = field(default_factory=Numbers)
     callbacks: ReportCallbacks = field(default_factory=ReportCallbacks)
     figures: list[str] = field(default_factory=list)
+    # read only (``chargen report --check``): no figure is copied or drawn, a missing one is a problem
+    dry: bool = False
+    problems: list[str] = field(default_factory=list)
 
     @property
     def results(self) -> Path:
@@ -96,11 +101,24 @@ class Context:
     def figure(self, source: Path, name: str) -> str:
         """Copy a figure into ``figures/`` and return its Markdown image line."""
         target = self.out / FIGURES / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if Path(source).resolve() != target.resolve():
+        if self.dry:
+            if not target.is_file():
+                self.problems.append(f"{FIGURES}/{name}: missing (the report shows it)")
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        if not self.dry and Path(source).resolve() != target.resolve():
             shutil.copyfile(source, target)
         self.figures.append(f"{FIGURES}/{name}")
         return f"![{Path(name).stem}]({FIGURES}/{name})"
+
+
+_TEMPORARY = re.compile(r"(?:/tmp|/var/tmp|" + re.escape(tempfile.gettempdir()) + r")/[^\s'\"`]+")
+
+
+def public_command(command: str) -> str:
+    """A recorded command as a reader may retype it: each temporary folder it names becomes ``DIR_A``, ``DIR_B``..."""
+    names: dict[str, str] = {}
+    return _TEMPORARY.sub(lambda m: names.setdefault(m.group(0), f"DIR_{chr(ord('A') + len(names))}"), command)
 
 
 def read_results(path: Path) -> dict[str, Any]:

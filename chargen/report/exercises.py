@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chargen.report.context import public_command
 from chargen.report.numbers import Numbers
+from chargen.report.seeded import Spread, optimisers_section, show, tutorial_section
 
 from chargen.experiments.exercises import CURVES, PARITY
-from chargen.experiments.optimisers import MOMENTUM
-from chargen.report.questions import (MAKERS, QUESTIONS, _anchor, question_map,  # noqa: F401  (read here too)
+from chargen.report.questions import (MAKERS, QUESTIONS, _anchor, load_result, missing_result, question_map,  # noqa: F401  (read here too)
                                       question_map_section)
 
 # the word2vec issue's targets: WordSim353 within a band of gensim, the loss, five epochs' time on the cores
@@ -35,19 +37,10 @@ TARGETS = {"wordsim_band": 0.05, "bce": 0.40, "epochs": 5, "seconds": 180, "core
 Formatter = Numbers  # the report's, or a fresh one when a section is built on its own
 
 
-def _load(results: Path, name: str) -> dict[str, Any] | None:
-    path = Path(results) / name
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _missing(name: str) -> str:
-    return f"*No `{name}` yet: make it with `{MAKERS[name]}`.*"
-
-
 # -- word2vec ------------------------------------------------------------------------------------
 def word2vec_section(results: Path, n: Formatter | None = None) -> str:
     n = n or Numbers()
-    doc = _load(results, "word2vec.json")
+    doc = load_result(results, "word2vec.json")
     theory = r"""## word2vec: skip-gram with full softmax and negative sampling
 
 **The softmax loss is a cross-entropy.** Skip-gram predicts a context word $o$ from a centre word $c$ with
@@ -79,7 +72,7 @@ against the textbook forms above. Training uses them directly (minibatch SGD, wo
 rate, `index_add_` on the rows a batch touches), with word2vec's subsampling ($t = 10^{-4}$: a word of frequency $f$ is
 kept with probability $\sqrt{t/f} + t/f$) and a window drawn from $1..5$ for each centre."""
     if doc is None:
-        return theory + "\n\n" + _missing("word2vec.json")
+        return theory + "\n\n" + missing_result("word2vec.json")
     parts = [theory]
     up = doc.get("updates")
     machine = doc.get("machine", {})
@@ -129,8 +122,12 @@ kept with probability $\sqrt{t/f} + t/f$) and a window drawn from $1..5$ for eac
             f"process with {n.int(g['threads'])} thread(s) each.{load_text} WordSim353 is Spearman's ρ on the "
             f"{n.int(covered)} of {n.int(runs[0]['wordsim_pairs'])} pairs both vocabularies cover; analogies are gensim's "
             f"`evaluate_word_analogies` on questions-words.txt for both.\n\n" + "\n".join(rows)
-            + f"\n\nMean over seeds: chargen ρ = {n(c_rho, '.3f')}, gensim ρ = {n(g_rho, '.3f')} (chargen {verdict_rho} "
-            f"the {n(band, 'g')} band around gensim); chargen took {n(c_sec, '.0f')} s against gensim's {n(g_sec, '.0f')} s "
+            + f"\n\nMean ± standard deviation over seeds: chargen ρ = "
+            f"{show(Spread.of([r['chargen']['wordsim353'] for r in runs]), n)}, gensim ρ = "
+            f"{show(Spread.of([r['gensim']['wordsim353'] for r in runs]), n)} (chargen {verdict_rho} "
+            f"the {n(band, 'g')} band around gensim, by the means); chargen took "
+            f"{show(Spread.of([r['chargen']['seconds'] for r in runs]), n, spec='.0f')} s against gensim's "
+            f"{show(Spread.of([r['gensim']['seconds'] for r in runs]), n, spec='.0f')} s "
             f"({n(c_sec / g_sec, '.1f')}× — gensim's inner loop is compiled C, chargen's is batched torch from Python), "
             f"and its last-epoch loss, the mean over the $1 + K$ binary terms as d2l reports it, was {n(c_bce, '.3f')} "
             f"(target ≤ {n(bce_target, '.2f')}). On a corpus of well under a million words few WordSim pairs are covered and both "
@@ -144,16 +141,9 @@ kept with probability $\sqrt{t/f} + t/f$) and a window drawn from $1..5$ for eac
             f"{n.int(TARGETS['epochs'])} epochs in ≤ {n.int(seconds_target)} s on {n.int(TARGETS['cores'])} cores: "
             f"{n(c_sec, '.0f')} s with {n.int(g['threads'])} thread(s) ({'met' if within_time else 'missed here'}); "
             f"gensim, timed beside it, took {n(g_sec, '.0f')} s.")
-        cli = _load(results, "word2vec-cli.json")
+        cli = load_result(results, "word2vec-cli.json")
         if cli and cli.get("history"):
-            h = cli["history"][-1]
-            parts.append(f"The README's run of the same settings (`{cli['command']}`) took {n(h['seconds'], '.0f')} s "
-                         f"for {n.int(sum(e['pairs'] for e in cli['history']))} pairs, last-epoch loss {n(h['bce'], '.3f')} "
-                         + (f"(load average {n(cli['load_average_before'][0], '.1f')} when it started)."
-                            if cli.get("load_average_before") else "(the machine's load was not recorded).")
-                         + (" That is within the time target; the benchmark's slower times above were measured "
-                            "alongside gensim, at the higher load given there."
-                            if h["seconds"] <= TARGETS["seconds"] else ""))
+            parts.append(_word2vec_cli(cli, s, g, machine, n))
         nb = runs[0].get("neighbours", {})
         if nb:
             lines = [f"- *{w}*: chargen {', '.join(v['chargen'])}; gensim {', '.join(v['gensim'])}" for w, v in nb.items()]
@@ -161,10 +151,32 @@ kept with probability $\sqrt{t/f} + t/f$) and a window drawn from $1..5$ for eac
     return "\n\n".join(parts)
 
 
+def _word2vec_cli(cli: dict[str, Any], bench: dict[str, Any], g: dict[str, Any], machine: dict[str, Any],
+                  n: Formatter) -> str:
+    """The command-line run beside the benchmark: what differs between the two, stated, never called "the same"."""
+    h = cli["history"][-1]
+    command = public_command(cli["command"])  # where it saved is no reader's business
+    ran = cli["settings"]
+    differ = [f"{key} {n.quote(str(ran[key]))} against {n.quote(str(bench[key]))}" for key in ran
+              if key in bench and key not in ("seed",) and ran[key] != bench[key]]
+    threads = re.search(r"OMP_NUM_THREADS=(\d+)", cli["command"])
+    if threads and int(threads.group(1)) != g["threads"]:
+        differ.append(f"{n.int(int(threads.group(1)))} thread(s) against {n.int(g['threads'])}")
+    loads = cli.get("load_average_before"), machine.get("load_average")
+    if loads[0] and loads[1]:
+        differ.append(f"load average {n(loads[0][0], '.1f')} against {n(loads[1][0], '.1f')} when each started")
+    within = h["seconds"] <= TARGETS["seconds"]
+    return (f"**From the command line** (`{command}`, one run, seed {n.int(ran['seed'])}): {n(h['seconds'], '.0f')} s for "
+            f"{n.int(sum(e['pairs'] for e in cli['history']))} pairs, last-epoch loss {n(h['bce'], '.3f')} "
+            f"({'within' if within else 'outside'} the time target). It differs from the benchmark's runs above in "
+            + ("; ".join(differ) if differ else "nothing but the seed")
+            + ", so neither its time nor its loss is a like-for-like comparison with them.")
+
+
 # -- engines ---------------------------------------------------------------------------------------
 def engines_section(results: Path, n: Formatter | None = None) -> str:
     n = n or Numbers()
-    doc = _load(results, "engines.json")
+    doc = load_result(results, "engines.json")
     head = r"""## Three engines: loop, torch-cell, fused
 
 The tutorials ask for their from-scratch RNN rewritten with `nn.RNNCell` (a forward method that loops over the
@@ -174,7 +186,7 @@ characters), then with `nn.RNN`. chargen's recurrent core has all three as engin
 model), and `fused` runs `nn.RNN`/`nn.LSTM`'s kernels. `tests/test_torch_cell.py` demands agreement to floating-point
 tolerance from the same weights, forward and backward, and for the training curves from one seed."""
     if doc is None:
-        return head + "\n\n" + _missing("engines.json")
+        return head + "\n\n" + missing_result("engines.json")
     rows = ["| cell | dtype | engine | forward max \\|Δ\\| vs loop | gradient max \\|Δ\\| vs loop | relative to the gradient's scale |",
             "|---|---|---|---:|---:|---:|"]
     for r in doc["parity"]:
@@ -195,106 +207,10 @@ tolerance from the same weights, forward and backward, and for the training curv
             + "; ".join(curve_lines) + ".")
 
 
-# -- the tutorials' networks ---------------------------------------------------------------------------
-def tutorial_section(results: Path, n: Formatter | None = None) -> str:
-    n = n or Numbers()
-    doc = _load(results, "tutorial.json")
-    head = r"""## The tutorials' own networks
-
-The classification tutorial's from-scratch RNN concatenates the one-hot character and the hidden state and applies
-two linear layers to the result; the hidden update is **linear** (no $\tanh$):
-
-$$z_t = [x_t; h_{t-1}], \qquad h_t = W_{ih} z_t + b_{ih}, \qquad \hat y = \mathrm{log\,softmax}(W_{io} z_T + b_{io}).$$
-
-The generation tutorial's network also takes the category (the language, one-hot $\ell$) at every step, and adds a
-second output layer and dropout:
-
-$$z_t = [\ell; x_t; h_{t-1}], \quad h_t = W_{ih} z_t + b_{ih}, \quad o_t = W_{io} z_t + b_{io}, \quad
-\hat y_t = \mathrm{log\,softmax}\big(\mathrm{dropout}(W_{oo} [h_t; o_t] + b_{oo})\big).$$
-
-It is trained by teacher forcing: the input is $\langle bos\rangle$ followed by the name, the target is the name followed
-by $\langle eos\rangle$, and the loss is the summed negative log-likelihood $-\sum_t \log \hat y_t[\text{next char}]$; to
-sample, feed $\langle bos\rangle$ and the language, draw a character from $\hat y_t$, feed it back, stop at
-$\langle eos\rangle$. Both are in `chargen.experiments.tutorial` (`TutorialClassifier`, `TutorialGenerator`) and are
-trained below beside one layer of chargen's Elman RNN ($h_t = \tanh(W x_t + U h_{t-1} + b)$) and LSTM, on the same
-one-hot inputs, persisted split, batches, optimiser (Adam, gradient clipping) and step budget."""
-    if doc is None:
-        return head + "\n\n" + _missing("tutorial.json")
-    s = doc["settings"]
-    runs = {(r["task"], r["model"], r["hidden"]): r for r in doc["runs"]}
-    sizes = sorted({r["hidden"] for r in doc["runs"]})
-    models = [m for m in s["models"] if any(k[1] == m for k in runs)]
-    parts = [head]
-    for task, key, label, better in (("classify", "test_accuracy", "test accuracy", max),
-                                     ("generate", "test_nats_per_char", "test nats per character", min)):
-        if not any(k[0] == task for k in runs):
-            continue
-        rows = ["| model | " + " | ".join(f"hidden {n.int(h)}" for h in sizes) + " | parameters |",
-                "|---|" + "---:|" * (len(sizes) + 1)]
-        for m in models:
-            cells = []
-            for h in sizes:
-                r = runs.get((task, m, h))
-                cells.append("—" if r is None else (n.pct(r[key]) if task == "classify" else n(r[key], ".3f")))
-            params = " / ".join(n.int(runs[(task, m, h)]["parameters"]) for h in sizes if (task, m, h) in runs)
-            rows.append(f"| {m} | " + " | ".join(cells) + f" | {params} |")
-        parts.append(f"**{'Classifier' if task == 'classify' else 'Generator'}** ({label}; "
-                     f"{n.int(s['steps'])} steps of {n.int(s['batch_size'])} names, seed {n.int(s['seed'])}):\n\n" + "\n".join(rows))
-        parts.append(_tutorial_answers(task, key, runs, sizes, n))
-    parts.append(f"One seed and a small budget ({n.int(s['steps'])} steps, niced on a shared two-core machine), so the "
-                 f"answers above call a difference smaller than {n.pct(NOISE['classify'], 0)} of accuracy or "
-                 f"{n(NOISE['generate'], '.2f')} nats per character no clear difference: another seed could change it. "
-                 "The tutorial's network is linear from its one-hot inputs to its logits (its hidden update has no "
-                 "nonlinearity), whatever its width.")
-    return "\n\n".join(parts)
-
-
-# what one seed of the tutorial study cannot tell apart: a point of accuracy, a few hundredths of a nat
-NOISE = {"classify": 0.01, "generate": 0.03}
-
-
-def _tutorial_answers(task: str, key: str, runs: dict, sizes: list[int], n: Formatter) -> str:
-    higher = task == "classify"
-    fmt = (lambda v: n.pct(v)) if higher else (lambda v: n(v, ".3f"))  # noqa: E731
-
-    def compare(new: float, old: float) -> str:
-        """``better``, ``worse`` or ``no clear difference`` for ``new`` against ``old``."""
-        gain = (new - old) if higher else (old - new)
-        return "no clear difference" if abs(gain) < NOISE[task] else ("better" if gain > 0 else "worse")
-
-    lines = []
-    for h in sizes:
-        t, r, l_ = (runs.get((task, m, h)) for m in ("tutorial", "rnn", "lstm"))
-        if t and l_:
-            vs_tutorial = compare(l_[key], t[key])
-            verdict = {"better": "yes", "worse": "no", "no clear difference": "no clear difference"}[vs_tutorial]
-            text = (f"*Would an LSTM help?* At hidden {n.int(h)}: {verdict} — LSTM {fmt(l_[key])} against the "
-                    f"tutorial network's {fmt(t[key])}")
-            if r:
-                vs_rnn = compare(l_[key], r[key])
-                text += f"; against the Elman RNN ({fmt(r[key])}): {vs_rnn}"
-                if vs_tutorial == "better" and vs_rnn == "better":
-                    text += (", so the gain is partly the nonlinearity the tutorial's linear update lacks (the RNN has "
-                             "it) and partly the gates")
-                elif vs_tutorial == "better" and compare(r[key], t[key]) == "better":
-                    text += ", so the gain here is the nonlinearity the tutorial's linear update lacks, not the gates"
-            lines.append(text + ".")
-    if len(sizes) > 1:
-        small, big = sizes[0], sizes[-1]
-        bits = []
-        for m in ("tutorial", "rnn", "lstm"):
-            a, b = runs.get((task, m, small)), runs.get((task, m, big))
-            if a and b:
-                bits.append(f"{m} {fmt(a[key])} → {fmt(b[key])} ({compare(b[key], a[key])})")
-        if bits:
-            lines.append(f"*Would a bigger network help?* Hidden {n.int(small)} → {n.int(big)}: " + "; ".join(bits) + ".")
-    return "\n\n".join(lines)
-
-
 # -- the hand-weighted LSTM -------------------------------------------------------------------------
 def hand_lstm_section(results: Path, n: Formatter | None = None) -> str:
     n = n or Numbers()
-    doc = _load(results, "hand_lstm.json")
+    doc = load_result(results, "hand_lstm.json")
     head = r"""## The hand-weighted LSTM exercise
 
 One unit, three inputs, $v_t = [h_{t-1}; x_t]$: $W_f = [0\ 8\ 0\ 0],\ b_f = -4$; $W_i = [0\ 0\ 9\ 0],\ b_i = -4.5$;
@@ -309,7 +225,7 @@ small values here, so $\tilde C_t \approx h_{t-1}$ and $h_t \approx o\,C_t$. The
 `LSTMCell` loaded with these weights (`chargen.reference.exercise_cell`: gate rows $i, f, g, o$; the single bias of each
 gate in `bias_ih`, `bias_hh` = 0); `tests/test_exercises.py` pins them."""
     if doc is None:
-        return head + "\n\n" + _missing("hand_lstm.json")
+        return head + "\n\n" + missing_result("hand_lstm.json")
     rows = ["| $x_t$ | f | i | o | $C_t$ | $h_t$ |", "|---|---:|---:|---:|---:|---:|"]
     for r in doc["table"]:
         x = "[" + " ".join(n(v, "g") for v in r["x"]) + "]"
@@ -345,7 +261,7 @@ gate in `bias_ih`, `bias_hh` = 0); `tests/test_exercises.py` pins them."""
 # -- parameter count -------------------------------------------------------------------------------
 def lstm_params_section(results: Path, n: Formatter | None = None) -> str:
     n = n or Numbers()
-    doc = _load(results, "lstm_params.json")
+    doc = load_result(results, "lstm_params.json")
     head = r"""## The LSTM parameter count, one bias per gate
 
 With $d$ inputs and $n$ units, each of the four gates ($i, f, o$ and the candidate) has an $n \times d$ input matrix,
@@ -355,74 +271,13 @@ chargen's cells, which keep its layout so weights copy across — carry two bias
 `bias_hh`, whose sum is the only thing the cell uses; that redundancy makes $4n(d + n + 2)$, and dropping one of them
 gives the textbook count back."""
     if doc is None:
-        return head + "\n\n" + _missing("lstm_params.json")
+        return head + "\n\n" + missing_result("lstm_params.json")
     rows = ["| d | n | batch m | $4n(d+n+1)$ | chargen cell | chargen minus `bias_hh` | `nn.LSTMCell` |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in doc["rows"]:
         rows.append(f"| {n.int(r['d'])} | {n.int(r['n'])} | {n.int(r['m'])} | {n.int(r['formula_one_bias'])} | "
                     f"{n.int(r['chargen_cell'])} | {n.int(r['chargen_minus_bias_hh'])} | {n.int(r['torch_lstmcell'])} |")
     return head + f"\n\nCounted after a forward pass with each batch size (`{MAKERS['lstm_params.json']}`; " \
         "`tests/test_exercises.py` checks the formula):\n\n" + "\n".join(rows)
-
-
-# -- optimisers ------------------------------------------------------------------------------------
-def optimisers_section(results: Path, n: Formatter | None = None) -> str:
-    n = n or Numbers()
-    doc = _load(results, "optimisers.json")
-    head = r"""## Optimisers: SGD, momentum, RMSProp, Adam
-
-Plain SGD takes a step $-\eta g_t$ along the current minibatch gradient, so it zig-zags across steep, narrow valleys
-and crawls along their floor, and one learning rate has to suit every parameter. **Momentum** accumulates a velocity
-$v_t = \beta v_{t-1} + g_t$ and steps along it: components that flip sign from batch to batch cancel, consistent ones
-add up, so it goes further along the valley floor and is less thrown about by minibatch noise. **Adaptive learning
-rates** (RMSProp, Adam) divide each parameter's step by a running root-mean-square of its own gradients, so rarely
-or weakly updated parameters (an embedding of a rare character, a gate bias) take larger steps and steep directions
-smaller ones; Adam adds momentum on top and bias-corrects both averages. In practice they are less sensitive to the
-learning rate, and for recurrent networks, whose gradient scales differ a great deal between weights, they usually
-train faster per step."""
-    if doc is None:
-        return head + "\n\n" + _missing("optimisers.json")
-    s = doc["settings"]
-    rows = ["| optimiser | learning rates tried: final validation loss | best |", "|---|---|---:|"]
-    by_opt: dict[str, list[dict[str, Any]]] = {}
-    for r in doc["runs"]:
-        by_opt.setdefault(r["optimiser"], []).append(r)
-    best = {}
-    for name in s["grid"]:
-        rs = by_opt.get(name, [])
-        if not rs:
-            continue
-        b = min(rs, key=lambda r: r["final_val_loss"])
-        best[name] = b
-        rs = sorted(rs, key=lambda r: r["lr"])
-        tried = ", ".join(f"{n(r['lr'], 'g')}: {n(r['final_val_loss'], '.3f')}" for r in rs)
-        edge = " (largest rate tried)" if b is rs[-1] and len(rs) > 1 else (" (smallest rate tried)" if b is rs[0] and len(rs) > 1 else "")
-        rows.append(f"| {name} | {tried} | {n(b['final_val_loss'], '.3f')}{edge} |")
-    text = (f"**Measured** on one task: a one-layer LSTM (hidden {n.int(s['hidden_size'])}) character model of the first "
-            f"{n.int(s['chars'])} characters of *{s['corpus']}* (last tenth held out), {n.int(s['steps'])} steps of "
-            f"{n.int(s['batch_size'])} windows of {n.int(s['seq_len'])}, the same seed and batches for every run, gradient "
-            f"norm clipped at {n(s['clip'], 'g')}; momentum {n(MOMENTUM, 'g')} (`{MAKERS['optimisers.json']}`):\n\n" + "\n".join(rows))
-    if len(best) >= 2:
-        order = sorted(best.values(), key=lambda r: r["final_val_loss"])
-        text += (f"\n\nWithin this budget {order[0]['optimiser']} (learning rate {n(order[0]['lr'], 'g')}) ends lowest at "
-                 f"{n(order[0]['final_val_loss'], '.3f')} nats per character and {order[-1]['optimiser']} highest at "
-                 f"{n(order[-1]['final_val_loss'], '.3f')}.")
-        if "sgd" in best and "sgd-momentum" in best:
-            a, b = best["sgd"], best["sgd-momentum"]
-            text += (f" Momentum {'helps' if b['final_val_loss'] < a['final_val_loss'] else 'does not help'} plain SGD here "
-                     f"({n(a['final_val_loss'], '.3f')} → {n(b['final_val_loss'], '.3f')}).")
-        if "sgd" in best and "adam" in best:
-            a, b = best["sgd"], best["adam"]
-            text += (f" Adam against SGD, each at its best learning rate: {n(b['final_val_loss'], '.3f')} against "
-                     f"{n(a['final_val_loss'], '.3f')}.")
-        at_top = [name for name, b in best.items()
-                  if len(by_opt[name]) > 1 and b["lr"] == max(r["lr"] for r in by_opt[name])]
-        if at_top:
-            names = " and ".join(at_top) if len(at_top) <= 2 else ", ".join(at_top[:-1]) + " and " + at_top[-1]
-            text += (f" The best rate{'s' if len(at_top) > 1 else ''} of {names} "
-                     f"{'are' if len(at_top) > 1 else 'is'} the largest tried (marked), so a wider grid might lower "
-                     f"{'those losses' if len(at_top) > 1 else 'that loss'}.")
-        text += " One seed, a small model, a short budget."
-    return head + "\n\n" + text
 
 
 # -- phased LSTM answers ---------------------------------------------------------------------------
@@ -457,10 +312,10 @@ section](#the-time-gated-phased-lstm) for the gate's equations and a drawing).""
 # -- observations ----------------------------------------------------------------------------------
 def observations_section(results: Path, n: Formatter | None = None) -> str:
     n = n or Numbers()
-    doc = _load(results, "observations.json")
+    doc = load_result(results, "observations.json")
     head = "## Observations: training and temperature"
     if doc is None:
-        return head + "\n\n" + _missing("observations.json")
+        return head + "\n\n" + missing_result("observations.json")
     tr = doc["during_training"]
     te = doc["temperatures"]
     parts = [head, f"Measured on the samples saved with the book model (`{doc.get('model_command')}`): the share of "
@@ -481,7 +336,8 @@ def observations_section(results: Path, n: Formatter | None = None) -> str:
             f"and the share of real words in the logged samples goes {shares}"
             + ("" if steady else ": up overall, but not steadily")
             + "." + (f" Each logged sample is a handful of words ({n.int(min(words))} to {n.int(max(words))}), so one word "
-                     f"more or less moves the share by a large step: the loss is the steadier measure." if words else ""))
+                     f"more or less moves the share by a large step: the loss is the steadier measure." if words else "")
+            + " One training run.")
     if te:
         rows = ["| temperature | real words | distinct words |", "|---:|---:|---:|"]
         for r in te:
@@ -495,7 +351,8 @@ def observations_section(results: Path, n: Formatter | None = None) -> str:
             f"the temperature flattens the distribution: more variety (distinct words up to "
             f"{n.pct(hot['distinct_share'], 0)} at {n(hot['temperature'], 'g')}) at the price of correctness — at "
             f"{n(hot['temperature'], 'g')} only {n.pct(hot['real_word_share'], 0)} of the words are real and the punctuation "
-            f"and line breaks scatter." + _between(te, n))
+            f"and line breaks scatter." + _between(te, n)
+            + " One sample per temperature from one model (one run): the shares are that sample's, without an interval.")
     return "\n\n".join(parts)
 
 
@@ -528,19 +385,23 @@ write, keep and show. It pays with four times the parameters and compute per uni
 needs memory beyond a few steps (the palindrome probe's mirrored halves); whether it does at a given model size and
 training budget is a measurement, and the ones this report has follow."""
     parts = [reasons]
-    tut = _load(results, "tutorial.json")
+    tut = load_result(results, "tutorial.json")
     if tut:
-        runs = {(r["task"], r["model"], r["hidden"]): r for r in tut["runs"]}
+        runs: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        for r in tut["runs"]:
+            runs.setdefault((r["task"], r["model"], r["hidden"]), []).append(r)
         bits = []
-        for (task, m, h), r in sorted(runs.items()):
+        for (task, m, h), found in sorted(runs.items()):
             if m != "lstm" or (task, "rnn", h) not in runs:
                 continue
-            rr = runs[(task, "rnn", h)]
+            key = "test_accuracy" if task == "classify" else "test_nats_per_char"
+            lstm, rnn = (Spread.of([r[key] for r in rs]) for rs in (found, runs[(task, "rnn", h)]))
             if task == "classify":
-                bits.append(f"surname accuracy at hidden {n.int(h)}: LSTM {n.pct(r['test_accuracy'])}, RNN {n.pct(rr['test_accuracy'])}")
+                bits.append(f"surname accuracy at hidden {n.int(h)}: LSTM {show(lstm, n, pct=True)}, RNN "
+                            f"{show(rnn, n, pct=True)}")
             else:
-                bits.append(f"name generation at hidden {n.int(h)}: LSTM {n(r['test_nats_per_char'], '.3f')} nats per "
-                            f"character, RNN {n(rr['test_nats_per_char'], '.3f')}")
+                bits.append(f"name generation at hidden {n.int(h)}: LSTM {show(lstm, n)} nats per "
+                            f"character, RNN {show(rnn, n)}")
         if bits:
             parts.append("**Measured** ([the tutorials' study](#" + _anchor("The tutorials' own networks") + ")): " + "; ".join(bits) + ".")
     for key, label, metric in (("compare-lm", "book language model", "val_loss"),

@@ -30,8 +30,8 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 
 def _command(part: str, results: Path) -> str:
-    command = STUDY_COMMAND.format(part=part)
-    return command if Path(results) == Path("docs/report/results/momentum") else f"{command} --out {results}"
+    # always the folder, explicitly: the study's default is the report's own, and a copied command must say so
+    return f"{STUDY_COMMAND.format(part=part)} --out {results}"
 
 
 def _missing(part: str, results: Path) -> str:

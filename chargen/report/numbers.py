@@ -40,6 +40,11 @@ class Numbers:
     def list(self, values: Sequence[float | int], spec: str = "g") -> str:
         return ", ".join(self(v, spec) for v in values)
 
+    def label(self, text: str) -> str:
+        """A number that names rather than measures (a question's number in the map): traced as written here."""
+        self.emitted.update(_NUMBER.findall(text))
+        return text
+
     def quote(self, text: str) -> str:
         """Prose read from a results file (a study's description, an arm's label): its numbers are that file's."""
         self.emitted.update(_NUMBER.findall(text))

@@ -178,6 +178,11 @@ def _run_exercise(ctx: Context, part: str) -> None:
     write_json(ctx.results / EXERCISES / f"{part}.json", makers[part]())
 
 
+VERSION_FIELD = "result_version"  # where a results file records the version of the code that wrote it
+VERSIONS_JSON = "versions.json"  # under results/: the version of each file the report's own experiments wrote
+FIRST_VERSION = 1  # a results file without VERSION_FIELD was written before versions were recorded
+
+
 @dataclass(frozen=True)
 class Experiment:
     name: str
@@ -186,6 +191,8 @@ class Experiment:
     about: str
     # on demand: runs only when named in only/rerun (a long study), and its absence never holds the report back
     optional: bool = False
+    # recorded in its results (chargen.report.check): bump it when the code changes what this experiment writes
+    version: int = 1
 
 
 def run_registered_study(ctx: Context, name: str) -> None:

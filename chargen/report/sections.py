@@ -17,7 +17,7 @@ from chargen.report import exercises as rx
 from chargen.report.baselines import baselines_report_section
 from chargen.report.sampling import sampling_report_section
 from chargen.report import momentum as rm
-from chargen.report.context import FIGURES, MOMENTUM, PAIRS, PRIME, RESULTS, SAMPLE_SEED, Context, read_results
+from chargen.report.context import FIGURES, MOMENTUM, PAIRS, PRIME, RESULTS, SAMPLE_SEED, Context, public_command, read_results
 from chargen.report.numbers import Numbers
 from chargen.report.runners import EXERCISES
 from chargen.tasks.resolve import task_defaults
@@ -34,12 +34,6 @@ Every number below is read from the JSON files in `{RESULTS}/` (written by the c
 section; delete one, or pass `--rerun NAME`, to measure it again), and every figure is in `{FIGURES}/`.
 Losses are in nats per character unless stated; bits per character are nats divided by ln 2. The course
 exercises' results are in `{RESULTS}/{EXERCISES}/`; the map below says where each exercise question is answered."""
-
-
-def contents(sections: list[str]) -> str:
-    """A linked list of the ``## `` headings of ``sections`` (GitHub's anchors), for the top of the report."""
-    titles = [m.group(1).strip() for text in sections for m in re.finditer(r"^## (.+)$", text, re.M)]
-    return "**Contents**\n\n" + "\n".join(f"- [{t}](#{rx._anchor(t)})" for t in titles)
 
 
 def _gradient_section(ctx: Context) -> str:
@@ -356,7 +350,12 @@ def _phased_section(ctx: Context) -> str:
     n = ctx.numbers
     # r_on wider than the default so the triangle is visible; the leak is the paper's
     period, shift, r_on, leak = 40.0, 10.0, 0.25, 1e-3
-    path = plot_time_gate(ctx.out / FIGURES / "phased-gate.png", period=period, shift=shift, r_on=r_on, leak=leak)
+    path = ctx.out / FIGURES / "phased-gate.png"
+    if ctx.dry:
+        if not path.is_file():
+            ctx.problems.append(f"{FIGURES}/{path.name}: missing (the report shows it)")
+    else:
+        path = plot_time_gate(path, period=period, shift=shift, r_on=r_on, leak=leak)
     ctx.figures.append(f"{FIGURES}/{path.name}")
 
     cell = PhasedLSTMCell(1, 1)
@@ -403,7 +402,7 @@ def _lm_section(ctx: Context) -> str:
     return f"""## The book language model
 
 The shipped model `checkpoints/{samples['model']}` is a {n.int(cfg['num_layers'])} x {n.int(cfg['hidden_size'])}
-{cfg['cell'].upper()} on Grimms' Fairy Tales, trained with `{samples['command']}`; after {n.int(samples['step'])}
+{cfg['cell'].upper()} on Grimms' Fairy Tales, trained with `{public_command(samples['command'])}`; after {n.int(samples['step'])}
 steps its held-out loss is {n(metrics.get('val_loss'))} nats ({n(metrics.get('val_bpc'))} bits) per character.
 
 {loss_figure}
@@ -463,7 +462,7 @@ def _surnames_section(ctx: Context) -> str:
 languages is one item labelled with all of them, so no test name is ever a training name. The split is stratified
 and persisted (`corpora/names_split.json`): {', '.join(f'{k} {n.int(v)}' for k, v in sizes.items())} names.
 
-**The classifier** (`checkpoints/surnames`, trained with `{clf['command']}`) on the {n.int(m['test_names'])} test
+**The classifier** (`checkpoints/surnames`, trained with `{public_command(clf['command'])}`) on the {n.int(m['test_names'])} test
 names: accuracy **{n(m['accuracy'])}**, balanced accuracy (mean recall over languages) **{n(m['balanced_accuracy'])}**;
 on the {n.int(m['test_names_unambiguous'])} names with one language only: {n(m['accuracy_unambiguous'])} and
 {n(m['balanced_accuracy_unambiguous'])}. Always guessing the most frequent language would score
@@ -471,7 +470,7 @@ on the {n.int(m['test_names_unambiguous'])} names with one language only: {n(m['
 
 {confusion}
 
-**The generator** (`checkpoints/surnames-gen`, `{gen['command']}`): the language's embedding enters every step and an
+**The generator** (`checkpoints/surnames-gen`, `{public_command(gen['command'])}`): the language's embedding enters every step and an
 end token stops each name. Held-out negative log-likelihood per character is {n(g['nll_conditioned'])} nats given the
 language and {n(g['nll_unconditioned'])} without it (the model's marginal over languages): the language is worth
 {n(g['nll_unconditioned'] - g['nll_conditioned'])} nats per character. Of {n.int(g['generated'])} generated names,
@@ -558,7 +557,7 @@ def _exercise(builder: Callable[..., str]) -> Section:
 
 
 def _question_map(ctx: Context) -> str:
-    return rx.question_map_section()
+    return rx.question_map_section(ctx.numbers)
 
 
 # The report's order: one line per section. A module with more sections (a study's own) adds its
@@ -595,4 +594,4 @@ SECTIONS: list[Section] = [
 ]
 
 
-__all__ = ["SECTIONS", "contents"]
+__all__ = ["SECTIONS"]
