@@ -9,7 +9,7 @@ from chargen.errors import ChargenError
 # parameter -> flag, for every command; COMMAND_FLAGS holds the few that a command spells its own way.
 FLAGS: dict[str, str] = {
     "balance": "--balance", "balance_power": "--balance-power", "batch_size": "--batch-size", "batching": "--batching",
-    "cell": "--cell", "cells": "--cells", "char_dropout": "--char-dropout", "clip": "--clip", "corpus": "--corpus",
+    "cell": "--cell", "cells": "--cells", "char_dropout": "--char-dropout", "extra": "--extra", "augment": "--augment", "clip": "--clip", "corpus": "--corpus",
     "device": "--device", "dropout": "--dropout", "embed_dim": "--embed", "engine": "--engine", "epochs": "--epochs",
     "eval_every": "--eval-every", "hidden_size": "--hidden", "lang": "--lang", "length": "--length", "lr": "--lr",
     "lstm_steps": "--lstm-steps", "num_layers": "--layers", "only": "--only", "optimizer": "--optimizer",
