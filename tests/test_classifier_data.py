@@ -13,7 +13,7 @@ from chargen import checkpoint
 from chargen.calibration import accuracy_coverage, unsure_threshold
 from chargen.cli import app
 from chargen.data.labelled import parse_labelled, read_labelled, read_spellings
-from chargen.data.names import fold, fold_input, spellings
+from chargen.data.names import fold, fold_input, spellings, typed_case
 from chargen.models import ModelConfig, build_model
 from chargen.tasks.classify import classify_names
 from chargen.tasks.classify_eval import error_table, labelled_metrics
@@ -44,6 +44,14 @@ def toy_classifier(tmp_path: Path) -> Path:
 ])
 def test_input_folding_spells_the_letters_nfd_keeps(raw: str, tutorial: str, user: str) -> None:
     assert fold(raw) == tutorial and fold_input(raw) == user
+
+
+def test_a_name_typed_in_one_case_is_answered_as_the_lists_write_it(toy_classifier: Path) -> None:
+    assert [typed_case(n) for n in ("smith", "SMITH", "o'brien", "McDonald", "van der Berg")] == [
+        "Smith", "Smith", "O'Brien", "McDonald", "van der Berg"]
+    loaded = checkpoint.load(toy_classifier)
+    one, two, three = classify_names(loaded, ["NOWAK", "nowak", "Nowak"])
+    assert one["predictions"] == two["predictions"] == three["predictions"]
 
 
 def test_spellings_add_the_german_umlaut_spelling_only_for_german() -> None:

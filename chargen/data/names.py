@@ -70,6 +70,12 @@ def fold_input(name: str) -> str:
     return fold(name.translate(LETTER_FOLDS))
 
 
+def typed_case(name: str) -> str:
+    """A name typed all in lower or all in upper case, written as the lists write names (``smith``,
+    ``SMITH`` -> ``Smith``; ``o'brien`` -> ``O'Brien``); any name with mixed case is left as typed."""
+    return name.title() if name.islower() or name.isupper() else name
+
+
 def spellings(raw: str, languages: tuple[str, ...]) -> set[str]:
     """Other ASCII spellings of a raw name than its fold: the German umlaut spelling for a German name."""
     out = {fold_input(raw)}

@@ -15,7 +15,7 @@ from chargen.calibration import Fusion
 from chargen.data.corpora import ProgressFn, load_names_raw
 from chargen.data.faker_names import EXTRA, output_path, training_names
 from chargen.data.labelled import read_labelled
-from chargen.data.names import fold_input, has_letter, load_names
+from chargen.data.names import fold_input, has_letter, load_names, typed_case
 from chargen.errors import CheckpointError, UsageError, VocabularyError
 from chargen.models import ModelConfig, SequenceClassifier
 from chargen.ngram import NaiveBayes
@@ -317,7 +317,8 @@ class ClassifyTask(NamesBatchState):
 
 
 def classify_names(loaded: Any, names: Sequence[str], top: int = 3) -> list[dict[str, Any]]:
-    """The ``top`` likeliest languages of each name, folded as user input (``names.fold_input``).
+    """The ``top`` likeliest languages of each name, folded as user input (``names.fold_input``), and
+    written in the lists' case if typed all in lower or upper case (``names.typed_case``).
 
     Returns one dict per name, in order: ``{"name", "predictions": [{"language", "log_prob", "prob"}],
     "unsure"}``, or ``{"name", "error"}`` for a name that cannot be read (no Latin letter, or
@@ -333,7 +334,7 @@ def classify_names(loaded: Any, names: Sequence[str], top: int = 3) -> list[dict
     results: list[dict[str, Any]] = []
     todo: list[tuple[int, str]] = []
     for i, raw in enumerate(names):
-        folded = fold_input(raw)
+        folded = typed_case(fold_input(raw))
         if not has_letter(folded):
             what = ("no usable letter (A-Z after folding accents)" if not any(c.isalpha() for c in raw) else
                     "no usable letter: the model reads names in the Latin alphabet (transliterate it first)")
