@@ -1,7 +1,8 @@
-"""Training throughput of the recurrent engines against torch's nn.LSTM / nn.RNN and the MomentumRNN paper's code style.
+"""Training throughput of the recurrent engines against torch's nn.LSTM / nn.RNN / nn.GRU and the MomentumRNN paper's code style.
 
     python benchmarks/engines.py [--hidden 256 --layers 2 --seq-len 30 --batch 64 --steps 10]
     python benchmarks/engines.py --task pixel-mnist --hidden 128 --steps 1 --repeats 2 --warmup 1
+    python benchmarks/engines.py --threads 1 --only nn.GRU "gru fused" "gru loop" "momentum-gru fused"
 
 ``--task lm`` (default): every model is the same character LM (embedding -> recurrent core ->
 linear head -> cross entropy) trained with Adam on random ids, the state carried and detached
@@ -163,6 +164,11 @@ def make_cores(args: argparse.Namespace) -> dict[str, Callable[[], nn.Module]]:
         "rnn loop": lambda: Recurrent("rnn", *shape, engine="loop"),
         "momentum-rnn fused": lambda: Recurrent("momentum-rnn", *shape, engine="fused", **momentum),
         "momentum-rnn loop": lambda: Recurrent("momentum-rnn", *shape, engine="loop", **momentum),
+        "nn.GRU": lambda: nn.GRU(*shape),
+        "gru fused": lambda: Recurrent("gru", *shape, engine="fused"),
+        "gru loop": lambda: Recurrent("gru", *shape, engine="loop"),
+        "momentum-gru fused": lambda: Recurrent("momentum-gru", *shape, engine="fused", **momentum),
+        "momentum-gru loop": lambda: Recurrent("momentum-gru", *shape, engine="loop", **momentum),
         "momentum-lstm paper": lambda: PaperMomentumStack(*shape, True, args.mu, args.s),
         "momentum-rnn paper": lambda: PaperMomentumStack(*shape, False, args.mu, args.s),
     }
@@ -225,6 +231,10 @@ RATIOS: list[tuple[str, str, float | None]] = [
     ("momentum-rnn fused", "momentum-rnn paper", 2.0),
     ("momentum-rnn loop", "momentum-rnn paper", None),
     ("momentum-rnn fused", "momentum-rnn loop", None),
+    ("gru fused", "nn.GRU", 0.9),  # issue 23
+    ("gru loop", "nn.GRU", None),
+    ("momentum-gru fused", "nn.GRU", None),
+    ("momentum-gru fused", "momentum-gru loop", None),
 ]
 
 

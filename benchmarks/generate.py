@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from chargen import checkpoint
+from chargen.cells import get_cell
 from chargen.inference import LeanStepper
 from chargen.sample import generate, generate_streams
 
@@ -270,14 +271,14 @@ def main() -> None:
 
     # the arithmetic: per character, W_hh of every layer, W_ih above the first (the first is a table row), the head
     hid, layers, vocab_size = cfg.hidden_size, cfg.num_layers, cfg.vocab_size
-    gates = 4 if "lstm" in cfg.cell else 1
+    gates = get_cell(cfg.cell).gates
     flops = 2 * (gates * hid * hid * (2 * layers - 1) + vocab_size * hid)
     gemv = matmul_rate(1, hid, gates * hid)
     gemm = matmul_rate(n, hid, gates * hid, repeats=30)
     print(f"\narithmetic: {flops / 1e6:.2f} MFLOP per character; addmm (1, {hid}) x ({hid}, {gates * hid}) "
           f"{gemv / 1e9:.1f} GFLOP/s, ({n}, {hid}) x ({hid}, {gates * hid}) {gemm / 1e9:.1f} GFLOP/s")
     print(f"  limit at the batch-1 rate: {gemv / flops:>9,.0f} chars/s; lean 1 stream reaches {one / (gemv / flops):.0%}")
-    if cfg.cell in ("rnn", "lstm"):  # plain layers: their products are the stepper's wih/whh
+    if cfg.cell in ("rnn", "lstm", "gru"):  # plain layers: their products are the stepper's wih/whh
         products = step_matmuls(LeanStepper(model, 1))
         print(f"  the step's matrix products alone: {products * 1e6:.0f} us = {1 / products:,.0f} chars/s; "
               f"lean 1 stream reaches {one * products:.0%} (the rest: element-wise kernels, sampling, dispatch)")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from chargen.cells import State
 from chargen.errors import UsageError
-from chargen.models import CharLM
+from chargen.models import CharLM, TransformerLM
 from chargen.sample import MAX_LENGTH
 from chargen.vocab import Vocab
 
@@ -38,6 +38,9 @@ def beam_search(model: CharLM, vocab: Vocab, prime: str, length: int, beams: int
     """The most probable ``length``-character continuation of ``prime`` that ``beams`` beams find."""
     if beams < 1:
         raise UsageError(f"beams must be at least 1, got {beams}", params="beams")
+    if isinstance(model, TransformerLM):  # it carries no state for the beams to share
+        raise UsageError("beam search runs on recurrent models; a transformer samples (leave out beams)",
+                         params="beams")
     if not prime:
         raise UsageError("beam search needs a prime to continue (it has no random first character)", params="prime")
     if not 0 <= length <= MAX_LENGTH:

@@ -1,17 +1,23 @@
 """Recurrent cells written from their equations: one step protocol, PyTorch's parameter layout, a registry.
 
 Every cell owns ``weight_ih (G*H, D)``, ``weight_hh (G*H, H)``, ``bias_ih (G*H,)`` and
-``bias_hh (G*H,)`` exactly as ``nn.RNNCell``/``nn.LSTMCell`` do (G = 1 for the RNN, 4 for the
-LSTM, gate order i, f, g, o), so weights can be copied across and compared with torch.
+``bias_hh (G*H,)`` exactly as ``nn.RNNCell``/``nn.LSTMCell``/``nn.GRUCell`` do (G = 1 for the RNN,
+4 for the LSTM, gate order i, f, g, o; 3 for the GRU, gate order r, z, n), so weights can be
+copied across and compared with torch.
 
 The protocol, used by the stacked core (``chargen.core``):
 
 - ``project(x)``: the input projection ``W_ih x + b_ih`` for any number of leading dims, so the
   core can hoist it out of the time loop as one matmul;
 - ``step(xp_t, state) -> (h_t, state)``: one time step from the projected input;
+- ``step_readout(xp_t, state) -> (h_t, state, readouts)``: the same step, also returning what
+  ``inspect`` shows (the cell state, the gates: ``readouts`` names them); ``step`` drops them, so
+  the equations are written once;
 - ``loop(x, state)``: the reference time loop over ``step``;
 - ``fused(x, state)``: the same computation on torch's fused kernels, where one exists;
-- ``cell(x_t, state)``: one step from the raw input, like ``nn.LSTMCell``.
+- ``cell(x_t, state)``: one step from the raw input, like ``nn.LSTMCell``;
+- ``fast_step(batch, first)``: the step for generation, in place on buffers allocated once
+  (``chargen.fast_steps``; ``fast`` names the class, the reference step unless a cell declares one).
 
 State is always a tuple of ``(N, size)`` tensors — ``(h,)``, ``(h, c)``, ``(h, v)``,
 ``(h, c, v)``, ``(h, c, t)`` — passed in and returned, never kept on the module. ``None`` means
@@ -29,6 +35,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from chargen.errors import UsageError
+from chargen.fast_steps import (
+    FastStep,
+    GRUStep,
+    LSTMStep,
+    MomentumGRUStep,
+    MomentumLSTMStep,
+    MomentumRNNStep,
+    ReferenceStep,
+    RNNStep,
+)
 
 State = tuple[Tensor, ...]
 
@@ -39,6 +55,17 @@ class Cell(nn.Module):
     gates: ClassVar[int] = 1
     state_names: ClassVar[tuple[str, ...]] = ("h",)
     has_fused: ClassVar[bool] = True
+    readouts: ClassVar[tuple[str, ...]] = ()  # what step_readout reports beside h, each (N, H)
+    sigmoid_gates: ClassVar[tuple[str, ...]] = ()  # the readouts that are sigmoid gates, in (0, 1)
+    forget_gate: ClassVar[int | None] = None  # the gate block a forget bias initialises (chargen.inits)
+    fast: ClassVar[type[FastStep]] = ReferenceStep
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # a fast step is written for one update: one inherited from the parent would run the parent's
+        # equations (the phased LSTM is an LSTM plus a time gate), so an undeclared one is the reference
+        if "fast" not in cls.__dict__:
+            cls.fast = ReferenceStep
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
@@ -99,7 +126,19 @@ class Cell(nn.Module):
 
     def step(self, xp: Tensor, state: State) -> tuple[Tensor, State]:
         """One time step from the projected input ``xp (N, G*H)``."""
+        h, state, _ = self.step_readout(xp, state)
+        return h, state
+
+    def step_readout(self, xp: Tensor, state: State) -> tuple[Tensor, State, dict[str, Tensor]]:
+        """``step``, plus the quantities named in ``readouts`` (``(N, H)`` each) that ``inspect`` records."""
         raise NotImplementedError
+
+    def fast_step(self, batch: int, first: bool) -> FastStep:
+        """This cell's step for generation on ``batch`` streams, on buffers allocated once (eval, no autograd).
+
+        ``first``: the bottom layer, which reads a row of the table ``fold`` makes instead of ``W_ih x``.
+        """
+        return self.fast(self, batch, first)
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One step from the raw input ``x (N, D)``: returns ``(h (N, H), new_state)``."""
@@ -143,11 +182,12 @@ class RNNCell(Cell):
 
     gates = 1
     state_names = ("h",)
+    fast = RNNStep
 
-    def step(self, xp: Tensor, state: State) -> tuple[Tensor, State]:
+    def step_readout(self, xp: Tensor, state: State) -> tuple[Tensor, State, dict[str, Tensor]]:
         (h,) = state
         h = torch.tanh(xp + F.linear(h, self.weight_hh, self.bias_hh))
-        return h, (h,)
+        return h, (h,), {}
 
     def _kernel(self, x: Tensor, state: State, weights: list[Tensor]) -> tuple[Tensor, State]:
         out, h = torch.rnn_tanh(
@@ -161,23 +201,52 @@ class LSTMCell(Cell):
 
     gates = 4
     state_names = ("h", "c")
+    readouts = ("c", "i", "f", "g", "o")  # g is a tanh candidate, not a gate: it cannot saturate towards 0/1
+    sigmoid_gates = ("i", "f", "o")
+    forget_gate = 1
+    fast = LSTMStep
 
-    def step(self, xp: Tensor, state: State) -> tuple[Tensor, State]:
+    def step_readout(self, xp: Tensor, state: State) -> tuple[Tensor, State, dict[str, Tensor]]:
         h, c = state
-        return self._update(xp + F.linear(h, self.weight_hh, self.bias_hh), c)
-
-    @staticmethod
-    def _update(preact: Tensor, c: Tensor) -> tuple[Tensor, State]:
-        """The LSTM update from the summed gate pre-activations ``(N, 4H)``."""
-        i, f, g, o = preact.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, (h, c)
+        i, f, g, o = (xp + F.linear(h, self.weight_hh, self.bias_hh)).chunk(4, dim=1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        return h, (h, c), {"c": c, "i": i, "f": f, "g": g, "o": o}
 
     def _kernel(self, x: Tensor, state: State, weights: list[Tensor]) -> tuple[Tensor, State]:
         h0, c0 = (s.unsqueeze(0) for s in state)
         out, h, c = torch.lstm(x, (h0, c0), weights, True, 1, 0.0, self.training, False, False)
         return out, (h.squeeze(0), c.squeeze(0))
+
+
+class GRUCell(Cell):
+    """GRU with PyTorch's gate order r, z, n: ``r, z = sigmoid(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z})``,
+    ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h = (1 - z) * n + z * h``.
+
+    ``b_hn`` sits inside the reset gate's product, so the recurrent projection ``W_hh h + b_hh`` is
+    kept apart from the (hoisted) input projection instead of summed with it as in the RNN and LSTM.
+    """
+
+    gates = 3
+    state_names = ("h",)
+    readouts = ("r", "z", "n")  # n is a tanh candidate; z is the share of the old h kept
+    sigmoid_gates = ("r", "z")
+    fast = GRUStep
+
+    def step_readout(self, xp: Tensor, state: State) -> tuple[Tensor, State, dict[str, Tensor]]:
+        (h,) = state
+        x_r, x_z, x_n = xp.chunk(3, dim=1)
+        h_r, h_z, h_n = F.linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=1)
+        r = torch.sigmoid(x_r + h_r)
+        z = torch.sigmoid(x_z + h_z)
+        n = torch.tanh(x_n + r * h_n)
+        h = torch.lerp(n, h, z)  # (1 - z) n + z h
+        return h, (h,), {"r": r, "z": z, "n": n}
+
+    def _kernel(self, x: Tensor, state: State, weights: list[Tensor]) -> tuple[Tensor, State]:
+        out, h = torch.gru(x, state[0].unsqueeze(0), weights, True, 1, 0.0, self.training, False, False)
+        return out, (h.squeeze(0),)
 
 
 class MomentumCell(Cell):
@@ -224,11 +293,11 @@ class MomentumCell(Cell):
         """The base cell's ``H`` per state, then ``G*H`` for the velocity."""
         return (self.hidden_size,) * (len(self.state_names) - 1) + (self.gates * self.hidden_size,)
 
-    def step(self, xp: Tensor, state: State) -> tuple[Tensor, State]:
+    def step_readout(self, xp: Tensor, state: State) -> tuple[Tensor, State, dict[str, Tensor]]:
         *inner, v = state
         v = self.mu * v + self.s * xp  # (N, G*H)
-        h, inner_state = super().step(v, tuple(inner))
-        return h, (*inner_state, v)
+        h, inner_state, readouts = super().step_readout(v, tuple(inner))
+        return h, (*inner_state, v), readouts
 
     def fused(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """The base cell's kernel fed the momentum-filtered input.
@@ -280,12 +349,25 @@ class MomentumRNNCell(MomentumCell, RNNCell):
     """MomentumRNN: ``v_t = mu v_{t-1} + s (W_ih x_t + b_ih)``, ``h_t = tanh(W_hh h_{t-1} + b_hh + v_t)``."""
 
     state_names = ("h", "v")
+    fast = MomentumRNNStep
 
 
 class MomentumLSTMCell(MomentumCell, LSTMCell):
     """MomentumLSTM: the momentum on the 4H-wide input projection of all gates, then the LSTM update."""
 
     state_names = ("h", "c", "v")
+    fast = MomentumLSTMStep
+
+
+class MomentumGRUCell(MomentumCell, GRUCell):
+    """MomentumGRU: ``v_t = mu v_{t-1} + s (W_ih x_t + b_ih)`` in place of ``W_ih x_t + b_ih``, then the GRU update.
+
+    The velocity covers all three gates' input projections (3H wide); ``b_hn`` stays inside the
+    reset gate's product, outside the momentum, as ``b_hh`` does for the other momentum cells.
+    """
+
+    state_names = ("h", "v")
+    fast = MomentumGRUStep
 
 
 class TimeGate(nn.Module):
@@ -349,6 +431,7 @@ class PhasedLSTMCell(LSTMCell):
 
     state_names = ("h", "c", "t")
     has_fused = False
+    readouts = (*LSTMCell.readouts, "k")  # k: the time gate's openness; i, f, g, o of the candidate update
 
     def __init__(
         self,
@@ -364,13 +447,13 @@ class PhasedLSTMCell(LSTMCell):
     def state_sizes(self) -> tuple[int, ...]:
         return (self.hidden_size, self.hidden_size, 1)
 
-    def step(self, xp: Tensor, state: State) -> tuple[Tensor, State]:
+    def step_readout(self, xp: Tensor, state: State) -> tuple[Tensor, State, dict[str, Tensor]]:
         h, c, t = state
-        h_new, (_, c_new) = super().step(xp, (h, c))  # the ordinary LSTM update: h~, c~
+        h_new, (_, c_new), readouts = super().step_readout(xp, (h, c))  # the ordinary LSTM update: h~, c~
         k = self.gate(t)  # (N, H)
         c = torch.lerp(c, c_new, k)
         h = torch.lerp(h, h_new, k)
-        return h, (h, c, t + 1.0)
+        return h, (h, c, t + 1.0), {**readouts, "c": c, "k": k}
 
 
 CELLS: dict[str, type[Cell]] = {
@@ -379,6 +462,8 @@ CELLS: dict[str, type[Cell]] = {
     "momentum-rnn": MomentumRNNCell,
     "momentum-lstm": MomentumLSTMCell,
     "phased-lstm": PhasedLSTMCell,
+    "gru": GRUCell,
+    "momentum-gru": MomentumGRUCell,
 }
 
 

@@ -9,41 +9,44 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from chargen.cells import Cell, LSTMCell, RNNCell, State, get_cell
+from chargen.cells import CELLS, Cell, GRUCell, LSTMCell, RNNCell, State, get_cell
 
 ENGINES = ("fused", "loop", "torch-cell")
 
+# only the plain cells have an nn.*Cell twin (the same parameters, gate order and state); the
+# subclasses (momentum, phased) change the update, so the exact class is looked up, not a base
+_TORCH_CELLS: dict[type[Cell], type[nn.Module]] = {RNNCell: nn.RNNCell, LSTMCell: nn.LSTMCell, GRUCell: nn.GRUCell}
+
 
 class _TorchCellLoop(nn.Module):
-    """The tutorials' "RNNCell rewrite": a Python loop over ``nn.RNNCell``/``nn.LSTMCell``, one call per step."""
+    """The tutorials' "RNNCell rewrite": a Python loop over ``nn.RNNCell``/``nn.LSTMCell``/``nn.GRUCell``, one call per step."""
 
     def __init__(self, kind: type[Cell], input_size: int, hidden_size: int) -> None:
         super().__init__()
-        self.kind = kind
-        self.cell = (nn.LSTMCell if kind is LSTMCell else nn.RNNCell)(input_size, hidden_size)
+        self.cell = _TORCH_CELLS[kind](input_size, hidden_size)
 
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         outputs = []
-        if self.kind is LSTMCell:
-            h, c = state
+        if len(state) == 1:  # nn.RNNCell, nn.GRUCell: h in, h out
+            (h,) = state
             for x_t in x.unbind(0):
-                h, c = self.cell(x_t, (h, c))
+                h = self.cell(x_t, h)
                 outputs.append(h)
-            return torch.stack(outputs), (h, c)
-        (h,) = state
+            return torch.stack(outputs), (h,)
         for x_t in x.unbind(0):
-            h = self.cell(x_t, h)
-            outputs.append(h)
-        return torch.stack(outputs), (h,)
-
-
-# only the plain cells have an nn.*Cell twin; subclasses (momentum, phased) change the update
-_TORCH_CELLS = (RNNCell, LSTMCell)
+            state = self.cell(x_t, state)  # nn.LSTMCell: (h, c) in, (h, c) out
+            outputs.append(state[0])
+        return torch.stack(outputs), tuple(state)
 
 
 def has_torch_cell(kind: type[Cell]) -> bool:
-    """Whether the torch-cell engine can run cells of ``kind`` (an ``nn.RNNCell``/``nn.LSTMCell`` twin exists)."""
+    """Whether the torch-cell engine can run cells of ``kind`` (an ``nn.*Cell`` twin exists)."""
     return kind in _TORCH_CELLS
+
+
+def torch_cell_names() -> list[str]:
+    """The registered cells the torch-cell engine runs."""
+    return [name for name, kind in CELLS.items() if has_torch_cell(kind)]
 
 
 def _torch_cell_run(layer: Cell, runners: dict[int, nn.Module], x: Tensor, state: State) -> tuple[Tensor, State]:
@@ -64,8 +67,8 @@ class Recurrent(nn.Module):
 
     Every engine reads the same parameters, so ``engine`` may be switched on a trained model:
     ``loop`` steps the from-scratch cell (the readable reference); ``torch-cell`` loops torch's
-    ``nn.RNNCell``/``nn.LSTMCell`` (the tutorials' rewrite; rnn and lstm only); ``fused`` runs the
-    layer on torch's kernels.
+    ``nn.RNNCell``/``nn.LSTMCell``/``nn.GRUCell`` (the tutorials' rewrite; rnn, lstm and gru
+    only); ``fused`` runs the layer on torch's kernels.
     """
 
     def __init__(
@@ -106,8 +109,9 @@ class Recurrent(nn.Module):
             raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         if engine == "fused" and not self.layers[0].has_fused:
             raise ValueError(f"cell {self.cell!r} has no fused kernel; use engine='loop'")
-        if engine == "torch-cell" and type(self.layers[0]) not in _TORCH_CELLS:
-            raise ValueError(f"engine 'torch-cell' runs the rnn and lstm cells only, not {self.cell!r}")
+        if engine == "torch-cell" and not has_torch_cell(type(self.layers[0])):
+            raise ValueError(f"engine 'torch-cell' runs the {', '.join(torch_cell_names())} cells only, "
+                             f"not {self.cell!r}")
         self._engine = engine
 
     @property

@@ -6,6 +6,10 @@ every cell exports, the phased and momentum ones included): ids ``(N,)`` int64 a
 probabilities ``(N, V)`` and the new state out. The vocabulary and model config travel inside
 the file (TorchScript extra file ``chargen.json``; ONNX metadata ``chargen``), so a runtime
 without chargen can encode a prime and decode the samples.
+
+A transformer exports the same step API with its window as the state: ``window (N, context)``
+int64 ids and ``length (N,)`` int64 (zeros to start); each step appends the id, slides the window
+as generation does, and runs one causal forward over it (``chargen.generation.kvcache.WindowStep``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from torch import Tensor, nn
 
 from chargen.checkpoint import Loaded
 from chargen.errors import UsageError
-from chargen.models import CharLM
+from chargen.generation.kvcache import KVCacheStepper, WindowStep
+from chargen.models import CharLM, TransformerLM
 
 FORMATS = ("torchscript", "onnx")
 
@@ -41,14 +46,22 @@ class NextCharStep(nn.Module):
         return (logits, torch.softmax(logits, dim=-1), *new_state)
 
 
-def state_names(model: CharLM) -> tuple[str, ...]:
+def state_names(model: CharLM | TransformerLM) -> tuple[str, ...]:
+    if isinstance(model, TransformerLM):
+        return ("window", "length")
     return model.encoder.core.state_names
 
 
-def example_inputs(model: CharLM, batch: int = 2) -> tuple[Tensor, ...]:
+def initial_state(model: CharLM | TransformerLM, batch: int) -> tuple[Tensor, ...]:
+    """The exported step's starting state for ``batch`` sequences: zeros."""
+    if isinstance(model, TransformerLM):
+        return torch.zeros(batch, model.context, dtype=torch.long), torch.zeros(batch, dtype=torch.long)
+    return model.encoder.core.init_state(batch, device=torch.device("cpu"), dtype=torch.float32)
+
+
+def example_inputs(model: CharLM | TransformerLM, batch: int = 2) -> tuple[Tensor, ...]:
     """Ids and a zero state for ``batch`` sequences, as the exported step takes them."""
-    state = model.encoder.core.init_state(batch, device=torch.device("cpu"), dtype=torch.float32)
-    return (torch.zeros(batch, dtype=torch.long), *state)
+    return (torch.zeros(batch, dtype=torch.long), *initial_state(model, batch))
 
 
 def metadata(loaded: Loaded) -> dict[str, Any]:
@@ -58,12 +71,12 @@ def metadata(loaded: Loaded) -> dict[str, Any]:
             "inputs": ["ids", *names], "outputs": ["logits", "probs", *(f"new_{n}" for n in names)]}
 
 
-def _check(loaded: Loaded) -> CharLM:
+def _check(loaded: Loaded) -> CharLM | TransformerLM:
     model = loaded.model
-    if loaded.config.get("task") != "lm" or not isinstance(model, CharLM):
+    if loaded.config.get("task") != "lm" or not isinstance(model, (CharLM, TransformerLM)):
         raise UsageError(f"export needs a text language model (task 'lm'); {loaded.path.name} is a "
                          f"{loaded.config.get('task')!r} model")
-    if model.encoder.condition is not None:
+    if (model.condition if isinstance(model, TransformerLM) else model.encoder.condition) is not None:
         raise UsageError("export does not support conditioned models yet")
     return model
 
@@ -73,7 +86,7 @@ def export(loaded: Loaded, fmt: str, out: Path) -> Path:
     if fmt not in FORMATS:
         raise UsageError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     model = _check(loaded)
-    step = NextCharStep(model)
+    step = WindowStep(copy.deepcopy(model).cpu().eval()) if isinstance(model, TransformerLM) else NextCharStep(model)
     inputs = example_inputs(model)
     meta = json.dumps(metadata(loaded), ensure_ascii=False)
     out = Path(out)
@@ -82,7 +95,8 @@ def export(loaded: Loaded, fmt: str, out: Path) -> Path:
     # written beside the target and renamed, so a failed export leaves nothing behind
     part = out.with_name(f".{out.name}.part")
     try:
-        part.write_bytes(_serialise(step, inputs, meta, fmt))
+        # the state's batch axis: (layers, N, size) for a recurrent model, (N, ...) for a transformer's window
+        part.write_bytes(_serialise(step, inputs, meta, fmt, 0 if isinstance(model, TransformerLM) else 1))
         part.replace(out)
     except OSError as e:
         raise UsageError(f"out: cannot write {out}: {e.strerror or e}") from None
@@ -91,7 +105,7 @@ def export(loaded: Loaded, fmt: str, out: Path) -> Path:
     return out
 
 
-def _serialise(step: NextCharStep, inputs: tuple[Tensor, ...], meta: str, fmt: str) -> bytes:
+def _serialise(step: nn.Module, inputs: tuple[Tensor, ...], meta: str, fmt: str, state_batch_axis: int = 1) -> bytes:
     """The exported file's bytes."""
     buffer = io.BytesIO()
     if fmt == "torchscript":
@@ -109,7 +123,7 @@ def _serialise(step: NextCharStep, inputs: tuple[Tensor, ...], meta: str, fmt: s
     info = json.loads(meta)
     dynamic = {name: {0: "batch"} for name in info["outputs"][:2]}
     dynamic.update({"ids": {0: "batch"}})
-    dynamic.update({name: {1: "batch"} for name in info["inputs"][1:] + info["outputs"][2:]})
+    dynamic.update({name: {state_batch_axis: "batch"} for name in info["inputs"][1:] + info["outputs"][2:]})
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(step, inputs, buffer, input_names=info["inputs"], output_names=info["outputs"],
@@ -152,10 +166,18 @@ def max_difference(loaded: Loaded, path: Path, fmt: str, text: str) -> float:
     """Largest |logit difference| between the exported step, run over ``text`` with its state carried, and the model."""
     model = _check(loaded)
     ids = torch.tensor(loaded.vocab.encode(text, what="the check text"))
-    reference, _, _ = model(ids.view(-1, 1).to(next(model.parameters()).device))  # (T, 1, V)
-    reference = reference[:, 0].float().cpu()
+    if isinstance(model, TransformerLM):  # its logits over a text longer than the context are the stepper's
+        stepper = KVCacheStepper(model, 1, cached=False)
+        device = next(model.parameters()).device
+        ids_on = ids.to(device)
+        rows = [stepper.prime(ids_on[:1].view(1, 1))[0].clone()]  # the window rule of generation, step by step
+        rows += [stepper.step(i.view(1))[0].clone() for i in ids_on[1:]]
+        reference = torch.stack(rows).float().cpu()
+    else:
+        reference, _, _ = model(ids.view(-1, 1).to(next(model.parameters()).device))  # (T, 1, V)
+        reference = reference[:, 0].float().cpu()
     run = load_runner(path, fmt)
-    state = [s.numpy() for s in model.encoder.core.init_state(1, device=torch.device("cpu"), dtype=torch.float32)]
+    state = [s.numpy() for s in initial_state(model, 1)]
     worst = 0.0
     for t, i in enumerate(ids.tolist()):
         logits, _, state = run(torch.tensor([i]).numpy(), state)

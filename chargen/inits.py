@@ -8,6 +8,12 @@ gate sees at init, written half on each bias (so ``2.0`` is the paper's 1.0 on e
 ``1`` is 0.5 on each). A momentum cell multiplies its input bias by ``s / (1 - mu)`` once the
 velocity settles, so its effective forget bias is ``forget_bias / 2 * (1 + s / (1 - mu))``:
 see ``effective_forget_bias``.
+
+The GRU family takes the paper init (identity in each of the r, z, n blocks of ``W_hh``) but no
+forget bias. Its update gate z is the share of the old state kept, so a bias on z is the nearest
+thing, but it is not the LSTM's forget bias under another name: z is coupled (``h = z h + (1 - z) n``,
+keeping more writes less), while the LSTM's f keeps without stopping i from writing, and neither
+char-rnn nor the MomentumRNN code sets one. Asking for one is an error, as for the RNN.
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ def default_forget_bias(init: str, forget_bias: float | None) -> float | None:
 
 
 def is_lstm_family(cell: nn.Module) -> bool:
-    """Cells with gates i, f, g, o (LSTM, MomentumLSTM, phased LSTM)."""
-    return getattr(cell, "gates", 1) == 4
+    """Cells with a forget gate (LSTM, MomentumLSTM, phased LSTM): the cell names its block, ``forget_gate``."""
+    return getattr(cell, "forget_gate", None) is not None
 
 
 def initialise(cell: nn.Module, init: str = "pytorch", forget_bias: float | None = None) -> None:
@@ -58,7 +64,7 @@ def initialise(cell: nn.Module, init: str = "pytorch", forget_bias: float | None
             cell.bias_ih.zero_()
             cell.bias_hh.zero_()
         if bias is not None and is_lstm_family(cell):
-            forget = slice(hidden, 2 * hidden)  # gate order i, f, g, o
+            forget = slice(cell.forget_gate * hidden, (cell.forget_gate + 1) * hidden)  # gate order i, f, g, o
             cell.bias_ih[forget] = bias / 2
             cell.bias_hh[forget] = bias / 2
 

@@ -1,8 +1,9 @@
 """Look inside a language model: per-step hidden states, cell states and gates, next-character guesses, unit finding.
 
 ``trace`` runs the model's own cells step by step (the loop engine's path, from the same weights)
-and records, for every layer and every character, ``h``, ``c`` and the LSTM gates ``i, f, g, o``,
-plus the logits the model's head gives at each step. ``find_units`` ranks units by how well they
+and records, for every layer and every character, ``h`` and what the cell reads out beside it
+(``Cell.readouts``: the LSTM's ``c`` and gates ``i, f, g, o``, the GRU's ``r, z, n``...), plus
+the logits the model's head gives at each step. ``find_units`` ranks units by how well they
 track a simple feature of the text (inside quotes, inside parentheses, position in the line), so
 users can look for Karpathy's "quote cell" themselves. ``score_text`` is the server's scorer:
 ``chargen.score`` (the state carried from chunk to chunk) with the server's field names.
@@ -20,15 +21,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from chargen import score
-from chargen.cells import Cell, LSTMCell, MomentumCell, State
+from chargen.cells import CELLS
 from chargen.errors import UsageError
 from chargen.models import CharLM
 from chargen.tasks.lm import LMData
 from chargen.vocab import Vocab
 
-WHATS = ("h", "c", "i", "f", "g", "o")
-GATES = ("i", "f", "g", "o")
-SIGMOID_GATES = ("i", "f", "o")  # g is a tanh candidate, not a gate: it cannot saturate towards 0/1
+# everything a registered cell can show: h, then each cell's readouts (c and the gates) in registry order
+WHATS: tuple[str, ...] = ("h", *dict.fromkeys(r for kind in CELLS.values() for r in kind.readouts))
+# the sigmoid gates, which saturate towards 0 or 1 (a tanh candidate such as the LSTM's g does not)
+SIGMOID_GATES: tuple[str, ...] = tuple(dict.fromkeys(g for kind in CELLS.values() for g in kind.sigmoid_gates))
 
 
 @dataclass
@@ -42,8 +44,8 @@ class Trace:
     vocab: Vocab
     h: Tensor  # (L, T, H)
     logits: Tensor  # (T, V)
-    c: Tensor | None = None  # (L, T, H) for LSTM-family cells
-    gates: dict[str, Tensor] = field(default_factory=dict)  # "i", "f", "g", "o" -> (L, T, H)
+    c: Tensor | None = None  # (L, T, H) for cells with a cell state (the LSTM family)
+    gates: dict[str, Tensor] = field(default_factory=dict)  # the cell's other readouts, e.g. "i" -> (L, T, H)
 
     @property
     def num_layers(self) -> int:
@@ -104,13 +106,6 @@ class Trace:
         return out
 
 
-def _lstm_preactivation(cell: Cell, xp: Tensor, state: State) -> Tensor:
-    """The summed gate pre-activations ``(N, 4H)`` that ``cell.step`` feeds the LSTM update."""
-    if isinstance(cell, MomentumCell):
-        xp = cell.mu * state[-1] + cell.s * xp  # the new velocity replaces the input projection
-    return xp + F.linear(state[0], cell.weight_hh, cell.bias_hh)
-
-
 @torch.no_grad()
 def trace(model: CharLM, vocab: Vocab, text: str, *, condition: int | None = None) -> Trace:
     """Run ``text`` through the model one character at a time and record every layer's states and gates."""
@@ -128,37 +123,34 @@ def trace(model: CharLM, vocab: Vocab, text: str, *, condition: int | None = Non
             raise UsageError("this model is conditioned: pass a condition id")
         x = torch.cat([x, encoder.condition(cond).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=2)
     core = encoder.core
-    is_lstm = isinstance(core.layers[0], LSTMCell)
-    hs, cs, gates = [], [], {g: [] for g in GATES}
+    names = core.layers[0].readouts
+    hs: list[Tensor] = []
+    readouts: dict[str, list[Tensor]] = {name: [] for name in names}  # name -> per layer (T, H)
     for i, cell in enumerate(core.layers):
         if i > 0 and core.dropout > 0.0 and model.training:
             x = F.dropout(x, core.dropout, True)
         state = cell.init_state(1, device=device, dtype=x.dtype)
         xp = cell.project(x)  # (T, 1, G*H), hoisted as in the loop engine
-        outs, layer_c, layer_gates = [], [], {g: [] for g in GATES}
+        outs: list[Tensor] = []
+        steps: dict[str, list[Tensor]] = {name: [] for name in names}
         for xp_t in xp.unbind(0):
-            if is_lstm:
-                pre = _lstm_preactivation(cell, xp_t, state)
-                for g, v in zip(GATES, pre.chunk(4, dim=1)):
-                    layer_gates[g].append(torch.tanh(v) if g == "g" else torch.sigmoid(v))
-            h, state = cell.step(xp_t, state)
+            h, state, read = cell.step_readout(xp_t, state)
             outs.append(h)
-            if is_lstm:
-                layer_c.append(state[1])
+            for name in names:
+                steps[name].append(read[name])
         x = torch.stack(outs)  # (T, 1, H): the next layer's input
         hs.append(x[:, 0])
-        if is_lstm:
-            cs.append(torch.stack(layer_c)[:, 0])
-            for g in GATES:
-                gates[g].append(torch.stack(layer_gates[g])[:, 0])
+        for name in names:
+            readouts[name].append(torch.stack(steps[name])[:, 0])
     logits = model.head(x)[:, 0]  # (T, V)
+    stacked = {name: torch.stack(v).cpu() for name, v in readouts.items()}  # (L, T, H) each
     return Trace(
         text=text,
         vocab=vocab,
         h=torch.stack(hs).cpu(),
         logits=logits.float().cpu(),
-        c=torch.stack(cs).cpu() if is_lstm else None,
-        gates={g: torch.stack(v).cpu() for g, v in gates.items()} if is_lstm else {},
+        c=stacked.pop("c", None),
+        gates=stacked,
     )
 
 

@@ -145,8 +145,14 @@ def check_calibration(calibration: dict[str, Any], num_classes: Any = None) -> N
 
 def check_model(model: dict[str, Any], where: str = "") -> None:
     """The types and ranges of a ModelConfig's fields, given as a dict."""
-    for key in ("kind", "cell", "engine"):
+    for key in ("kind", "cell", "engine", "family", "positions"):
         _str(model, key, where)
+    _int(model, "n_layer", where, 1, MAX_LAYERS)
+    _int(model, "n_head", where, 1, MAX_WIDTH)
+    _int(model, "d_model", where, 1, MAX_WIDTH)
+    _int(model, "context", where, 1, MAX_SEQ_LEN)
+    if not isinstance(model.get("tie_weights", True), bool):
+        raise SchemaError(f"{where}tie_weights must be true or false, got {_show(model['tie_weights'])}")
     _int(model, "vocab_size", where, 1, MAX_CLASSES)
     _int(model, "embed_dim", where, 1, MAX_WIDTH)
     _int(model, "hidden_size", where, 1, MAX_WIDTH)
@@ -169,6 +175,8 @@ def check_model(model: dict[str, Any], where: str = "") -> None:
 
 def parameter_estimate(model: dict[str, Any]) -> int:
     """An upper bound on the parameters of a model config (four gates per layer, as an LSTM has)."""
+    if model.get("family") == "transformer":
+        return transformer_estimate(model)
     embed, hidden = int(model.get("embed_dim", 64)), int(model.get("hidden_size", 512))
     layers, vocab = int(model.get("num_layers", 2)), int(model.get("vocab_size", 0))
     conditions, cond_dim = int(model.get("num_conditions", 0)), int(model.get("condition_dim", 0))
@@ -180,10 +188,23 @@ def parameter_estimate(model: dict[str, Any]) -> int:
     return members * (vocab * embed + conditions * cond_dim + recurrent + (hidden + 1) * outputs)
 
 
+def transformer_estimate(model: dict[str, Any]) -> int:
+    """The parameters of a transformer config: 12 d^2 + 13 d per block, embeddings, positions, head."""
+    width, layers, context = int(model.get("d_model", 128)), int(model.get("n_layer", 4)), int(model.get("context", 128))
+    vocab, conditions = int(model.get("vocab_size", 0)), int(model.get("num_conditions", 0))
+    positions = context if model.get("positions", "learned") == "learned" else 0
+    head = 0 if model.get("tie_weights", True) else vocab
+    return width * (vocab + positions + conditions + head + 2) + layers * (12 * width * width + 13 * width)
+
+
 def check_model_size(model: dict[str, Any], where: str = "") -> None:
     """Refuse a model too large to build on any machine chargen is meant for, before allocating it."""
     estimate = parameter_estimate(model)
     if estimate > MAX_PARAMETERS:
+        if model.get("family") == "transformer":
+            raise SchemaError(
+                f"{where}d_model {model.get('d_model')}, n_layer {model.get('n_layer')}, context {model.get('context')} "
+                f"make a model of about {estimate:,} parameters; the most chargen builds is {MAX_PARAMETERS:,}")
         raise SchemaError(
             f"{where}hidden_size {model.get('hidden_size')}, num_layers {model.get('num_layers')}, embed_dim "
             f"{model.get('embed_dim')} make a model of about {estimate:,} parameters ({4 * estimate / 2**30:,.0f} GiB); "

@@ -1,7 +1,9 @@
 """Scoring text under a language model: log-probability, nats and bits per character, perplexity.
 
 The text is read in chunks with the recurrent state carried from one to the next, so memory
-stays constant whatever its length, and the numbers are the same whatever the chunk size.
+stays constant whatever its length, and the numbers are the same whatever the chunk size. A
+transformer, which carries no state, reads it in sliding windows of its context instead
+(``chargen.generation.windows``: every character once, with at least half a context of history).
 Without a prime the first character is only context (nothing predicts it), as in ``evaluate``:
 a text of n characters gives n - 1 predictions. With a prime, every character is predicted.
 """
@@ -18,7 +20,8 @@ from torch import Tensor
 
 from chargen.cells import State
 from chargen.errors import UsageError, VocabularyError
-from chargen.models import CharLM
+from chargen.generation.windows import WindowReader
+from chargen.models import CharLM, TransformerLM
 from chargen.vocab import Vocab
 
 
@@ -61,12 +64,21 @@ class Scorer:
             raise UsageError(f"chunk_size must be positive, got {chunk_size}", params="chunk_size")
         self.model, self.vocab, self.skip_unknown, self.chunk_size = model, vocab, skip_unknown, chunk_size
         self.device = next(model.parameters()).device
-        self.score = Score()
+        self._score = Score()
         self.unknown: dict[str, int] = {}  # skipped characters and how often
         self.state: State | None = None
         self.last: Tensor | None = None  # (1, V) logits predicting the next character
+        self.windows = WindowReader(model) if isinstance(model, TransformerLM) else None
         if prime:
             self._run(torch.tensor(vocab.encode(prime, what="the prime"), device=self.device), predict=False)
+
+    @property
+    def score(self) -> Score:
+        """The running score of everything fed so far."""
+        if self.windows is None:
+            return self._score
+        log_prob, chars = self.windows.totals()
+        return Score(log_prob, chars, self._score.skipped)
 
     @torch.no_grad()
     def feed(self, text: str) -> None:
@@ -84,7 +96,7 @@ class Scorer:
                     kept.append(ch)
                 else:
                     self.unknown[ch] = self.unknown.get(ch, 0) + 1
-            self.score.skipped += len(text) - len(kept)
+            self._score.skipped += len(text) - len(kept)
             text = "".join(kept)
         if not text:
             return
@@ -94,6 +106,12 @@ class Scorer:
 
     def _run(self, ids: Tensor, predict: bool) -> None:
         """Score ``ids`` (if ``predict``) against the logits before each, then advance the state over them."""
+        if self.windows is not None:
+            if predict:
+                self.windows.push(ids.view(-1, 1))
+            else:
+                self.windows.context_only(ids.view(-1, 1))
+            return
         was_training = self.model.training
         self.model.eval()
         logits, _, self.state = self.model(ids.view(-1, 1), self.state)  # (T, 1, V)
@@ -104,8 +122,8 @@ class Scorer:
             targets = ids if self.last is not None else ids[1:]
             if targets.numel():
                 logp = F.log_softmax(before.double(), dim=-1).gather(1, targets.view(-1, 1))
-                self.score.log_prob += float(logp.sum())
-                self.score.chars += targets.numel()
+                self._score.log_prob += float(logp.sum())
+                self._score.chars += targets.numel()
         self.last = logits[-1]  # (1, V)
 
 

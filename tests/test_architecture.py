@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "chargen.core": 2,
     "chargen.inits": 2,  # weight initialisations of the cells (the paper's init, the forget-gate bias)
     "chargen.cells": 1,
+    "chargen.fast_steps": 1,  # the cells' in-place steps for generation (each cell names its own)
     "chargen.plots": 1,  # draws from results and a cell's time gate
     "chargen.ngram": 1,  # the classifier's count-based baseline (and its fused n-gram model)
     "chargen.calibration": 1,  # fusion, temperature and calibration error of a classifier's probabilities

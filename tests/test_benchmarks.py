@@ -32,3 +32,16 @@ def test_paper_style_momentum_cells_equal_chargen_cells(kind: str, layers: int, 
     x = torch.randn(10, 1, input_size)  # batch 1: no squeeze() surprises
     with torch.no_grad():
         assert not torch.allclose(paper(x, None)[0], core(x)[0], atol=1e-4)
+
+
+def test_the_gru_rows_run_and_print_their_ratio(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                                one_torch_thread: None) -> None:
+    """A tiny run of the engines benchmark's GRU rows (the measurement itself is for a quiet machine)."""
+    bench = engines()
+    rows = ["nn.GRU", "gru fused", "gru loop", "momentum-gru fused"]
+    monkeypatch.setattr("sys.argv", ["engines.py", "--threads", "1", "--hidden", "8", "--embed", "4", "--seq-len", "3",
+                                     "--batch", "2", "--steps", "1", "--repeats", "1", "--warmup", "0", "--only", *rows])
+    bench.main()
+    out = capsys.readouterr().out
+    assert all(f"\n{row:<22}" in out for row in rows)
+    assert "gru fused / nn.GRU" in out and "target >= 0.9" in out

@@ -1,4 +1,4 @@
-"""Cells: equality with torch's cells, gradient checks, momentum (loop == fused) and the phased LSTM's time gate."""
+"""Cells: equality with torch's cells, gradient checks, momentum (loop == fused), the phased LSTM's time gate, fast steps."""
 
 from __future__ import annotations
 
@@ -11,21 +11,26 @@ from torch import Tensor, nn
 from chargen.cells import (
     CELLS,
     Cell,
-    LSTMCell,
+    GRUCell,
+    MomentumCell,
+    MomentumGRUCell,
     MomentumLSTMCell,
     MomentumRNNCell,
     PhasedLSTMCell,
-    RNNCell,
     State,
     TimeGate,
     get_cell,
 )
+from chargen.fast_steps import ReferenceStep
 
-from twins import TORCH_TWINS  # noqa: E402
+from twins import CELL_OPTIONS, TORCH_TWINS  # noqa: E402
 
 F64 = torch.float64
 BASE = {name: (CELLS[name], twin[0]) for name, twin in TORCH_TWINS.items()}
-MOMENTUM = {"momentum-rnn": (MomentumRNNCell, RNNCell), "momentum-lstm": (MomentumLSTMCell, LSTMCell)}
+# every momentum cell of the registry with its base cell (momentum-X is X with momentum)
+MOMENTUM = {
+    name: (kind, CELLS[name.removeprefix("momentum-")]) for name, kind in CELLS.items() if issubclass(kind, MomentumCell)
+}
 
 
 def random_state(cell: Cell, batch: int, *, requires_grad: bool = True) -> State:
@@ -71,8 +76,8 @@ def test_base_cell_equals_torch_cell_forward_and_backward(kind: str, batch: int)
     state = random_state(ours, batch)
 
     h, new_state = ours(x, state)
-    ref = theirs(x, state if kind == "lstm" else state[0])
-    ref_state = ref if kind == "lstm" else (ref,)
+    ref = theirs(x, state if len(state) > 1 else state[0])  # nn.LSTMCell takes (h, c); the others h
+    ref_state = ref if len(state) > 1 else (ref,)
     assert_all_close([h, *new_state], [ref_state[0], *ref_state])
 
     wrt = [x, *state]
@@ -90,7 +95,7 @@ def test_float32_matches_torch_to_1e_6(kind: str) -> None:
     x = torch.randn(4, 8)
     h, _ = ours(x)
     ref = theirs(x)
-    torch.testing.assert_close(h, ref[0] if kind == "lstm" else ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(h, ref[0] if isinstance(ref, tuple) else ref, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("kind", BASE)
@@ -130,9 +135,22 @@ def test_gradcheck_base_cells(kind: str) -> None:
     assert torch.autograd.gradcheck(lambda x, *rest: cell(x, rest[: len(state)])[1], (x, *state, *params))
 
 
+def test_the_clis_help_lists_the_registry() -> None:
+    from typer.testing import CliRunner
+
+    from chargen.cli import app
+    from chargen.cli.ui import CELL_NAMES
+
+    assert CELL_NAMES == ", ".join(CELLS)  # help text cannot import the registry (it would load torch)
+    shown = " ".join(CliRunner().invoke(app, ["train", "--cell", "gru", "--help"], env={"COLUMNS": "300"}).stdout.split())
+    assert f"Recurrent cell from the registry: {CELL_NAMES}." in shown
+
+
 def test_registry_and_unknown_name() -> None:
     assert get_cell("momentum-lstm") is MomentumLSTMCell
-    assert set(CELLS) >= {"rnn", "lstm", "momentum-rnn", "momentum-lstm", "phased-lstm"}
+    assert get_cell("gru") is GRUCell and get_cell("momentum-gru") is MomentumGRUCell
+    assert set(CELLS) >= {"rnn", "lstm", "gru", "momentum-rnn", "momentum-lstm", "momentum-gru", "phased-lstm"}
+    assert set(MOMENTUM) == {"momentum-rnn", "momentum-lstm", "momentum-gru"}
     with pytest.raises(ValueError, match=f"unknown cell 'no-such-cell'; known cells: {', '.join(sorted(CELLS))}$"):
         get_cell("no-such-cell")
 
@@ -159,6 +177,7 @@ def test_momentum_hyperparameters_are_validated(options: dict[str, float], messa
 def test_momentum_state_layout() -> None:
     assert MomentumRNNCell(3, 4).state_sizes() == (4, 4)
     assert MomentumLSTMCell(3, 4).state_sizes() == (4, 4, 16)
+    assert MomentumGRUCell(3, 4).state_sizes() == (4, 12)
     assert MomentumLSTMCell.state_names == ("h", "c", "v")
     h, (h2, c, v) = MomentumLSTMCell(3, 4)(torch.randn(1, 3))
     assert h.shape == c.shape == (1, 4) and v.shape == (1, 16) and h is h2
@@ -203,9 +222,10 @@ def test_momentum_with_mu_0_s_1_is_the_base_cell(kind: str, batch: int) -> None:
 def test_momentum_loop_equals_fused(
     kind: str, mu: float, s: float, learn: bool, batch: int, carried: bool
 ) -> None:
-    # batch 9 > G*H = 4 or 8 carries the velocity as G*H channels rather than one per sequence
+    # batch 9 > G*H = 4, 6 or 8 carries the velocity as G*H channels rather than one per sequence
     torch.manual_seed(4)
-    cell = MOMENTUM[kind][0](3, 2 if kind == "momentum-lstm" else 4, mu=mu, s=s, learn_momentum=learn).to(F64)
+    kind_cls = MOMENTUM[kind][0]
+    cell = kind_cls(3, 2 if kind_cls.gates > 1 else 4, mu=mu, s=s, learn_momentum=learn).to(F64)
     x = torch.randn(5, batch, 3, dtype=F64, requires_grad=True)
     if carried:
         state = random_state(cell, batch)
@@ -337,3 +357,108 @@ def test_gradcheck_phased_cell() -> None:
         return (out, *state)
 
     assert torch.autograd.gradcheck(outputs, (x, h0, c0, t0, *params))
+
+
+# -- GRU ---------------------------------------------------------------------------------------
+
+
+def test_gru_layout_is_torchs() -> None:
+    cell, twin = GRUCell(5, 4), nn.GRUCell(5, 4)
+    assert [(n, p.shape) for n, p in cell.named_parameters()] == [(n, p.shape) for n, p in twin.named_parameters()]
+    assert cell.state_sizes() == (4,) and cell.has_fused and cell.readouts == ("r", "z", "n")
+
+
+def test_gru_reset_gate_multiplies_b_hn() -> None:
+    """With the reset gate shut, n = tanh(W_in x + b_in): b_hn (inside r's product) no longer reaches h."""
+    torch.manual_seed(9)
+    cell = GRUCell(3, 4).to(F64)
+    x, h = torch.randn(2, 3, dtype=F64), torch.randn(2, 4, dtype=F64)
+    with torch.no_grad():
+        cell.bias_ih[:4] = -1e3  # r = sigmoid(-1000) = 0
+        before, _ = cell(x, (h,))
+        cell.bias_hh[8:] += 5.0  # b_hn
+        after, _ = cell(x, (h,))
+        cell.bias_ih[8:] += 5.0  # b_in is outside the product: it does
+        moved, _ = cell(x, (h,))
+    assert torch.equal(before, after) and not torch.allclose(before, moved)
+
+
+# -- fast steps --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize("first", [True, False])
+def test_fast_step_equals_the_cells_own_step(kind: str, first: bool) -> None:
+    """A fast step loaded with a state and fed inputs gives the cell's step, its state (in the cell's layout) too."""
+    torch.manual_seed(10)
+    cell = CELLS[kind](3, 5, **CELL_OPTIONS.get(kind, {})).eval()
+    with torch.no_grad():  # larger weights than the init: the state matters
+        for p in cell.parameters():
+            p.mul_(2.0)
+    batch, gen = 3, torch.Generator().manual_seed(11)
+    state = tuple(torch.randn(batch, size, generator=gen) for size in cell.state_sizes())
+    if "t" in cell.state_names:
+        state = (*state[:-1], torch.tensor([[0.0], [3.0], [7.0]]))  # the phased LSTM's time: whole steps
+    table = torch.randn(6, 3, generator=gen)  # as if 6 characters' embeddings
+    with torch.no_grad():
+        fast = cell.fast_step(batch, first)
+        rows = fast.fold(table, cell.weight_ih) if first else None
+        fast.load(state)
+        for ids in ([0, 5, 2], [1, 1, 4], [3, 0, 0]):
+            x = table[ids]
+            want, state = cell(x, state)
+            got = fast.run(rows[ids] if first else x)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+            for a, b in zip(fast.export(), state, strict=True):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_cells_have_in_place_fast_steps_and_a_subclass_does_not_inherit_one() -> None:
+    # the reference step is the correct fallback, but a cell that runs on torch's kernels for training
+    # should not generate through it; a subclass changes the update, so it must declare its own
+    assert all(kind.fast is not ReferenceStep for kind in CELLS.values() if kind.has_fused)
+    assert PhasedLSTMCell.fast is ReferenceStep
+
+    class Tweaked(GRUCell):
+        pass
+
+    assert Tweaked.fast is ReferenceStep
+
+
+@pytest.mark.parametrize("kind", ["gru", "momentum-gru"])
+def test_gru_paper_init_and_no_forget_bias(kind: str) -> None:
+    """The paper init gives the GRU orthogonal W_ih, the identity in each of its r, z, n blocks and zero biases;
+    a forget bias is refused (the GRU has no forget gate: chargen.inits says why z's bias is not one)."""
+    from chargen.errors import UsageError
+    from chargen.inits import initialise
+    from chargen.models import ModelConfig, settings_for_cell
+
+    torch.manual_seed(0)
+    cell = CELLS[kind](6, 5)
+    initialise(cell, "paper")
+    w = cell.weight_ih.detach()  # (15, 6): orthonormal columns
+    torch.testing.assert_close(w.T @ w, torch.eye(6), atol=1e-5, rtol=0)
+    for block in cell.weight_hh.detach().chunk(3, dim=0):
+        torch.testing.assert_close(block, torch.eye(5))
+    assert not cell.bias_ih.any() and not cell.bias_hh.any()
+    with pytest.raises(ValueError, match="forget_bias: .*has no forget gate"):
+        initialise(cell, "paper", forget_bias=1.0)
+    with pytest.raises(UsageError, match=f"forget_bias: cell '{kind}' has no forget gate") as caught:
+        ModelConfig(cell=kind, forget_bias=1.0).check()
+    assert caught.value.params == ("forget_bias",)
+    shared = {"mu": 0.6, "s": 0.6, "forget_bias": 2.0, "init": "paper"}
+    kept = {"init": "paper"} if kind == "gru" else {"mu": 0.6, "s": 0.6, "init": "paper"}
+    assert settings_for_cell(kind, shared) == kept  # a mixed --cells list gives each cell what it takes
+
+
+def test_momentum_gru_at_mu_0_s_1_with_paper_init_equals_the_gru() -> None:
+    from chargen.models import ModelConfig, build_model
+
+    x = torch.randint(0, 5, (7, 3))
+    outs = []
+    for cell, momentum in (("gru", {}), ("momentum-gru", {"mu": 0.0, "s": 1.0})):
+        torch.manual_seed(5)
+        cfg = ModelConfig(kind="lm", vocab_size=5, embed_dim=3, cell=cell, hidden_size=4, num_layers=2,
+                          init="paper", **momentum)
+        outs.append(build_model(cfg)(x)[0])
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=0)

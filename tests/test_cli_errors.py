@@ -156,7 +156,7 @@ CASES = [
     Case("unknown cell", [*TRAIN, "--cell", "no-such-cell"], 2, "unknown cell 'no-such-cell'"),
     Case("unknown engine", [*TRAIN, "--engine", "warp"], 2, "Invalid value for '--engine'"),
     Case("torch-cell engine for a momentum cell", [*TRAIN, "--cell", "momentum-rnn", "--engine", "torch-cell"], 2,
-         "--engine torch-cell loops nn.RNNCell/nn.LSTMCell, which --cell momentum-rnn has no twin of"),
+         "--engine torch-cell loops nn.RNNCell/nn.LSTMCell/nn.GRUCell, which --cell momentum-rnn has no twin of"),
     Case("unknown task", [*TRAIN, "--task", "translate"], 2, "unknown task 'translate'"),
     Case("zero hidden units", [*TRAIN, "--hidden", "0"], 2, "--hidden must be positive"),
     Case("negative hidden units", [*TRAIN, "--hidden", "-8"], 2, "--hidden must be positive"),

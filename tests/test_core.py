@@ -1,4 +1,4 @@
-"""The recurrent core: loop engine == fused engine == torch's nn.LSTM / nn.RNN, chunking, engines and state layout."""
+"""The recurrent core: loop engine == fused engine == torch's nn.LSTM / nn.RNN / nn.GRU, chunking, engines, state layout."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from chargen.cells import CELLS, State
-from chargen.core import Recurrent, detach_state
+from chargen.core import ENGINES, Recurrent, detach_state
 
 F64 = torch.float64
 from twins import CELL_OPTIONS, FUSED_CELLS, TORCH_TWINS, UNKNOWN_CELL  # noqa: E402
@@ -48,27 +48,58 @@ def test_loop_engine_equals_fused_engine(cell: str, batch: int) -> None:
     assert_all_close(results["fused"][1], results["loop"][1])
 
 
-@pytest.mark.parametrize(("cell", "torch_cls"), [(cell, twin[1]) for cell, twin in TORCH_TWINS.items()])
-def test_fused_equals_torch_module_with_copied_weights(cell: str, torch_cls: type[nn.Module]) -> None:
-    torch.manual_seed(1)
-    core = Recurrent(cell, 3, 4, num_layers=2).to(F64)
-    ref = torch_cls(3, 4, num_layers=2).to(F64)
+def torch_twin(core: Recurrent, torch_cls: type[nn.Module]) -> nn.Module:
+    """torch's multi-layer module with the core's weights copied in."""
+    ref = torch_cls(core.input_size, core.hidden_size, num_layers=core.num_layers)
+    ref = ref.to(core.layers[0].weight_hh.dtype)
     with torch.no_grad():
         for i, layer in enumerate(core.layers):
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 getattr(ref, f"{name}_l{i}").copy_(getattr(layer, name))
+    return ref
+
+
+def run_twin(ref: nn.Module, x: Tensor, state: State) -> tuple[Tensor, State]:
+    """nn.LSTM takes and gives (h, c); nn.RNN and nn.GRU h alone."""
+    out, ref_state = ref(x, state if len(state) > 1 else state[0])
+    return out, tuple(ref_state) if len(state) > 1 else (ref_state,)
+
+
+@pytest.mark.parametrize(("cell", "torch_cls"), [(cell, twin[1]) for cell, twin in TORCH_TWINS.items()])
+def test_fused_equals_torch_module_with_copied_weights(cell: str, torch_cls: type[nn.Module]) -> None:
+    torch.manual_seed(1)
+    core = Recurrent(cell, 3, 4, num_layers=2).to(F64)
+    ref = torch_twin(core, torch_cls)
     x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
     state = random_state(core, 2)
 
     out, new_state = core(x, state)
-    ref_out, ref_state = ref(x, state if cell == "lstm" else state[0])
-    ref_state = ref_state if cell == "lstm" else (ref_state,)
+    ref_out, ref_state = run_twin(ref, x, state)
     assert_all_close([out, *new_state], [ref_out, *ref_state])
 
     ours = torch.autograd.grad(weighted_sum([out, *new_state]), [x, *core.parameters()])
     theirs = torch.autograd.grad(weighted_sum([ref_out, *ref_state]), [x, *ref.parameters()])
     # core.parameters() is layer by layer in (weight_ih, weight_hh, bias_ih, bias_hh) order, as nn.LSTM
     assert_all_close(ours, theirs)
+
+
+@pytest.mark.parametrize("cell", list(TORCH_TWINS))
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_engine_matches_torch_in_float32_to_1e_5(cell: str, engine: str) -> None:
+    """The issue's target: parity with nn.LSTM / nn.RNN / nn.GRU <= 1e-5, forward and backward, on every engine."""
+    torch.manual_seed(5)
+    core = Recurrent(cell, 6, 16, num_layers=2, engine=engine)
+    ref = torch_twin(core, TORCH_TWINS[cell][1])
+    x = torch.randn(20, 3, 6, requires_grad=True)
+    state = tuple(s.requires_grad_() for s in (torch.randn(t.shape) for t in core.init_state(3)))
+    out, new_state = core(x, state)
+    ref_out, ref_state = run_twin(ref, x, state)
+    for got, want in zip([out, *new_state], [ref_out, *ref_state], strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    ours = torch.autograd.grad(weighted_sum([out, *new_state]), [x, *state, *core.parameters()])
+    theirs = torch.autograd.grad(weighted_sum([ref_out, *ref_state]), [x, *state, *ref.parameters()])
+    for got, want in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(
@@ -136,6 +167,8 @@ def test_dropout_between_layers_only_in_training_mode() -> None:
         ("momentum-rnn", [4, 4]),
         ("momentum-lstm", [4, 4, 16]),
         ("phased-lstm", [4, 4, 1]),
+        ("gru", [4]),
+        ("momentum-gru", [4, 12]),
     ],
 )
 def test_state_layout_is_layers_batch_size(cell: str, sizes: list[int]) -> None:

@@ -23,7 +23,8 @@ from chargen.vocab import Vocab
 
 runner = CliRunner()
 TEXT = "He said, “Go (now) home.”\nShe went ‘quickly’ away."
-CELL_OPTIONS = {"momentum-lstm": {"mu": 0.5, "s": 0.7}, "momentum-rnn": {"mu": 0.5, "s": 0.7}}
+CELL_OPTIONS = {"momentum-lstm": {"mu": 0.5, "s": 0.7}, "momentum-rnn": {"mu": 0.5, "s": 0.7},
+                "momentum-gru": {"mu": 0.5, "s": 0.7}}
 
 
 def small_lm(cell: str, seed: int = 0) -> Loaded:
@@ -86,7 +87,7 @@ def test_greedy_text_from_the_export_equals_chargens(tmp_path: Path) -> None:
 def test_onnx_step_equals_the_model(tmp_path: Path) -> None:
     pytest.importorskip("onnx", reason="ONNX export needs the export extra: pip install -e '.[export]'")
     pytest.importorskip("onnxruntime", reason="running ONNX needs the export extra: pip install -e '.[export]'")
-    for cell in ("lstm", "momentum-lstm", "rnn"):
+    for cell in ("lstm", "momentum-lstm", "rnn", "gru", "momentum-gru"):
         loaded = small_lm(cell)
         out = export(loaded, "onnx", tmp_path / f"{cell}.onnx")
         ids = torch.tensor(loaded.vocab.encode(TEXT)).view(-1, 1)

@@ -185,7 +185,8 @@ def test_the_schema_knows_every_model_setting() -> None:
     """A new ModelConfig field must be given a type and range in chargen.schema."""
     checked = {"kind", "cell", "engine", "vocab_size", "embed_dim", "hidden_size", "num_layers", "dropout",
                "num_classes", "num_conditions", "condition_dim", "cell_options", "members",
-               "init", "forget_bias", "mu", "s"}  # issue 14: the init and momentum settings
+               "init", "forget_bias", "mu", "s",  # issue 14: the init and momentum settings
+               "family", "n_layer", "n_head", "d_model", "context", "positions", "tie_weights"}  # issue 23
     assert set(ModelConfig.__dataclass_fields__) == checked
     schema.check_model(ModelConfig(vocab_size=80).to_dict())
 

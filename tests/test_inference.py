@@ -18,7 +18,8 @@ from chargen.tasks.generate import generate_names
 from chargen.vocab import Vocab
 
 VOCAB = Vocab.from_text("abcdefghijklmnopqrs .")
-OPTIONS = {"momentum-rnn": {"mu": 0.7, "s": 0.4}, "momentum-lstm": {"mu": 0.7, "s": 0.4}, "phased-lstm": {"r_on": 0.3}}
+OPTIONS = {"momentum-rnn": {"mu": 0.7, "s": 0.4}, "momentum-lstm": {"mu": 0.7, "s": 0.4}, "phased-lstm": {"r_on": 0.3},
+           "momentum-gru": {"mu": 0.7, "s": 0.4}}
 # (temperature, top_k): greedy, the model's distribution, sharper and flatter, with and without top-k
 SETTINGS = [(0.0, None), (1.0, None), (0.7, 3), (1.5, None), (1.2, 10)]
 
@@ -61,7 +62,7 @@ def test_lean_text_equals_reference_text_for_every_setting(cell: str) -> None:
     assert len(set("".join(generate(model, VOCAB, length=150, seed=5)))) > 3  # a real sample, not one letter
 
 
-@pytest.mark.parametrize("cell", ["lstm", "momentum-lstm", "phased-lstm"])
+@pytest.mark.parametrize("cell", ["lstm", "momentum-lstm", "phased-lstm", "momentum-gru"])
 def test_lean_generation_chunked_equals_unchunked(cell: str) -> None:
     model = tiny(cell)
     kwargs = dict(prime="abc", length=200, temperature=1.0, seed=11)
@@ -72,7 +73,7 @@ def test_lean_generation_chunked_equals_unchunked(cell: str) -> None:
     assert "".join(generate(model, VOCAB, **{**kwargs, "seed": 12})) != one
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "momentum-rnn", "momentum-lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "momentum-rnn", "momentum-lstm", "gru"])
 def test_stream_i_of_a_batch_is_the_single_stream_with_seed_plus_i(cell: str) -> None:
     model = tiny(cell)
     for prime, top_k in (("sea", None), ("", 5)):
@@ -99,7 +100,7 @@ def test_a_stream_that_draws_stop_ends_while_the_others_go_on() -> None:
     assert all(len(s) <= 80 and "<eos>" not in s for s in streams)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "momentum-lstm", "phased-lstm"])
+@pytest.mark.parametrize("cell", ["lstm", "momentum-lstm", "phased-lstm", "gru", "momentum-gru"])
 def test_conditioned_lean_steps_equal_the_reference(cell: str) -> None:
     model = tiny(cell, conditions=4)
     cond = torch.tensor([0, 3, 1, 3, 2])

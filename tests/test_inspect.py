@@ -16,6 +16,7 @@ from chargen.checkpoint import Loaded
 from chargen.cli import app
 from chargen.errors import UsageError
 from chargen.inspect import (
+    WHATS,
     Trace,
     correlations,
     find_units,
@@ -31,7 +32,8 @@ from chargen.vocab import Vocab
 
 runner = CliRunner()
 TEXT = "He said, “Go (now) home.”\nShe went ‘quickly’ away."
-CELL_OPTIONS = {"momentum-lstm": {"mu": 0.5, "s": 0.7}, "momentum-rnn": {"mu": 0.5, "s": 0.7}}
+CELL_OPTIONS = {"momentum-lstm": {"mu": 0.5, "s": 0.7}, "momentum-rnn": {"mu": 0.5, "s": 0.7},
+                "momentum-gru": {"mu": 0.5, "s": 0.7}}
 
 
 def small_lm(cell: str, seed: int = 0, layers: int = 2) -> Loaded:
@@ -59,11 +61,15 @@ def test_trace_states_equal_the_models(cell: str) -> None:
     torch.testing.assert_close(tr.h[-1], outputs[:, 0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(tr.h[:, -1], state[0][:, 0], atol=1e-5, rtol=1e-5)  # every layer's last h
     torch.testing.assert_close(tr.logits, logits[:, 0], atol=1e-5, rtol=1e-5)
+    readouts = CELLS[cell].readouts  # what the cell itself says it shows
+    assert set(tr.available()) == {"h", *readouts} and set(readouts) <= set(WHATS)
     if "c" in model.encoder.core.state_names:
         torch.testing.assert_close(tr.c[:, -1], state[1][:, 0], atol=1e-5, rtol=1e-5)
-        assert set(tr.available()) == {"h", "c", "i", "f", "g", "o"}
     else:
-        assert tr.c is None and tr.available() == ("h",)
+        assert tr.c is None
+    for gate in CELLS[cell].sigmoid_gates:
+        assert bool(((tr.gates[gate] > 0) & (tr.gates[gate] < 1)).all()), gate
+    assert set(tr.saturation()) == set(CELLS[cell].sigmoid_gates)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "momentum-lstm"])
@@ -75,6 +81,33 @@ def test_recorded_gates_rebuild_the_lstm_update(cell: str) -> None:
     torch.testing.assert_close(tr.h, o * torch.tanh(tr.c), atol=1e-5, rtol=1e-5)
     for gate in (i, f, o):
         assert bool(((gate > 0) & (gate < 1)).all())
+
+
+def previous(values: torch.Tensor) -> torch.Tensor:
+    """``(L, T, H)`` values one step back, zeros (the initial state) at the first step."""
+    return torch.cat([torch.zeros_like(values[:, :1]), values[:, :-1]], dim=1)
+
+
+@pytest.mark.parametrize("cell", ["gru", "momentum-gru"])
+def test_recorded_gates_rebuild_the_gru_update(cell: str) -> None:
+    loaded = small_lm(cell)
+    tr = trace(loaded.model, loaded.vocab, TEXT)
+    z, n = tr.gates["z"], tr.gates["n"]
+    torch.testing.assert_close(tr.h, (1 - z) * n + z * previous(tr.h), atol=1e-5, rtol=1e-5)
+    assert tr.available() == ("h", "r", "z", "n") and bool((n.abs() < 1).all())
+
+
+def test_recorded_time_gate_rebuilds_the_phased_update() -> None:
+    loaded = small_lm("phased-lstm")
+    loaded.model.encoder.core.layers[0].gate.period.data.fill_(5.0)  # a gate that opens within the text
+    tr = trace(loaded.model, loaded.vocab, TEXT)
+    i, f, g, o, k = (tr.gates[name] for name in "ifgok")
+    c_prev, h_prev = previous(tr.c), previous(tr.h)
+    # c = k c~ + (1 - k) c_prev with the LSTM's candidate c~ = f c_prev + i g; h likewise from h~ = o tanh(c~)
+    candidate = f * c_prev + i * g
+    torch.testing.assert_close(tr.c, c_prev + k * (candidate - c_prev), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tr.h, h_prev + k * (o * torch.tanh(candidate) - h_prev), atol=1e-5, rtol=1e-5)
+    assert bool((k[0] > 0).any()) and bool((k[0] == 0).any())  # open at some steps, shut (eval: no leak) at others
 
 
 def test_top_guesses_are_the_softmax_of_the_logits() -> None:

@@ -1,4 +1,4 @@
-"""The torch-cell engine (a loop over nn.RNNCell / nn.LSTMCell) equals the loop and fused engines."""
+"""The torch-cell engine (a loop over nn.RNNCell / nn.LSTMCell / nn.GRUCell) equals the loop and fused engines."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from chargen.core import ENGINES, Recurrent
+from chargen.cells import CELLS
+from chargen.core import ENGINES, Recurrent, has_torch_cell, torch_cell_names
+
+from twins import TORCH_TWINS  # noqa: E402
+
+WITHOUT_TWIN = [name for name, kind in CELLS.items() if not has_torch_cell(kind)]
 
 
 def _weighted(tensors):
@@ -14,7 +19,11 @@ def _weighted(tensors):
     return sum((t * torch.randn(t.shape, generator=gen, dtype=t.dtype)).sum() for t in tensors)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_the_cells_with_a_torch_cell_are_the_twinned_ones() -> None:
+    assert torch_cell_names() == list(TORCH_TWINS)
+
+
+@pytest.mark.parametrize("cell", list(TORCH_TWINS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_three_engines_agree_forward_and_backward(cell: str, dtype: torch.dtype, one_torch_thread: None) -> None:
     torch.manual_seed(0)
@@ -33,17 +42,18 @@ def test_three_engines_agree_forward_and_backward(cell: str, dtype: torch.dtype,
             torch.testing.assert_close(got, want, atol=tol, rtol=0)
 
 
-def test_torch_cell_runs_torch_modules_and_adds_no_parameters() -> None:
-    core = Recurrent("lstm", 3, 4, num_layers=1, engine="torch-cell")
+@pytest.mark.parametrize("cell", list(TORCH_TWINS))
+def test_torch_cell_runs_torch_modules_and_adds_no_parameters(cell: str) -> None:
+    core = Recurrent(cell, 3, 4, num_layers=1, engine="torch-cell")
     before = [n for n, _ in core.named_parameters()]
     core(torch.randn(2, 1, 3))
     assert [n for n, _ in core.named_parameters()] == before
-    assert all(isinstance(r.cell, nn.LSTMCell) for r in core._torch_cells.values())
+    assert all(type(r.cell) is TORCH_TWINS[cell][0] for r in core._torch_cells.values())
 
 
-@pytest.mark.parametrize("cell", ["momentum-lstm", "phased-lstm"])
+@pytest.mark.parametrize("cell", WITHOUT_TWIN)
 def test_torch_cell_refuses_cells_torch_has_no_module_for(cell: str) -> None:
-    with pytest.raises(ValueError, match="torch-cell"):
+    with pytest.raises(ValueError, match=f"torch-cell' runs the {', '.join(TORCH_TWINS)} cells only, not '{cell}'"):
         Recurrent(cell, 3, 4, engine="torch-cell")
 
 
@@ -68,7 +78,7 @@ def _curve(engine: str, cell: str, steps: int = 15) -> list[float]:
     return losses
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", list(TORCH_TWINS))
 def test_equal_training_curves_from_one_seed(cell: str, one_torch_thread: None) -> None:
     curves = {engine: _curve(engine, cell) for engine in ENGINES}
     assert curves["loop"][-1] < curves["loop"][0]

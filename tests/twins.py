@@ -18,6 +18,7 @@ UNKNOWN_CELL = "no-such-cell"  # a name no registry holds
 TORCH_TWINS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
     "rnn": (nn.RNNCell, nn.RNN),
     "lstm": (nn.LSTMCell, nn.LSTM),
+    "gru": (nn.GRUCell, nn.GRU),
 }
 
 # constructor options the tests use (non-trivial values, so a mix-up shows)
@@ -25,6 +26,7 @@ CELL_OPTIONS: dict[str, dict[str, Any]] = {
     "momentum-rnn": {"mu": 0.6, "s": 0.6},
     "momentum-lstm": {"mu": 0.8, "s": 0.4, "learn_momentum": True},
     "phased-lstm": {"period_range": (2.0, 8.0)},
+    "momentum-gru": {"mu": 0.7, "s": 0.5},
 }
 
 FUSED_CELLS: dict[str, dict[str, Any]] = {

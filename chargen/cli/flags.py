@@ -22,6 +22,8 @@ FLAGS: dict[str, str] = {
     "skip_unknown": "--skip-unknown",
     "init": "--init", "forget_bias": "--forget-bias", "mu": "--mu", "s": "--s", "grid": "--grid",
     "order": "--order", "init_from": "--init-from",
+    "family": "--family", "n_layer": "--n-layer", "n_head": "--n-head", "d_model": "--d-model", "context": "--context",
+    "positions": "--positions", "tie_weights": "--tie-weights",
 }
 COMMAND_FLAGS: dict[str, dict[str, str]] = {}
 

@@ -21,7 +21,7 @@ def inspect(
     chars: Annotated[int, typer.Option("--chars", help="Without --text/--file: this many characters of the model's validation text.")] = 1000,
     unit: Annotated[Optional[int], typer.Option("--unit", help="Colour the text by this unit's activation (0-based).")] = None,
     layer: Annotated[Optional[int], typer.Option("--layer", help="Layer of the unit, 1 = bottom (default: the top layer).")] = None,
-    what: Annotated[str, typer.Option("--what", help="h (hidden state), c (cell state) or a gate: i, f, g, o.")] = "h",
+    what: Annotated[str, typer.Option("--what", help="h (hidden state), c (LSTM cell state) or a gate: i, f, g, o (LSTM), r, z, n (GRU), k (phased LSTM time gate).")] = "h",
     top: Annotated[int, typer.Option("--top", help="How many next-character guesses to show per character.")] = 5,
     find: Annotated[Optional[str], typer.Option("--find", help="Rank units by correlation with a feature: quote, paren or line-pos.")] = None,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML page (coloured; hover for the top guesses).")] = None,
@@ -79,7 +79,7 @@ def inspect(
 
         sat = tr.saturation()
         if not sat:
-            raise UsageError("--heatmap shows gates; this model's cell has none (use an LSTM-family model)")
+            raise UsageError("--heatmap shows gates; this model's cell has none (use an LSTM or GRU model)")
         plot_gate_saturation({g: v.numpy() for g, v in sat.items()}, text, heatmap,
                              title=f"{loaded.path.name}: gate saturation (fraction of units)")
         err_console.print(f"wrote {heatmap}")

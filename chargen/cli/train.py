@@ -14,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from chargen.cli.app import app
 from chargen.cli.flags import flag_for
 from chargen.errors import UsageError
-from chargen.cli.ui import download_progress, err_console, parse_duration, sample_panel, say_note, timestamped_dir
+from chargen.cli.ui import (CELL_NAMES, download_progress, err_console, parse_duration, sample_panel, say_note,
+                            timestamped_dir)
 
 MODEL = "Model"
 DATA = "Data"
@@ -57,6 +58,17 @@ HELP_DEFAULTS = {
     "seq_len": "30",
     "batch_size": "64 (classify, generate, lm); 128 (palindrome)",
 }
+
+
+class Positions(str, Enum):
+    learned = "learned"
+    rotary = "rotary"
+
+
+# The transformer family's defaults (ModelConfig's), for the help; tests/test_transformer.py checks them.
+TRANSFORMER_HELP_DEFAULTS = {"n_layer": "4", "n_head": "4", "d_model": "128", "context": "128",
+                             "positions": "learned", "tie_weights": "on"}
+TRANSFORMER = "Transformer (--family transformer)"
 
 
 class TrainProgress:
@@ -140,7 +152,7 @@ def train(
     ctx: typer.Context,
     corpus: Annotated[Optional[str], typer.Option("--corpus", "-c", help="Registered corpus name (see [b]chargen corpora[/]) or a UTF-8 text file. Default: [b]grimm[/] for lm, [b]names[/] for classify and generate.", show_default=False, rich_help_panel=DATA)] = None,
     task: Annotated[str, typer.Option(help="What to learn: [b]lm[/] (next character), [b]classify[/] or [b]generate[/] (surnames), [b]palindrome[/].", rich_help_panel=DATA)] = "lm",
-    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help=f"Characters per truncated-BPTT chunk (LM). Default: {HELP_DEFAULTS['seq_len']}.", rich_help_panel=DATA)] = None,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help=f"Characters per truncated-BPTT chunk (LM). Default: {HELP_DEFAULTS['seq_len']} (a transformer: its --context).", rich_help_panel=DATA)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help=f"Sequences per batch (LM: contiguous streams). Default: {HELP_DEFAULTS['batch_size']}.", rich_help_panel=DATA)] = None,
     batching: Annotated[Optional[Batching], typer.Option(help="LM batches: contiguous [b]streams[/] with carried state, or random [b]windows[/].", rich_help_panel=DATA)] = None,
     length: Annotated[Optional[int], typer.Option("--length", help="Palindrome task: palindrome length T.", rich_help_panel=DATA)] = None,
@@ -149,8 +161,8 @@ def train(
     char_dropout: Annotated[Optional[float], typer.Option("--char-dropout", help="Classifier: chance that a training character is blanked out (augmentation; 0 = off).", rich_help_panel=DATA)] = None,
     extra: Annotated[Optional[str], typer.Option("--extra", help="Classifier and generator: training names beside the tutorial's split: [b]faker[/] (corpora/surnames_faker_train.tsv) or [b]none[/].", rich_help_panel=DATA)] = None,
     augment: Annotated[Optional[float], typer.Option("--augment", help="Classifier: chance that a training name is respelled (German ue/oe/ae, all lower or upper case; 0 = off).", rich_help_panel=DATA)] = None,
-    cell: Annotated[Optional[str], typer.Option(help=f"Recurrent cell from the registry (a wrong name lists the registered ones). Default: {HELP_DEFAULTS['cell']}.", rich_help_panel=MODEL)] = None,
-    engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels), [b]loop[/] (step-by-step reference) or [b]torch-cell[/] (a loop over nn.RNNCell/nn.LSTMCell; rnn and lstm).", rich_help_panel=MODEL)] = None,
+    cell: Annotated[Optional[str], typer.Option(help=f"Recurrent cell from the registry: {CELL_NAMES}. Default: {HELP_DEFAULTS['cell']}.", rich_help_panel=MODEL)] = None,
+    engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels), [b]loop[/] (step-by-step reference) or [b]torch-cell[/] (a loop over nn.RNNCell, nn.LSTMCell or nn.GRUCell; rnn, lstm and gru).", rich_help_panel=MODEL)] = None,
     layers: Annotated[Optional[int], typer.Option(help=f"Stacked recurrent layers. Default: {HELP_DEFAULTS['layers']}.", rich_help_panel=MODEL)] = None,
     hidden: Annotated[Optional[int], typer.Option(help=f"Hidden units per layer. Default: {HELP_DEFAULTS['hidden']}.", rich_help_panel=MODEL)] = None,
     embed: Annotated[Optional[int], typer.Option(help=f"Character embedding size. Default: {HELP_DEFAULTS['embed']}.", rich_help_panel=MODEL)] = None,
@@ -160,7 +172,13 @@ def train(
     init: Annotated[Optional[str], typer.Option(help="Weight init: [b]pytorch[/] (uniform) or [b]paper[/] (MomentumRNN's: orthogonal W_ih, identity W_hh, forget bias 2).", rich_help_panel=MODEL)] = None,
     forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="LSTM family: forget-gate bias at init, b_ih[f] + b_hh[f] (char-rnn: 1).", rich_help_panel=MODEL)] = None,
     learn_momentum: Annotated[bool, typer.Option("--learn-momentum", help="Momentum cells: learn mu and s.", rich_help_panel=MODEL)] = False,
-    family: Annotated[Optional[str], typer.Option(help="Model family: [b]recurrent[/] (--cell and its options) or [b]ngram[/] (a Kneser-Ney count model of the lm task's text, fitted in seconds; --order). Default: recurrent.", rich_help_panel=MODEL)] = None,
+    family: Annotated[Optional[str], typer.Option(help="Model family: [b]recurrent[/] (--cell and its options) [b]transformer[/] (a small causal transformer; its options below; lm and generate) or [b]ngram[/] (a Kneser-Ney count model of the lm task's text, fitted in seconds; --order). Default: recurrent.", rich_help_panel=MODEL)] = None,
+    n_layer: Annotated[Optional[int], typer.Option("--n-layer", help=f"Transformer blocks. Default: {TRANSFORMER_HELP_DEFAULTS['n_layer']}.", rich_help_panel=TRANSFORMER)] = None,
+    n_head: Annotated[Optional[int], typer.Option("--n-head", help=f"Attention heads (must divide --d-model). Default: {TRANSFORMER_HELP_DEFAULTS['n_head']}.", rich_help_panel=TRANSFORMER)] = None,
+    d_model: Annotated[Optional[int], typer.Option("--d-model", help=f"Width of the residual stream. Default: {TRANSFORMER_HELP_DEFAULTS['d_model']}.", rich_help_panel=TRANSFORMER)] = None,
+    context: Annotated[Optional[int], typer.Option("--context", help=f"Most characters the model attends over; LM training windows (--seq-len) are this long. Default: {TRANSFORMER_HELP_DEFAULTS['context']}.", rich_help_panel=TRANSFORMER)] = None,
+    positions: Annotated[Optional[Positions], typer.Option(help=f"Position encoding: [b]learned[/] embeddings or [b]rotary[/] (RoFormer). Default: {TRANSFORMER_HELP_DEFAULTS['positions']}.", rich_help_panel=TRANSFORMER)] = None,
+    tie_weights: Annotated[Optional[bool], typer.Option("--tie-weights/--no-tie-weights", help=f"The output layer reuses the character embedding. Default: {TRANSFORMER_HELP_DEFAULTS['tie_weights']}.", show_default=False, rich_help_panel=TRANSFORMER)] = None,
     order: Annotated[Optional[int], typer.Option(help="N-gram family: the order (context + 1 characters, 1 to 10). Default: the best of 1..8 on the validation text.", rich_help_panel=MODEL)] = None,
     steps: Annotated[Optional[int], typer.Option(help=f"Optimisation steps (the budget, with or instead of --time). Default: {HELP_DEFAULTS['steps']}.", rich_help_panel=OPTIM)] = None,
     time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it.", rich_help_panel=OPTIM)] = None,
@@ -186,8 +204,10 @@ def train(
       chargen train --corpus tinyshakespeare --hidden 256 --steps 5000
       chargen train --resume checkpoints/grimm-20261122-101500 --steps 8000
       chargen train --init-from grimm --corpus my-tales.txt --steps 500 --lr 1e-3 --early-stop 3
+      chargen train --family transformer --corpus grimm --context 128 --d-model 128 --time 10m
     """
     from chargen.errors import UsageError
+    from chargen.models import ModelConfig, check_family_settings
     from chargen.runtime import is_main_process
     from chargen.tasks import build_task
     from chargen.tasks.resolve import resolve
@@ -219,6 +239,12 @@ def train(
         model = {"cell": cell, "engine": engine.value if engine else None, "num_layers": layers,
                  "hidden_size": hidden, "embed_dim": embed, "dropout": dropout, "cell_options": cell_options or None,
                  "init": init, "forget_bias": forget_bias, "mu": mu, "s": step_size}
+        transformer = {"family": family, "n_layer": n_layer, "n_head": n_head, "d_model": d_model, "context": context,
+                       "positions": positions.value if positions else None, "tie_weights": tie_weights}
+        check_family_settings(family or "recurrent", {**model, **transformer})
+        model.update(transformer)
+        if family == "transformer" and task_name == "lm" and seq_len is None:
+            seq_len = context or ModelConfig.context  # its training windows are its contexts
         train = {**budget, "lr": lr, "optimizer": optimizer.value if optimizer else None, "clip": clip,
                  "eval_every": eval_every, "sample_every": sample_every, "seed": seed, "device": device,
                  "deterministic": deterministic, "early_stop": early_stop, "threads": threads}
@@ -232,6 +258,8 @@ def train(
             train_cfg = resolve_train(task_name, train)
             parent, parent_note, model_cfg = _parent_settings(init_from, task_name, model)
             task_options = resolve_options(task_name, options)
+            if model_cfg.family == "transformer" and seq_len is None:
+                task_options["seq_len"] = model_cfg.context  # its training windows are its contexts
         else:
             resolved = resolve(task_name, model=model, train=train, options=options)
             model_cfg, train_cfg, task_options = resolved.model, resolved.train, resolved.options

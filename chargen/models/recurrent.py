@@ -13,8 +13,11 @@ from chargen.cells import CELLS, MomentumCell, State
 from chargen.core import ENGINES, Recurrent, has_torch_cell
 from chargen.errors import UsageError
 from chargen.inits import check_init, initialise
-from chargen.models.ngram_lm import NGramLM
 from chargen.schema import check_model_options
+
+
+FAMILIES = ("recurrent", "transformer", "ngram")
+POSITIONS = ("learned", "rotary")
 
 
 @dataclass
@@ -38,10 +41,21 @@ class ModelConfig:
     num_conditions: int = 0  # LM conditioned on a class (e.g. a language) at every step
     condition_dim: int = 0
     members: int = 1  # classifier: an ensemble of this many independently trained networks
-    family: str = "recurrent"  # "recurrent" | "transformer" | "ngram"
+    family: str = "recurrent"  # "recurrent" (the fields above), "transformer" (those below), "ngram"
+    n_layer: int = 4  # transformer: pre-norm blocks
+    n_head: int = 4  # transformer: attention heads (d_model must divide by it)
+    d_model: int = 128  # transformer: width of the residual stream (and of the condition embedding)
+    context: int = 128  # transformer: the most characters one forward attends over
+    positions: str = "learned"  # transformer: "learned" position embeddings or "rotary" (RoFormer)
+    tie_weights: bool = True  # transformer: the LM head reuses the character embedding
 
     def check(self) -> None:
         """Raise a UsageError, naming the parameter, for settings no model can have."""
+        if self.family not in FAMILIES:
+            raise UsageError(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}", params="family")
+        if self.family == "transformer":  # the recurrent fields are not read: only its own are checked
+            self._check_transformer()
+            return
         if self.cell not in CELLS:
             raise UsageError(f"cell: unknown cell {self.cell!r}; known cells: {', '.join(CELLS)}", params="cell")
         for name in ("num_layers", "hidden_size", "embed_dim"):
@@ -54,10 +68,29 @@ class ModelConfig:
         if self.engine == "fused" and not CELLS[self.cell].has_fused:
             raise UsageError(f"cell {self.cell} has no fused kernel; use engine loop", params=("cell", "engine"))
         if self.engine == "torch-cell" and not has_torch_cell(CELLS[self.cell]):
-            raise UsageError(f"engine torch-cell loops nn.RNNCell/nn.LSTMCell, which cell {self.cell} has no twin of; "
+            raise UsageError(f"engine torch-cell loops nn.RNNCell/nn.LSTMCell/nn.GRUCell, which cell {self.cell} has no twin of; "
                              "use the loop engine", params=("engine", "cell"))
         self._check_init_and_momentum()
         check_model_options(self.to_dict())  # types and sizes: nothing absurd reaches the allocator
+
+    def _check_transformer(self) -> None:
+        for name in ("n_layer", "n_head", "d_model", "context"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be positive, got {getattr(self, name)}", params=name)
+        if self.context < 2:  # sliding windows keep half a context of history: there must be a half
+            raise UsageError(f"context must be at least 2, got {self.context}", params="context")
+        if self.d_model % self.n_head:
+            raise UsageError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})",
+                             params=("d_model", "n_head"))
+        if self.positions not in POSITIONS:
+            raise UsageError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}",
+                             params="positions")
+        if self.positions == "rotary" and (self.d_model // self.n_head) % 2:
+            raise UsageError(f"rotary positions rotate pairs: the head width d_model / n_head "
+                             f"({self.d_model // self.n_head}) must be even", params=("positions", "d_model", "n_head"))
+        if not 0 <= self.dropout < 1:
+            raise UsageError(f"dropout must be in [0, 1), got {self.dropout}", params="dropout")
+        check_model_options(self.to_dict())
 
     def _check_init_and_momentum(self) -> None:
         try:
@@ -199,10 +232,8 @@ class EnsembleClassifier(nn.Module):
         return torch.stack([F.log_softmax(m(idx, lengths), dim=-1) for m in self.members]).mean(0)
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
-    """The model a config describes."""
-    if cfg.family == "ngram":  # empty: its count tables come with its checkpoint (load_state_dict)
-        return NGramLM(cfg.vocab_size)
+def build_recurrent(cfg: ModelConfig) -> nn.Module:
+    """The recurrent model a config describes."""
     if cfg.kind == "lm":
         return CharLM(cfg)
     if cfg.kind == "classifier":

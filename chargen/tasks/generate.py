@@ -193,6 +193,10 @@ class GenerateTask(NamesBatchState):
         self.val_cond = torch.tensor([c for _, c in val], dtype=torch.long)
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
+        longest = int(self.lengths.max())  # <bos> and the name, or the name and <eos>
+        if base.family == "transformer" and base.context < longest:
+            raise UsageError(f"context must hold the longest training name and its end token ({longest} "
+                             f"positions), got {base.context}", params="context")
         return ModelConfig(**{**asdict(base), "kind": "lm", "vocab_size": len(self.vocab),
                               "num_conditions": len(self.data.languages),
                               "condition_dim": base.condition_dim or 16})

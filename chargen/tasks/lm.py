@@ -14,7 +14,8 @@ from chargen.cells import State
 from chargen.data.corpora import ProgressFn, load_corpus
 from chargen.data.streams import StreamBatcher, WindowBatcher, as_streams
 from chargen.errors import CorpusError, UsageError
-from chargen.models import CharLM, ModelConfig
+from chargen.generation.windows import WindowReader
+from chargen.models import CharLM, ModelConfig, TransformerLM
 from chargen.runtime import check_batch_size, rank, world_size
 from chargen.sample import generate, generate_streams
 from chargen.stops import check_stops, stop_at
@@ -74,12 +75,20 @@ def evaluate_lm(model: CharLM, ids: Tensor, device: torch.device, streams: int =
     """Mean next-character loss (nats) over ``ids``, read as a few long streams with carried state.
 
     Long streams keep almost every prediction in full context; only each stream's first
-    characters start cold, which costs little at these lengths.
+    characters start cold, which costs little at these lengths. A transformer reads the same
+    streams in sliding windows (``chargen.generation.windows``): the same characters are scored,
+    each once, with at least half its context of history instead of everything before it.
     """
     was_training = model.training
     model.eval()
     streams = max(1, min(streams, (ids.numel() - 1) // 2))
     data = as_streams(ids, streams)  # (L, S)
+    if isinstance(model, TransformerLM):
+        reader = WindowReader(model)
+        reader.push(data)
+        log_prob, count = reader.totals()
+        model.train(was_training)
+        return -log_prob / count
     total, count = 0.0, 0
     state: State | None = None
     for start in range(0, data.shape[0] - 1, chunk):
@@ -133,6 +142,10 @@ class LanguageModelTask(BaseTask):
         self.state: State | None = None
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
+        if base.family == "transformer" and self.cfg.seq_len != base.context:
+            # its training windows are its contexts: positions past seq_len would never be trained
+            raise UsageError(f"seq_len ({self.cfg.seq_len}) must equal context ({base.context}): a transformer "
+                             "trains on windows of its context", params=("seq_len", "context"))
         return ModelConfig(**{**asdict(base), "kind": "lm", "vocab_size": len(self.vocab)})
 
     def config(self) -> dict[str, Any]:
@@ -146,7 +159,8 @@ class LanguageModelTask(BaseTask):
 
     def train_loss(self, model: CharLM, device: torch.device) -> tuple[Tensor, int]:
         inputs, targets, reset = self.batches.next()
-        # detached: truncated BPTT; moved: a resumed state was saved from the CPU
+        # detached: truncated BPTT; moved: a resumed state was saved from the CPU. A transformer returns no
+        # state, so each of its batches starts afresh: streams then are windows at consecutive offsets
         state = None if reset or self.state is None else tuple(s.detach().to(device) for s in self.state)
         _, loss, self.state = model(inputs.to(device), state, targets.to(device))
         return loss, targets.numel()
