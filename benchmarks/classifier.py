@@ -40,7 +40,9 @@ from chargen.data.names import load_names
 from chargen.ngram import BASELINE_ALPHA, NaiveBayes, train_baseline
 from chargen.tasks.classify import classifier_log_probs, classify_names, name_log_probs
 from chargen.tasks.classify_calibrate import choose_fusion, labelled_set
-from chargen.tasks.classify_eval import error_table, evaluate_file, evaluate_test_split, labelled_metrics
+from chargen.tasks.classify_eval import (
+    baseline_for, error_table, evaluate_file, evaluate_test_split, extra_of, labelled_metrics,
+)
 from chargen.tasks.generate import GenerateTask
 
 CPU = torch.device("cpu")
@@ -148,9 +150,12 @@ def main() -> None:
           f"{calibration.get('prior_weight')}, temperature {calibration.get('temperature', 1.0):.3f}, "
           f"unsure below {threshold})")
     dev_logp = classifier_log_probs(loaded, sets["dev"][0], CPU)
-    table("Per-language errors of the shipped classifier on the Faker development part",
-          ["language", "names", "top-1 recall", "top-3 recall", "most mistaken for"],
-          error_table(dev_logp, sets["dev"][1], data.languages))
+    shipped_nb = baseline_for(data, extra_of(loaded))
+    nb_rows = {r[0]: r for r in error_table(shipped_nb.log_probs(sets["dev"][0]), sets["dev"][1], data.languages)}
+    table("Per-language errors on the Faker development part: the shipped classifier, and the n-gram alone "
+          "trained on the same names",
+          ["language", "names", "top-1 recall", "top-3 recall", "most mistaken for", "n-gram top-1", "n-gram mistakes"],
+          [[*r, nb_rows[r[0]][2], nb_rows[r[0]][4]] for r in error_table(dev_logp, sets["dev"][1], data.languages)])
     if args.dev_only:
         table("Accuracy-coverage on the Faker development part", ["coverage", "accuracy", "threshold"],
               [[f"{d['coverage']:.0%}", d["accuracy"], d["threshold"]]
