@@ -115,3 +115,33 @@ def top_k_accuracy(log_probs: Tensor, targets: Sequence[frozenset[int]], k: int)
     """Share of names with any of their classes among the ``k`` highest scores."""
     ids = log_probs.topk(min(k, log_probs.shape[1]), dim=1).indices.tolist()
     return sum(bool(set(i) & t) for i, t in zip(ids, targets)) / max(1, len(targets))
+
+
+def accuracy_coverage(probs: Tensor, targets: Sequence[frozenset[int]],
+                      coverages: Sequence[float] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)) -> list[dict[str, float]]:
+    """Accuracy when answering only the most confident share of names: one row per coverage.
+
+    Names are ranked by their top-1 confidence (ties in input order); a coverage ``x`` answers
+    the first ``ceil(x * N)`` of them. ``threshold`` is the lowest confidence answered.
+    """
+    conf, pred = probs.float().max(dim=1)
+    right = [int(p) in t for p, t in zip(pred.tolist(), targets)]
+    order = sorted(range(len(right)), key=lambda i: -float(conf[i]))
+    rows = []
+    for x in coverages:
+        k = max(1, math.ceil(x * len(order))) if order else 0
+        answered = order[:k]
+        rows.append({"coverage": x, "answered": k, "accuracy": sum(right[i] for i in answered) / max(1, k),
+                     "threshold": float(conf[answered[-1]]) if answered else 1.0})
+    return rows
+
+
+def unsure_threshold(probs: Tensor, targets: Sequence[frozenset[int]], grid: Sequence[float] | None = None) -> float:
+    """The confidence below which a top-1 guess is better called unsure: the ``t`` on a grid
+    maximising (right - wrong) among the guesses with confidence >= ``t``, i.e. a guess is
+    worth giving when it is more often right than wrong. The smallest such ``t`` on ties."""
+    grid = grid if grid is not None else [i / 100 for i in range(0, 100, 5)]
+    conf, pred = probs.float().max(dim=1)
+    right = torch.tensor([int(p) in t for p, t in zip(pred.tolist(), targets)], dtype=torch.float)
+    gains = [float(((2 * right - 1) * (conf >= t).float()).sum()) for t in grid]
+    return grid[max(range(len(grid)), key=lambda i: (gains[i], -i))]

@@ -11,7 +11,7 @@ FLAGS: dict[str, str] = {
     "host": "--host", "port": "--port", "max_length": "--max-length", "max_text": "--max-text", "max_batch": "--max-batch",
     "permuted": "--permuted",
     "balance": "--balance", "balance_power": "--balance-power", "batch_size": "--batch-size", "batching": "--batching",
-    "cell": "--cell", "cells": "--cells", "char_dropout": "--char-dropout", "clip": "--clip", "corpus": "--corpus",
+    "cell": "--cell", "cells": "--cells", "char_dropout": "--char-dropout", "extra": "--extra", "augment": "--augment", "clip": "--clip", "corpus": "--corpus",
     "device": "--device", "dropout": "--dropout", "embed_dim": "--embed", "engine": "--engine", "epochs": "--epochs",
     "eval_every": "--eval-every", "hidden_size": "--hidden", "lang": "--lang", "length": "--length", "lr": "--lr",
     "lstm_steps": "--lstm-steps", "num_layers": "--layers", "only": "--only", "optimizer": "--optimizer",

@@ -159,6 +159,8 @@ def train(
     balance: Annotated[Optional[str], typer.Option(help="Classifier: class imbalance handling ([b]adjusted[/] logits, [b]weighted[/] loss, balanced [b]sampler[/], or [b]none[/]). Default: adjusted.", rich_help_panel=DATA)] = None,
     balance_power: Annotated[Optional[float], typer.Option("--balance-power", help="Classifier: how far to balance, in [0, 1]: logits + power * log prior ([b]adjusted[/]), or weight ~ count^-power. Default: 0.5.", rich_help_panel=DATA)] = None,
     char_dropout: Annotated[Optional[float], typer.Option("--char-dropout", help="Classifier: chance that a training character is blanked out (augmentation; 0 = off). Default: 0.", rich_help_panel=DATA)] = None,
+    extra: Annotated[Optional[str], typer.Option("--extra", help="Classifier and generator: training names beside the tutorial's split: [b]faker[/] (corpora/surnames_faker_train.tsv) or [b]none[/]. Default: none.", rich_help_panel=DATA)] = None,
+    augment: Annotated[Optional[float], typer.Option("--augment", help="Classifier: chance that a training name is respelled (German ue/oe/ae, all lower or upper case; 0 = off). Default: 0.", rich_help_panel=DATA)] = None,
     cell: Annotated[Optional[str], typer.Option(help=f"Recurrent cell from the registry: {CELL_NAMES}. Default: {HELP_DEFAULTS['cell']}.", rich_help_panel=MODEL)] = None,
     engine: Annotated[Optional[Engine], typer.Option(help="[b]fused[/] (torch kernels), [b]loop[/] (step-by-step reference) or [b]torch-cell[/] (a loop over nn.RNNCell, nn.LSTMCell or nn.GRUCell; rnn, lstm and gru). Default: fused.", rich_help_panel=MODEL)] = None,
     layers: Annotated[Optional[int], typer.Option(help=f"Stacked recurrent layers. Default: {HELP_DEFAULTS['layers']}.", rich_help_panel=MODEL)] = None,
@@ -252,7 +254,8 @@ def train(
                  "deterministic": deterministic, "early_stop": early_stop, "threads": threads}
         options = {"corpus": absolute_corpus(corpus), "seq_len": seq_len, "batch_size": batch_size,
                    "batching": batching.value if batching else None, "length": length, "permuted": permuted,
-                   "balance": balance, "balance_power": balance_power, "char_dropout": char_dropout}
+                   "balance": balance, "balance_power": balance_power, "char_dropout": char_dropout,
+                   "extra": extra, "augment": augment}
         if init_from is not None:
             from chargen.tasks.resolve import resolve_options, resolve_train
 

@@ -5,7 +5,10 @@
   may be given separated by commas (``Smith<TAB>English,Scottish``): a guess of any of them is
   correct, the rule the corpus's own multi-language names follow. A name on several lines gets
   the union of their languages.
-- Names are folded as in training (``chargen.data.names.fold``).
+- Names are folded as user input is (``chargen.data.names.fold_input``).
+- An optional third column lists other spellings of the name, comma-separated (the Faker
+  training file's German ``ue`` spellings): ``read_spellings`` returns them for training
+  augmentation; evaluation ignores them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from chargen.data.names import fold, has_letter
+from chargen.data.names import fold_input, has_letter
 from chargen.errors import ChargenError
 from chargen.safeio import MiB, describe, read_regular
 
@@ -37,7 +40,8 @@ def parse_labelled(lines: Sequence[str], languages: Sequence[str], source: str =
         if "\t" not in line:
             raise LabelledFileError(f"{where}: no tab; each line is name<TAB>language")
         raw_name, _, raw_langs = line.partition("\t")
-        name = fold(raw_name)
+        raw_langs = raw_langs.partition("\t")[0]
+        name = fold_input(raw_name)
         if not raw_name.strip():
             raise LabelledFileError(f"{where}: empty name")
         if not has_letter(name):
@@ -61,6 +65,21 @@ def parse_labelled(lines: Sequence[str], languages: Sequence[str], source: str =
 
 def read_labelled(path: Path, languages: Sequence[str]) -> dict[str, set[str]]:
     """``parse_labelled`` on a UTF-8 file, with unreadable files reported in one line."""
+    return parse_labelled(_read_lines(path), languages, str(path))
+
+
+def read_spellings(path: Path) -> dict[str, list[str]]:
+    """Folded name -> the other spellings in a labelled file's third column (names without one left out)."""
+    out: dict[str, list[str]] = {}
+    for line in _read_lines(path):
+        fields = line.rstrip("\r\n").split("\t")
+        if len(fields) >= 3 and not line.lstrip().startswith("#"):
+            other = [fold_input(s) for s in fields[2].split(",") if has_letter(fold_input(s))]
+            out.setdefault(fold_input(fields[0]), []).extend(other)
+    return out
+
+
+def _read_lines(path: Path) -> list[str]:
     try:
         text = read_regular(path, MAX_FILE_BYTES).decode("utf-8")
     except FileNotFoundError:
@@ -69,4 +88,4 @@ def read_labelled(path: Path, languages: Sequence[str]) -> dict[str, set[str]]:
         raise LabelledFileError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise LabelledFileError(f"{path}: cannot read it ({describe(e)})") from None
-    return parse_labelled(text.splitlines(), languages, str(path))
+    return text.splitlines()

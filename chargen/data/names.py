@@ -55,6 +55,35 @@ def fold(name: str) -> str:
     return "".join(kept).strip()
 
 
+# Letters NFD does not decompose, so ``fold`` drops them (``Małecki`` -> ``Maecki``). ``fold_input``
+# spells them as they are usually written in ASCII; the tutorial corpus keeps ``fold`` (its split's identity).
+LETTER_FOLDS = str.maketrans({"ł": "l", "Ł": "L", "ß": "ss", "ẞ": "SS", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "Ae",
+                              "œ": "oe", "Œ": "Oe", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th",
+                              "ı": "i"})
+# German umlauts as German writes them without the dots (``Müller`` -> ``Mueller``): a spelling real input has
+UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue"})
+
+
+def fold_input(name: str) -> str:
+    """``fold`` after spelling the letters NFD cannot decompose (``ł ß ø æ œ đ ð þ ı``) in ASCII:
+    how a user's input and the Faker lists are folded (``Małecki`` -> ``Malecki``, ``Đặng`` -> ``Dang``)."""
+    return fold(name.translate(LETTER_FOLDS))
+
+
+def typed_case(name: str) -> str:
+    """A name typed all in lower or all in upper case, written as the lists write names (``smith``,
+    ``SMITH`` -> ``Smith``; ``o'brien`` -> ``O'Brien``); any name with mixed case is left as typed."""
+    return name.title() if name.islower() or name.isupper() else name
+
+
+def spellings(raw: str, languages: tuple[str, ...]) -> set[str]:
+    """Other ASCII spellings of a raw name than its fold: the German umlaut spelling for a German name."""
+    out = {fold_input(raw)}
+    if "German" in languages:
+        out.add(fold_input(raw.translate(UMLAUTS)))
+    return {s for s in out if has_letter(s)}
+
+
 def has_letter(text: str) -> bool:
     return any(c in _LETTERS for c in text)
 

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from chargen.calibration import Fusion
-from chargen.data.corpora import ProgressFn
-from chargen.data.names import fold, has_letter, load_names
+from chargen.data.corpora import ProgressFn, load_names_raw
+from chargen.data.faker_names import EXTRA, output_path, training_names
+from chargen.data.labelled import read_labelled
+from chargen.data.names import fold_input, has_letter, load_names, typed_case
 from chargen.errors import CheckpointError, UsageError, VocabularyError
 from chargen.models import ModelConfig, SequenceClassifier
 from chargen.ngram import NaiveBayes
@@ -45,6 +47,8 @@ class ClassifyConfig:
     balance_power: float = 0.5  # weight/draw probability ~ count ** -power; adjusted: logits + power * log prior
     label_smoothing: float = 0.0
     char_dropout: float = 0.2  # training only: each character is replaced by <pad> with this probability
+    extra: str = "none"  # training data beside the tutorial's split: "faker" (chargen.data.faker_names)
+    augment: float = 0.0  # training only: chance a name is respelled (another spelling, or all lower/upper case)
 
     def __post_init__(self) -> None:
         check_corpus(self.corpus)
@@ -57,6 +61,10 @@ class ClassifyConfig:
             raise UsageError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.char_dropout < 0.5:
             raise UsageError(f"char_dropout must be in [0, 0.5), got {self.char_dropout}", params="char_dropout")
+        if self.extra not in EXTRA:
+            raise UsageError(f"extra must be one of {', '.join(EXTRA)}, got {self.extra!r}", params="extra")
+        if not 0.0 <= self.augment <= 1.0:
+            raise UsageError(f"augment must be in [0, 1], got {self.augment}", params="augment")
 
 
 @torch.no_grad()
@@ -187,9 +195,14 @@ class ClassifyTask(NamesBatchState):
         self.cfg = ClassifyConfig(**options)
         self.data = load_names(progress=progress)
         self.vocab = classifier_vocab()
-        names = self.data.splits["train"]
-        self.x, self.lengths = pad_batch([self.vocab.encode(n) for n in names], self.vocab.id(PAD))
-        self.targets = multi_hot(self.data.targets("train"), len(self.data.languages))  # (N, C)
+        raw = load_names_raw(progress=progress) if self.cfg.augment else None
+        self.train = training_names(self.data, self.cfg.extra, raw)
+        names = self.train.names
+        self.encoded = [self.vocab.encode(n) for n in names]
+        # a respelling: another spelling of the name, or the whole name in lower or upper case
+        self.respelled = [[self.vocab.encode(v) for v in (*self.train.spellings.get(n, ()), n.lower(), n.upper())
+                           if v != n] for n in names]
+        self.targets = multi_hot(self.train.targets, len(self.data.languages))  # (N, C)
         counts = self.targets.sum(0).float()  # names listed under each language
         self.log_prior = (counts / counts.sum()).clamp(min=1e-12).log()
         # Inverse class frequency to a power, and a name weighs as much as all its languages
@@ -201,6 +214,20 @@ class ClassifyTask(NamesBatchState):
                                     self.weight if self.cfg.balance == "sampler" else None)
         self.val_names = self.data.splits["val"]
         self.val_targets = self.data.targets("val")
+        dev = read_labelled(output_path("dev"), self.data.languages)
+        self.dev_names = list(dev)
+        self.dev_targets = [frozenset(self.data.index[lang] for lang in ls) for ls in dev.values()]
+
+    def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """The names of ``idx``, each respelled with chance ``augment`` (draws from the batch generator)."""
+        seqs = [self.encoded[i] for i in idx.tolist()]
+        if self.cfg.augment:
+            coins = torch.rand(len(seqs), generator=self.batches.generator).tolist()
+            picks = torch.randint(1 << 30, (len(seqs),), generator=self.batches.generator).tolist()
+            for j, (i, coin, pick) in enumerate(zip(idx.tolist(), coins, picks)):
+                if coin < self.cfg.augment and self.respelled[i]:
+                    seqs[j] = self.respelled[i][pick % len(self.respelled[i])]
+        return pad_batch(seqs, self.vocab.id(PAD))
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
         return ModelConfig(**{**asdict(base), "kind": "classifier", "vocab_size": len(self.vocab),
@@ -208,12 +235,12 @@ class ClassifyTask(NamesBatchState):
 
     def config(self) -> dict[str, Any]:
         return {"options": asdict(self.cfg), "languages": self.data.languages, "data_sha256": self.data.digest,
-                "split_sizes": self.data.sizes()["names"]}
+                "split_sizes": self.data.sizes()["names"], "train_names": len(self.train.names),
+                "extra_sha256": self.train.sha256}
 
     def train_loss(self, model: SequenceClassifier, device: torch.device) -> tuple[Tensor, int]:
         idx = self.batches.next()
-        lengths = self.lengths[idx]
-        x = self.x[: int(lengths.max()), idx]
+        x, lengths = self._batch(idx)
         if self.cfg.char_dropout:
             drop = torch.rand(x.shape, generator=self.batches.generator) < self.cfg.char_dropout
             x = x.masked_fill(drop, self.vocab.id(PAD))
@@ -227,12 +254,15 @@ class ClassifyTask(NamesBatchState):
         return loss.mean(), len(idx)
 
     def evaluate(self, model: SequenceClassifier, device: torch.device) -> dict[str, float]:
-        logp = name_log_probs(model, self.vocab, self.val_names, device)
-        # val_loss: -log p(the name's languages), unweighted, whatever the training loss
-        loss = set_nll(logp, multi_hot(self.val_targets, logp.shape[1]))
-        m = score(logp.argmax(1).tolist(), self.val_targets, len(self.data.languages))
-        return {"val_loss": float(loss.mean()), "val_accuracy": m["accuracy"],
-                "val_balanced_accuracy": m["balanced_accuracy"]}
+        out: dict[str, float] = {}
+        for key, names, targets in (("val", self.val_names, self.val_targets), ("dev", self.dev_names, self.dev_targets)):
+            logp = name_log_probs(model, self.vocab, names, device)
+            # -log p(the name's languages), unweighted, whatever the training loss
+            loss = set_nll(logp, multi_hot(targets, logp.shape[1]))
+            m = score(logp.argmax(1).tolist(), targets, len(self.data.languages))
+            out.update({f"{key}_loss": float(loss.mean()), f"{key}_accuracy": m["accuracy"],
+                        f"{key}_balanced_accuracy": m["balanced_accuracy"]})
+        return out
 
     def sample_text(self, model: SequenceClassifier, generator: torch.Generator, device: torch.device) -> None:
         return None
@@ -287,10 +317,14 @@ class ClassifyTask(NamesBatchState):
 
 
 def classify_names(loaded: Any, names: Sequence[str], top: int = 3) -> list[dict[str, Any]]:
-    """The ``top`` likeliest languages of each name, folded as in training.
+    """The ``top`` likeliest languages of each name, folded as user input (``names.fold_input``), and
+    written in the lists' case if typed all in lower or upper case (``names.typed_case``).
 
-    Returns one dict per name, in order: ``{"name", "predictions": [{"language", "log_prob", "prob"}]}``,
-    or ``{"name", "error"}`` for a name with no usable letter; the other names are still answered.
+    Returns one dict per name, in order: ``{"name", "predictions": [{"language", "log_prob", "prob"}],
+    "unsure"}``, or ``{"name", "error"}`` for a name that cannot be read (no Latin letter, or
+    longer than any surname); the other names are still answered. ``unsure`` is True when the top
+    probability is below the threshold the calibration chose on the development names (a guess
+    there is wrong more often than right); False when there is none.
     """
     if loaded.config.get("task") != "classify":
         raise CheckpointError(f"{loaded.path}: this is a {loaded.config.get('task')!r} model, not a classifier")
@@ -300,12 +334,11 @@ def classify_names(loaded: Any, names: Sequence[str], top: int = 3) -> list[dict
     results: list[dict[str, Any]] = []
     todo: list[tuple[int, str]] = []
     for i, raw in enumerate(names):
-        folded = fold(raw)
+        folded = typed_case(fold_input(raw))
         if not has_letter(folded):
-            latin = "" if raw.isascii() else (" this classifier knows names in Latin letters only (A-Z, accents "
-                                               "folded); write the name in Latin letters, e.g. transliterated")
-            results.append({"name": raw, "error": "no usable letter (A-Z after folding accents);" + latin
-                            if latin else "no usable letter (A-Z after folding accents)"})
+            what = ("no usable letter (A-Z after folding accents)" if not any(c.isalpha() for c in raw) else
+                    "no usable letter: the model reads names in the Latin alphabet (transliterate it first)")
+            results.append({"name": raw if len(raw) <= 40 else raw[:20] + "...", "error": what})
             continue
         if len(folded) > MAX_CLASSIFY_LENGTH:
             results.append({"name": raw[:20] + "...", "error": f"too long for a surname: {len(folded):,} characters "
@@ -322,7 +355,9 @@ def classify_names(loaded: Any, names: Sequence[str], top: int = 3) -> list[dict
         device = next(loaded.model.parameters()).device
         logp = classifier_log_probs(loaded, [f for _, f in todo], device)
         values, ids = logp.topk(min(top, len(languages)), dim=1)
+        threshold = float(loaded.config.get("calibration", {}).get("threshold", 0.0))
         for (i, _), vals, idx in zip(todo, values.tolist(), ids.tolist()):
             results[i]["predictions"] = [{"language": languages[c], "log_prob": v, "prob": math.exp(v)}
                                          for v, c in zip(vals, idx)]
+            results[i]["unsure"] = math.exp(vals[0]) < threshold
     return results

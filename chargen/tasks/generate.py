@@ -12,6 +12,7 @@ from torch import Tensor
 
 from chargen import checkpoint
 from chargen.data.corpora import ProgressFn
+from chargen.data.faker_names import EXTRA, training_names
 from chargen.data.names import fold, has_letter, load_names
 from chargen.errors import CheckpointError, UsageError, VocabularyError
 from chargen.generation.logits import DecodeConfig, LogitsPipeline, decode_config
@@ -35,10 +36,13 @@ class GenerateConfig:
 
     corpus: str = NAMES_CORPUS
     batch_size: int = 64
+    extra: str = "none"  # training names beside the tutorial's split: "faker" (chargen.data.faker_names)
 
     def __post_init__(self) -> None:
         check_corpus(self.corpus)
         check_batch_size(self.batch_size)
+        if self.extra not in EXTRA:
+            raise UsageError(f"extra must be one of {', '.join(EXTRA)}, got {self.extra!r}", params="extra")
 
 
 def lm_batch(vocab: Vocab, names: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -207,7 +211,8 @@ class GenerateTask(NamesBatchState):
         self.cfg = GenerateConfig(**options)
         self.data = load_names(progress=progress)
         self.vocab = generator_vocab()
-        pairs = self.data.pairs("train")
+        self.train = training_names(self.data, self.cfg.extra)
+        pairs = [(n, c) for n, t in zip(self.train.names, self.train.targets) for c in sorted(t)]
         self.inputs, self.targets = lm_batch(self.vocab, [n for n, _ in pairs])
         self.lengths = torch.tensor([len(n) + 1 for n, _ in pairs])
         self.cond = torch.tensor([c for _, c in pairs], dtype=torch.long)
@@ -227,7 +232,8 @@ class GenerateTask(NamesBatchState):
 
     def config(self) -> dict[str, Any]:
         return {"options": asdict(self.cfg), "languages": self.data.languages, "data_sha256": self.data.digest,
-                "split_sizes": self.data.sizes()["names"], "train_pairs": len(self.cond)}
+                "split_sizes": self.data.sizes()["names"], "train_pairs": len(self.cond),
+                "extra_sha256": self.train.sha256}
 
     def train_loss(self, model: CharLM, device: torch.device) -> tuple[Tensor, int]:
         idx = self.batches.next()
@@ -272,7 +278,7 @@ class GenerateTask(NamesBatchState):
           pairs: what the model knows of a name when nobody says its language. The gap is what
           the language tells about the letters.
         - ``new_share``: of 100 names drawn per language (temperature 1, seed 0), the share that
-          are not training names (``in_test_share``: the share that are held-out test names).
+          are not training names (the tutorial's and, if it trained on them, the Faker ones) (``in_test_share``: the share that are held-out test names).
         - ``classifier_agrees``: the share the shipped classifier (``checkpoints/surnames``) puts in
           the requested language, top-1.
         """
@@ -284,7 +290,8 @@ class GenerateTask(NamesBatchState):
         model, vocab = loaded.model, loaded.vocab
         names = data.splits["test"]
         logp = conditional_log_probs(model, vocab, names, L, device)  # (N, L)
-        prior = torch.bincount(torch.tensor([c for _, c in data.pairs("train")]), minlength=L).double()
+        trained = training_names(data, task_config.get("options", {}).get("extra", "none"))
+        prior = torch.bincount(torch.tensor([c for t in trained.targets for c in t]), minlength=L).double()
         log_prior = (prior / prior.sum()).log()
         marginal = torch.logsumexp(logp.double() + log_prior, dim=1)  # (N,)
         cond_sum = [0.0] * L
@@ -297,7 +304,7 @@ class GenerateTask(NamesBatchState):
                 marg_sum[c] -= float(marginal[i])
                 tokens[c] += len(name) + 1
 
-        train_names, test_names = set(data.splits["train"]), set(data.splits["test"])
+        train_names, test_names = set(trained.names), set(data.splits["test"])
         generator = torch.Generator(device=device).manual_seed(EVAL_SAMPLE_SEED)
         samples = {
             lang: generate_names(model, vocab, torch.full((EVAL_SAMPLES_PER_LANGUAGE,), c, dtype=torch.long),
