@@ -92,13 +92,23 @@ def run_tutorial(tmp: Path) -> None:
                                         batch_size=4), tmp)
 
 
+def run_sampling(tmp: Path) -> None:
+    from chargen.experiments import sampling
+    from chargen.experiments.sampling import ModelPlan, Scale
+
+    plan = {"cell": "lstm", "embed_dim": 8, "hidden_size": 16, "num_layers": 1}
+    scale = Scale(samples=2, length=20, settings={"temperature": (0.5,)}, primes={"firstnames": ("a",)}, shipped={},
+                  grader=ModelPlan(plan, 1.0, seed=5, steps=5), sampler=ModelPlan(plan, 1.0, seed=1, steps=5))
+    sampling.build(tmp, seeds=[0], corpora=["firstnames"], scale=scale).run()
+
+
 TINY_RUNS: dict[str, Callable[[Path], None]] = {
     "baselines": run_baselines, "compare": run_compare, "compare_sweep": run_compare_sweep,
     "gradients": run_gradients, "momentum": run_momentum, "momentum_digits": run_momentum_digits,
     "optimisers": run_optimisers, "probe": run_probe,
-    "reference": run_reference, "tutorial": run_tutorial,
+    "reference": run_reference, "sampling": run_sampling, "tutorial": run_tutorial,
 }
-NEEDS_CORPORA = {"baselines", "tutorial"}  # the shared mirror's firstnames and names
+NEEDS_CORPORA = {"baselines", "sampling", "tutorial"}  # the shared mirror's firstnames and names
 
 
 def test_every_experiment_module_is_listed() -> None:

@@ -73,6 +73,7 @@ PATH_OPTIONS: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("word2vec", "out"): (OUT_DIR, ["word2vec", "--corpus", "{world}/texts/tale.txt", "--min-count", "1", "--epochs",
                                     "1", "--out", "{path}", "--quiet"]),
     ("word2vec", "model"): (W2V_MODEL, ["word2vec", "--similar", "king", "--model", "{path}"]),
+    ("study", "out"): (OUT_DIR, ["study", "baselines", "--only", "grimm-1m", "--out", "{path}", "--quiet"]),
     ("momentum-study", "out"): (OUT_DIR, ["momentum-study", "--only", "adjoint", "--out", "{path}", "--quiet"]),
     ("momentum-study", "markdown"): (OUT_FILE, ["momentum-study", "--only", "none", "--markdown", "{path}"], ".md"),
     ("reference numpy-rnn", "corpus"): (TEXT, ["reference", "numpy-rnn", "--corpus", "{path}", "--epochs", "1",

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from chargen.cli.app import app
-from chargen.cli.ui import err_console, markup, say, table_console
+from chargen.cli.ui import check_folder, err_console, markup, say, table_console
 
 
 def _duration(seconds: float | None) -> str:
@@ -80,6 +80,8 @@ def study(
         return
     if not name:
         raise UsageError(f"name a study: {', '.join(STUDIES)} (or --list)", params="study")
+    if out is not None:  # a study resumes into its own folder, so only a file, a run or a shipped model is refused
+        check_folder(out, param="out")
     if stop_after is not None and not stop_after > 0:
         raise UsageError(f"--stop-after must be positive, got {stop_after}")
     deadline = time.time() + 60 * stop_after if stop_after is not None else None
