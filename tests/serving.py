@@ -7,6 +7,7 @@ import functools
 import importlib.util
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,23 @@ def library(loaded: Any, body: dict[str, Any]) -> str:
                       decode=DecodeConfig.from_dict({k: v for k, v in body.items() if k in CONTROLS}),
                       masks=constraints.masks)
     return "".join(stop_at(pieces, [*([stops] if isinstance(stops, str) else stops), *constraints.stops]))
+
+
+# fixtures shared by the server's test modules (each imports them by name)
+@pytest.fixture(scope="module", autouse=True)
+def threads_one() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models; two threads crawl when other processes hold the cores
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("serve") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_run: Path) -> Iterator[Running]:
+    with Running(Service({"tiny": checkpoint.load(tiny_run)}, TINY_LIMITS)) as server:
+        yield server

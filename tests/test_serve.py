@@ -25,8 +25,8 @@ from chargen.inspect import score_text, trace
 from chargen.serve import Limits, Service
 from chargen.tasks.classify import classify_names
 
-from serving import (TINY_LIMITS, Running, call, library, lines_of, need_extra, post, raw_http, save_tiny,
-                     streamed)  # noqa: E402
+from serving import (TINY_LIMITS, Running, call, library, lines_of, need_extra, post, raw_http, save_tiny,  # noqa: E402
+                     streamed, threads_one, tiny, tiny_run)  # noqa: F401 - the last three are fixtures
 
 LIMITS = Limits(max_length=400, max_text=300, max_names=5, max_body=4096)
 
@@ -36,23 +36,6 @@ def models() -> dict[str, Any]:
     return {"grimm": checkpoint.load("grimm"), "surnames": checkpoint.load("surnames")}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def threads_one() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models; two threads crawl when other processes hold the cores
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny(tmp_path_factory.mktemp("serve") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_run: Path) -> Iterator[Running]:
-    with Running(Service({"tiny": checkpoint.load(tiny_run)}, TINY_LIMITS)) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,10 @@ from chargen import checkpoint
 from chargen.cli import app
 from chargen.serve import Limits, Service
 
-from serving import (  # noqa: E402
+from serving import (  # noqa: E402, F401 - threads_one, tiny_run and tiny are fixtures
+    threads_one,
+    tiny,
+    tiny_run,
     TINY_LIMITS,
     TINY_TEXT,
     Running,
@@ -38,23 +41,6 @@ from serving import (  # noqa: E402
 
 DEADLINE = 0.5  # seconds for headers and for a body, in the slow-client test
 
-@pytest.fixture(scope="module", autouse=True)
-def threads_one() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models; two threads crawl when other processes hold the cores
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny(tmp_path_factory.mktemp("serve") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_run: Path) -> Iterator[Running]:
-    with Running(Service({"tiny": checkpoint.load(tiny_run)}, TINY_LIMITS)) as server:
-        yield server
 
 
 def test_200_concurrent_generate_requests_are_all_answered_and_equal_chargen_sample(
