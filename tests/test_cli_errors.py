@@ -768,7 +768,7 @@ ISSUE_26 = [
                                                              "1"], 1, "lower --batch-size (now 64) or --seq-len (now 30)"),
     Case("26 train: --out with markup", [*TRAIN, "--out", "{world}/afile/run[/]"], 2, "afile/run[/]"),
     Case("26 classify: a name in another script", ["classify", "Иванов", "--model", M + "clf"], 1,
-         "knows names in Latin letters only"),
+         "reads names in the Latin alphabet"),
     *[Case(f"26 {words[0]}: --threads 100000", [*words, "--threads", "100000"], 2, THREADS) for words in (
         ["sample", "--model", LM], ["classify", "Smith", "--model", M + "clf"], ["score", "{world}/texts/tale.txt",
                                                                                   "--model", LM],
