@@ -449,7 +449,7 @@ def _surnames_section(ctx: Context) -> str:
                     f"to four characters (`chargen/ngram.py`), trained on the same split, scores accuracy {n(m['baseline_accuracy'])} and "
                     f"balanced accuracy {n(m['baseline_balanced_accuracy'])} on the same test names (the right language among its top three: "
                     f"{n(m['baseline_top3'])}, against the classifier's {n(m['top3'])}). The classifier's probabilities are "
-                    f"temperature-scaled on the validation split (T = {n(m['temperature'], '.2f')}): expected "
+                    f"temperature-scaled on held-out names (the validation split and Faker's development names; T = {n(m['temperature'], '.2f')}): expected "
                     f"calibration error {n(m['ece'])} on the test split ({n(m['ece_network_alone'])} for the "
                     f"network alone). Per-language recall of both sits in `surnames.json`; `chargen evaluate "
                     f"--model surnames --names corpora/surnames_faker_test.tsv` measures both on names nobody "
