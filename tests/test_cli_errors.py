@@ -906,7 +906,7 @@ FAMILY_CASES = [
          2, "--d-model must be an integer from 1 to 16,384"),
     Case("family: a transformer too large", ["train", "--family", "transformer", "--d-model", "16384", "--n-layer",
          "200", "--out", "{tmp}/t"], 2, "--d-model 16384, --n-layer 200, --context 128 make a model of about"),
-    Case("family: --order 50", ["train", "--family", "ngram", "--order", "50", "--out", "{tmp}/n"], 2,
+    Case("family: --order 50", ["train", "--family", "ngram", "--corpus", "{world}/texts/tale.txt", "--order", "50", "--out", "{tmp}/n"], 2,
          "--order must be an integer from 1 to 10"),
 ]
 

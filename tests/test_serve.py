@@ -99,7 +99,7 @@ STUDIO = [  # the decoding controls and the constraints, each request as chargen
 ]
 
 
-def test_controls_and_constraints_in_a_batch_equal_chargen_sample(base: str, models: dict[str, Any]) -> None:
+def test_controls_and_constraints_in_a_batch_equal_chargen_sample(base: str, models: dict[str, Any], corpus_mirror: Path) -> None:  # max_copy reads grimm's text
     expected = [library(models["grimm"], body) for body in STUDIO]
     with ThreadPoolExecutor(max_workers=len(STUDIO)) as pool:  # joining and leaving one batch together
         served = list(pool.map(lambda b: streamed(base, b)[1], STUDIO * 2))
@@ -120,7 +120,7 @@ def test_controls_and_constraints_in_a_batch_equal_chargen_sample(base: str, mod
         assert re.fullmatch(pattern["pattern"], "The" + text) and "gold" in text
 
 
-def test_novelty_reports_the_copies_of_each_sample(base: str, models: dict[str, Any]) -> None:
+def test_novelty_reports_the_copies_of_each_sample(base: str, models: dict[str, Any], corpus_mirror: Path) -> None:  # max_copy reads grimm's text
     body = {"prime": "The king", "length": 120, "seed": 1, "temperature": 0, "novelty": True}
     lines = [json.loads(line) for line in call(base, "/api/generate", body)[1].decode().splitlines()]
     text = "".join(line.get("text", "") for line in lines)
@@ -394,7 +394,7 @@ def browser() -> Iterator[Any]:
     driver.quit()
 
 
-def test_the_page_in_a_headless_browser(base: str, models: dict[str, Any], browser: Any) -> None:
+def test_the_page_in_a_headless_browser(base: str, models: dict[str, Any], browser: Any, corpus_mirror: Path) -> None:  # copies need grimm's text
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
